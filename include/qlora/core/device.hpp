@@ -1,0 +1,176 @@
+// Where memory lives and who hands it out. A `Device` is a kind (CPU or CUDA), an index and the `Allocator` that owns
+// its memory. Allocators count the bytes currently handed out and the peak, so tests and benchmarks can report memory
+// (the CPU allocator counts tensor storage only, not the whole process RSS).
+//
+// The core never calls CUDA itself: moving bytes to and from a device goes through the allocator's virtual interface,
+// which `cuda/memory.cuh` implements with a caching allocator. So this header compiles with any C++20 compiler.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <ostream>
+#include <string>
+
+#include "dtype.hpp"
+#include "error.hpp"
+
+namespace qlora {
+
+enum class DeviceKind { cpu, cuda };
+
+struct MemoryStats {
+  std::size_t current_bytes = 0;  // handed out and not yet returned
+  std::size_t peak_bytes = 0;     // maximum of current_bytes since the last reset
+  std::size_t reserved_bytes = 0; // held from the system (≥ current for caching allocators)
+  std::size_t allocations = 0;    // calls to allocate()
+};
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual DeviceKind kind() const = 0;
+  virtual int index() const { return 0; }
+  virtual void* allocate(std::size_t bytes) = 0;
+  virtual void deallocate(void* ptr, std::size_t bytes) noexcept = 0;
+  virtual void fill_zero(void* ptr, std::size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void copy_within(void* dst, const void* src, std::size_t bytes) = 0;
+  // dst[i] += src[i] for n elements of `type` (gradient accumulation; f32, f64 and bf16).
+  virtual void accumulate(ScalarType type, void* dst, const void* src, std::size_t n) = 0;
+  // Waits for the device's queued work (a no-op on the CPU).
+  virtual void synchronize() {}
+
+  MemoryStats stats() const {
+    return {current_.load(), peak_.load(), reserved_.load(), allocations_.load()};
+  }
+  // Starts a new peak measurement from the current usage.
+  void reset_peak() { peak_.store(current_.load()); }
+
+ protected:
+  void count_allocation(std::size_t bytes) {
+    const std::size_t now = current_.fetch_add(bytes) + bytes;
+    std::size_t peak = peak_.load();
+    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    }
+    allocations_.fetch_add(1);
+  }
+  void count_deallocation(std::size_t bytes) { current_.fetch_sub(bytes); }
+  void set_reserved(std::size_t bytes) { reserved_.store(bytes); }
+
+ private:
+  std::atomic<std::size_t> current_{0}, peak_{0}, reserved_{0}, allocations_{0};
+};
+
+// 64-byte aligned host memory (a cache line, and the widest AVX-512 load).
+class CpuAllocator final : public Allocator {
+ public:
+  static constexpr std::size_t alignment = 64;
+  DeviceKind kind() const override { return DeviceKind::cpu; }
+  void* allocate(std::size_t bytes) override {
+    const std::size_t rounded = std::max<std::size_t>(alignment, (bytes + alignment - 1) / alignment * alignment);
+    void* p = std::aligned_alloc(alignment, rounded);
+    if (!p) fail("memory", "out of host memory allocating ", bytes, " bytes");
+    count_allocation(bytes);
+    set_reserved(stats().current_bytes);
+    return p;
+  }
+  void deallocate(void* ptr, std::size_t bytes) noexcept override {
+    std::free(ptr);
+    count_deallocation(bytes);
+    set_reserved(stats().current_bytes);
+  }
+  void fill_zero(void* ptr, std::size_t bytes) override { std::memset(ptr, 0, bytes); }
+  void copy_from_host(void* dst, const void* src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy_to_host(void* dst, const void* src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy_within(void* dst, const void* src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void accumulate(ScalarType type, void* dst, const void* src, std::size_t n) override {
+    switch (type) {
+      case ScalarType::f32: return add_into(static_cast<float*>(dst), static_cast<const float*>(src), n);
+      case ScalarType::f64: return add_into(static_cast<double*>(dst), static_cast<const double*>(src), n);
+      case ScalarType::bf16: return add_into(static_cast<bf16*>(dst), static_cast<const bf16*>(src), n);
+      default: fail("memory", "accumulate: unsupported element type");
+    }
+  }
+
+ private:
+  template <class T>
+  static void add_into(T* dst, const T* src, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) dst[i] = convert<T>(convert<float>(dst[i]) + convert<float>(src[i]));
+  }
+  static void add_into(double* dst, const double* src, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) dst[i] += src[i];
+  }
+};
+
+// The process's host allocator (one instance, so its statistics cover every CPU tensor).
+inline CpuAllocator& cpu_allocator() {
+  static CpuAllocator allocator;
+  return allocator;
+}
+
+class Device {
+ public:
+  Device() : allocator_(&cpu_allocator()) {}
+  explicit Device(Allocator& allocator) : allocator_(&allocator) {}
+  static Device cpu() { return Device(); }
+
+  DeviceKind kind() const { return allocator_->kind(); }
+  int index() const { return allocator_->index(); }
+  bool is_cpu() const { return kind() == DeviceKind::cpu; }
+  bool is_cuda() const { return kind() == DeviceKind::cuda; }
+  Allocator& allocator() const { return *allocator_; }
+  MemoryStats memory() const { return allocator_->stats(); }
+
+  std::string str() const { return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index()); }
+  friend bool operator==(const Device& a, const Device& b) { return a.allocator_ == b.allocator_; }
+  friend std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
+
+ private:
+  Allocator* allocator_;
+};
+
+// Bytes on one device, freed by the allocator that made them when the last Tensor view lets go.
+class Storage {
+ public:
+  Storage(Device device, std::size_t bytes) : device_(device), bytes_(bytes) {
+    ptr_ = bytes ? device_.allocator().allocate(bytes) : nullptr;
+  }
+  ~Storage() {
+    if (ptr_) device_.allocator().deallocate(ptr_, bytes_);
+  }
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return ptr_; }
+  std::size_t bytes() const { return bytes_; }
+  const Device& device() const { return device_; }
+
+ private:
+  Device device_;
+  std::size_t bytes_;
+  void* ptr_ = nullptr;
+};
+
+// Copies `bytes` between any two devices (through the host when neither end is the CPU and they differ).
+inline void copy_bytes(const Device& dst_device, void* dst, const Device& src_device, const void* src,
+                       std::size_t bytes) {
+  if (bytes == 0) return;
+  if (src_device.is_cpu()) {
+    dst_device.allocator().copy_from_host(dst, src, bytes);
+  } else if (dst_device.is_cpu()) {
+    src_device.allocator().copy_to_host(dst, src, bytes);
+  } else if (dst_device == src_device) {
+    dst_device.allocator().copy_within(dst, src, bytes);
+  } else {
+    Storage staging(Device::cpu(), bytes);
+    src_device.allocator().copy_to_host(staging.data(), src, bytes);
+    dst_device.allocator().copy_from_host(dst, staging.data(), bytes);
+  }
+}
+
+}  // namespace qlora

@@ -1,0 +1,10 @@
+// CUDA devices and kernels. Include from translation units compiled by nvcc; together with <qlora/qlora.hpp> it
+// lets every op run on tensors placed on qlora::cuda::device(i).
+#pragma once
+
+#include "cuda/check.cuh"
+#include "cuda/elementwise.cuh"
+#include "cuda/matmul.cuh"
+#include "cuda/memory.cuh"
+#include "cuda/reduce.cuh"
+#include "qlora.hpp"

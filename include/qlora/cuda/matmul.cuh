@@ -1,0 +1,84 @@
+// cuBLAS GEMM for ops/matmul.hpp: row-major C = op(A)·op(B) computed as the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, i.e.
+// cuBLAS is called with the operands swapped. fp32 and bf16 accumulate in fp32 (CUBLAS_COMPUTE_32F, no TF32, so the
+// fp32 result is comparable with the CPU reference); fp64 in fp64. One cuBLAS handle per thread and device.
+#pragma once
+
+#include <cublas_v2.h>
+
+#include <memory>
+#include <type_traits>
+
+#include "../core/dtype.hpp"
+#include "check.cuh"
+
+namespace qlora {
+struct GemmParams;  // ops/matmul.hpp
+}
+
+namespace qlora::cuda {
+
+class BlasHandle {
+ public:
+  BlasHandle() { check(cublasCreate(&handle_), "matmul", "cublasCreate"); }
+  ~BlasHandle() { cublasDestroy(handle_); }
+  BlasHandle(const BlasHandle&) = delete;
+  BlasHandle& operator=(const BlasHandle&) = delete;
+  cublasHandle_t get() const { return handle_; }
+
+ private:
+  cublasHandle_t handle_{};
+};
+
+inline cublasHandle_t blas_handle() {
+  int device = 0;
+  check(cudaGetDevice(&device), "matmul", "cudaGetDevice");
+  thread_local std::vector<std::unique_ptr<BlasHandle>> handles;
+  if (handles.size() <= static_cast<std::size_t>(device)) handles.resize(static_cast<std::size_t>(device) + 1);
+  auto& h = handles[static_cast<std::size_t>(device)];
+  if (!h) h = std::make_unique<BlasHandle>();
+  return h->get();
+}
+
+template <class T>
+struct blas_type;
+template <>
+struct blas_type<float> {
+  static constexpr cudaDataType_t data = CUDA_R_32F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  using scale = float;
+};
+template <>
+struct blas_type<bf16> {
+  static constexpr cudaDataType_t data = CUDA_R_16BF;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  using scale = float;
+};
+template <>
+struct blas_type<f16> {
+  static constexpr cudaDataType_t data = CUDA_R_16F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  using scale = float;
+};
+template <>
+struct blas_type<double> {
+  static constexpr cudaDataType_t data = CUDA_R_64F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_64F;
+  using scale = double;
+};
+
+template <class T, class Params>
+void gemm(const Params& p, const T* a, const T* b, T* c) {
+  using BT = blas_type<T>;
+  const auto alpha = static_cast<typename BT::scale>(p.alpha);
+  const auto beta = static_cast<typename BT::scale>(p.beta);
+  const int lda = static_cast<int>(p.trans_a ? p.m : p.k);  // row length of A as stored
+  const int ldb = static_cast<int>(p.trans_b ? p.k : p.n);
+  check(cublasGemmStridedBatchedEx(blas_handle(), p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                   p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(p.n), static_cast<int>(p.m),
+                                   static_cast<int>(p.k), &alpha, b, BT::data, ldb, p.stride_b, a, BT::data, lda,
+                                   p.stride_a, &beta, c, BT::data, static_cast<int>(p.n), p.stride_c,
+                                   static_cast<int>(p.batch), BT::compute, CUBLAS_GEMM_DEFAULT),
+        "matmul", "cublasGemmStridedBatchedEx");
+}
+
+}  // namespace qlora::cuda

@@ -1,0 +1,153 @@
+// CUDA devices for qlora tensors: a caching allocator per GPU and the `cuda::device(i)` that tensors are placed on.
+//
+// cudaMalloc/cudaFree synchronise the device and are slow, so freed blocks are kept in size-class free lists and
+// reused (the idea of PyTorch's caching allocator, much simplified: sizes round up to 512 bytes below 1 MiB and to
+// 2 MiB above; no block splitting). Stats: current = bytes handed out, peak = its maximum, reserved = bytes held
+// from the driver. empty_cache() returns cached blocks to the driver.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "../core/device.hpp"
+#include "check.cuh"
+
+namespace qlora::cuda {
+
+// Number of visible GPUs; 0 when there is no driver or no device (never throws).
+inline int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+inline bool available() { return device_count() > 0; }
+
+namespace detail {
+template <class T>
+__global__ void accumulate_kernel(T* dst, const T* src, std::size_t n) {
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x)
+    dst[i] = convert<T>(convert<compute_t<T>>(dst[i]) + convert<compute_t<T>>(src[i]));
+}
+template <class T>
+void launch_accumulate(void* dst, const void* src, std::size_t n) {
+  const unsigned blocks = static_cast<unsigned>(std::min<std::size_t>((n + 255) / 256, 4096));
+  accumulate_kernel<<<blocks, 256>>>(static_cast<T*>(dst), static_cast<const T*>(src), n);
+  check(cudaGetLastError(), "memory", "launching the gradient accumulation kernel");
+}
+}  // namespace detail
+
+class CachingAllocator final : public Allocator {
+ public:
+  explicit CachingAllocator(int device) : device_(device) {}
+  ~CachingAllocator() override { empty_cache(); }
+
+  DeviceKind kind() const override { return DeviceKind::cuda; }
+  int index() const override { return device_; }
+
+  void* allocate(std::size_t bytes) override {
+    const std::size_t size = round_size(bytes);
+    std::lock_guard<std::mutex> lock(mutex_);
+    void* p = nullptr;
+    auto& bucket = free_[size];
+    if (!bucket.empty()) {
+      p = bucket.back();
+      bucket.pop_back();
+    } else {
+      check(cudaSetDevice(device_), "memory", "selecting the device");
+      const cudaError_t status = cudaMalloc(&p, size);
+      if (status == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        release_cached();  // give the cache back and try once more
+        if (cudaMalloc(&p, size) != cudaSuccess) {
+          cudaGetLastError();
+          fail("memory", "out of GPU memory on cuda:", device_, " allocating ", bytes, " bytes (",
+               stats().current_bytes, " bytes in use, ", reserved_, " reserved)");
+        }
+      } else {
+        check(status, "memory", "cudaMalloc");
+      }
+      reserved_ += size;
+      set_reserved(reserved_);
+    }
+    count_allocation(size);
+    return p;
+  }
+  void deallocate(void* ptr, std::size_t bytes) noexcept override {
+    const std::size_t size = round_size(bytes);
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_[size].push_back(ptr);
+    count_deallocation(size);
+  }
+  void fill_zero(void* ptr, std::size_t bytes) override {
+    check(cudaMemset(ptr, 0, bytes), "memory", "cudaMemset");
+  }
+  void copy_from_host(void* dst, const void* src, std::size_t bytes) override {
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "memory", "copy host to device");
+  }
+  void copy_to_host(void* dst, const void* src, std::size_t bytes) override {
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "memory", "copy device to host");
+  }
+  void copy_within(void* dst, const void* src, std::size_t bytes) override {
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "memory", "copy device to device");
+  }
+  void accumulate(ScalarType type, void* dst, const void* src, std::size_t n) override {
+    switch (type) {
+      case ScalarType::f32: return detail::launch_accumulate<float>(dst, src, n);
+      case ScalarType::f64: return detail::launch_accumulate<double>(dst, src, n);
+      case ScalarType::bf16: return detail::launch_accumulate<bf16>(dst, src, n);
+      default: fail("memory", "accumulate: unsupported element type");
+    }
+  }
+  void synchronize() override { check(cudaDeviceSynchronize(), "memory", "cudaDeviceSynchronize"); }
+
+  // Returns every cached (free) block to the driver.
+  void empty_cache() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    release_cached();
+  }
+
+  static std::size_t round_size(std::size_t bytes) {
+    constexpr std::size_t small = 512, large = 2u << 20;
+    const std::size_t unit = bytes < (1u << 20) ? small : large;
+    return std::max<std::size_t>(unit, (bytes + unit - 1) / unit * unit);
+  }
+
+ private:
+  void release_cached() {
+    for (auto& [size, blocks] : free_) {
+      for (void* p : blocks) {
+        cudaFree(p);
+        reserved_ -= size;
+      }
+      blocks.clear();
+    }
+    set_reserved(reserved_);
+  }
+
+  int device_;
+  std::mutex mutex_;
+  std::map<std::size_t, std::vector<void*>> free_;
+  std::size_t reserved_ = 0;
+};
+
+// The Device of GPU `index` (its allocator lives for the whole program).
+inline Device device(int index = 0) {
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<CachingAllocator>> allocators;
+  std::lock_guard<std::mutex> lock(mutex);
+  const int count = device_count();
+  if (index < 0 || index >= count) fail("cuda", "no GPU cuda:", index, " (", count, " visible)");
+  if (allocators.size() < static_cast<std::size_t>(count)) allocators.resize(static_cast<std::size_t>(count));
+  auto& slot = allocators[static_cast<std::size_t>(index)];
+  if (!slot) slot = std::make_unique<CachingAllocator>(index);
+  return Device(*slot);
+}
+
+}  // namespace qlora::cuda

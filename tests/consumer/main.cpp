@@ -1,0 +1,18 @@
+// Builds against the installed headers and runs a tiny fused expression and matmul with a gradient.
+#include <qlora/qlora.hpp>
+
+#include <cmath>
+#include <iostream>
+
+int main() {
+  using namespace qlora;
+  auto a = Tensor<float, Dim<2>, Dim<3>>::full(2.0f);
+  auto b = Tensor<float, Dim<3>, Dim<2>>::full(0.5f);
+  auto x = Variable<float, Dim<2>, Dim<3>>::leaf(a);
+  auto w = Variable<float, Dim<3>, Dim<2>>::leaf(b);
+  auto loss = sum(matmul(x, w));
+  backward(loss);
+  const float value = loss.value().item();  // 4 outputs of 3 * (2 * 0.5) = 12
+  std::cout << "consumer: loss " << value << ", d_x(0,0) " << x.grad()(0, 0) << "\n";
+  return (std::abs(value - 12.0f) < 1e-6f && std::abs(x.grad()(0, 0) - 1.0f) < 1e-6f) ? 0 : 1;
+}
