@@ -1,4 +1,5 @@
 # Decides QLORA_WITH_CUDA from QLORA_CUDA (AUTO|ON|OFF) and, when on, enables the CUDA language and finds the toolkit.
+# CMake 3.25 does not know nvcc 13's C++20 flag, so qlora_warnings() passes -std=c++20 to nvcc itself.
 # Default architectures: PTX for sm_80 (JIT-compiled on any Ampere or newer GPU) plus SASS for Hopper (sm_90).
 set(QLORA_WITH_CUDA OFF)
 if(NOT QLORA_CUDA STREQUAL "OFF")
@@ -14,8 +15,6 @@ if(QLORA_WITH_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
     set(CMAKE_CUDA_ARCHITECTURES "80-virtual;90-real")
   endif()
-  set(CMAKE_CUDA_STANDARD 20)
-  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)
   message(STATUS "qlora: CUDA on (${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")

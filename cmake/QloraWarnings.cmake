@@ -4,6 +4,6 @@
 function(qlora_warnings target)
   target_compile_options(${target} PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Werror -Wno-maybe-uninitialized>
-    $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wno-maybe-uninitialized -Werror=all-warnings -diag-suppress=20012 --expt-relaxed-constexpr>)
+    $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wno-maybe-uninitialized -std=c++20 -Werror=all-warnings -diag-suppress=20012 --expt-relaxed-constexpr>)
   target_link_libraries(${target} PRIVATE qlora::qlora qlora_build_flags)
 endfunction()

@@ -18,7 +18,7 @@ TEST_SUITE("core") {
     CHECK(y(1, 2) == 12.5f);
   }
 
-  TEST_CASE("building an expression allocates nothing; evaluating allocates only the destination") {
+  TEST_CASE("building an expression allocates nothing, evaluating allocates only the destination") {
     auto a = Tensor<float, Dyn, Dim<64>>::full(1.0f, 256);
     auto y = Tensor<float, Dyn, Dim<64>>::zeros(256);
     const auto before = cpu_allocator().stats().allocations;

@@ -61,7 +61,7 @@ TEST_SUITE("core") {
     CHECK_THROWS_AS((d.as<Dim<5>, Dyn>()), Error);
   }
 
-  TEST_CASE("clone copies the data; copies of the handle share it") {
+  TEST_CASE("clone copies the data while copies of the handle share it") {
     auto t = Tensor<double, Dim<3>>::full(2.0);
     auto shared = t;
     auto copy = t.clone();
