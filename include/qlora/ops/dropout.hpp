@@ -1,0 +1,66 @@
+// Dropout with a counter-based mask: y = x * keep / (1 - p), keep = [uniform01(stream, i) >= p].
+// The mask is a pure function of (stream.seed, stream.offset, i) (core/random.hpp), so it is identical on the CPU
+// and the GPU and is never stored: backward regenerates it, dx = dy * keep / (1 - p). The caller gives each
+// application its own offset (e.g. step * layers + layer) and passes p = 0 (or skips the op) in evaluation.
+#pragma once
+
+#include "../autograd/variable.hpp"
+#include "../core/random.hpp"
+#include "../core/tensor.hpp"
+
+#if defined(__CUDACC__)
+#include "../cuda/dropout.cuh"
+#endif
+
+namespace qlora {
+
+struct DropoutParams {
+  float p = 0;          // probability of dropping an element, in [0, 1)
+  RandomStream stream;  // seed and offset of this application's mask
+};
+
+QLORA_HD inline bool dropout_keep(const DropoutParams& d, std::uint64_t index) {
+  return uniform01(d.stream, index) >= d.p;
+}
+
+namespace cpu {
+// out[i] = in[i] * keep(i) / (1 - p): forward (in = x) and backward (in = dy) are the same map.
+template <class T>
+void dropout_apply(const DropoutParams& d, const T* in, T* out, index_t n) {
+  const compute_t<T> scale = compute_t<T>(1) / (compute_t<T>(1) - static_cast<compute_t<T>>(d.p));
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (index_t i = 0; i < n; ++i)
+    out[i] = dropout_keep(d, static_cast<std::uint64_t>(i)) ? convert<T>(convert<compute_t<T>>(in[i]) * scale)
+                                                            : convert<T>(0.0f);
+}
+}  // namespace cpu
+
+QLORA_DISPATCH_BEGIN
+
+template <class T, class... Ds>
+Tensor<T, Ds...> dropout_apply(const DropoutParams& d, const Tensor<T, Ds...>& in) {
+  if (!(d.p >= 0 && d.p < 1)) fail("dropout", "p must be in [0, 1), got ", d.p);
+  Tensor<T, Ds...> out(in.shape(), in.device());
+  if (in.device().is_cpu()) {
+    cpu::dropout_apply(d, in.data(), out.data(), in.numel());
+  } else {
+#if defined(__CUDACC__)
+    cuda::dropout_apply(d, in.data(), out.data(), in.numel());
+#else
+    fail("dropout", "input is on ", in.device().str(), " but this translation unit was compiled without CUDA");
+#endif
+  }
+  return out;
+}
+
+// The differentiable dropout; p == 0 returns x itself.
+template <class T, class... Ds>
+Variable<T, Ds...> dropout(const Variable<T, Ds...>& x, const DropoutParams& d) {
+  if (d.p == 0) return x;
+  return make_result("dropout", dropout_apply(d, x.value()), [d, xn = x.node()](const Tensor<T, Ds...>& dy) {
+    accumulate_grad(xn, dropout_apply(d, dy));
+  }, x);
+}
+
+QLORA_DISPATCH_END
+}  // namespace qlora

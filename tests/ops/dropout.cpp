@@ -1,0 +1,45 @@
+// Dropout: the kept fraction, the 1/(1-p) scaling, a mask that is a function of (seed, offset, index), and gradients.
+#include <doctest/doctest.h>
+
+#include "support/check.hpp"
+
+#include <qlora/ops/dropout.hpp>
+
+using namespace qlora;
+
+TEST_SUITE("ops") {
+  TEST_CASE("dropout keeps about 1-p of the elements and scales them by 1/(1-p)") {
+    const DropoutParams d{0.25f, {1234, 0}};
+    auto x = Tensor<float, Dyn>::full(1.0f, 200000);
+    auto y = dropout_apply(d, x);
+    index_t kept = 0;
+    for (index_t i = 0; i < y.numel(); ++i) {
+      if (y(i) != 0.0f) {
+        ++kept;
+        REQUIRE(y(i) == doctest::Approx(1.0f / 0.75f));
+      }
+    }
+    CHECK(static_cast<double>(kept) / 200000.0 == doctest::Approx(0.75).epsilon(0.01));
+  }
+
+  TEST_CASE("the dropout mask depends only on seed, offset and index") {
+    auto x = Tensor<float, Dyn>::full(1.0f, 1000);
+    const auto a = dropout_apply(DropoutParams{0.5f, {7, 3}}, x);
+    const auto b = dropout_apply(DropoutParams{0.5f, {7, 3}}, x);
+    const auto c = dropout_apply(DropoutParams{0.5f, {7, 4}}, x);
+    QLORA_CHECK_CLOSE(a, b, 0.0, 0.0);
+    CHECK_FALSE(test::compare(a, c, 0.0, 0.0).ok);
+  }
+
+  TEST_CASE("dropout backward applies the same mask (gradcheck with a fixed seed)") {
+    auto x = Variable<double, Dim<6>, Dim<7>>::leaf(test::random_tensor<Tensor<double, Dim<6>, Dim<7>>>(1, -1, 1));
+    const DropoutParams d{0.3f, {99, 1}};
+    QLORA_CHECK_GRADIENTS([&](const auto& v) { return tanh(dropout(v, d)); }, x);
+  }
+
+  TEST_CASE("dropout with p = 0 is the identity and p outside [0, 1) is an error") {
+    auto x = Variable<float, Dim<3>>::leaf(Tensor<float, Dim<3>>::from({1, 2, 3}));
+    CHECK(dropout(x, DropoutParams{0.0f, {}}).value().data() == x.value().data());
+    CHECK_THROWS_WITH_AS(dropout(x, DropoutParams{1.0f, {}}), "[dropout] p must be in [0, 1), got 1", Error);
+  }
+}
