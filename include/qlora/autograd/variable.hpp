@@ -32,6 +32,8 @@ struct NodeBase {
   virtual void run_backward() = 0;
   // Frees the closure (and the tensors it saved) and the gradient of an interior node after use.
   virtual void release() = 0;
+  // Forgets the accumulated gradient (zero_grad).
+  virtual void release_grad() = 0;
 
   std::string op_name;                            // for error messages: "matmul", "leaf", ...
   std::vector<std::shared_ptr<NodeBase>> inputs;  // nodes this one sends gradients to
@@ -49,6 +51,7 @@ struct GradNode final : NodeBase {
     if (released) fail("autograd", "backward through '", op_name, "' a second time: its saved tensors were freed");
     if (backward && grad.defined()) backward(grad);
   }
+  void release_grad() override { grad = tensor_type(); }
   void release() override {
     backward = nullptr;
     grad = tensor_type();
@@ -109,7 +112,7 @@ class Variable {
     return node_->grad;
   }
   void zero_grad() const {
-    if (node_) node_->grad = tensor_type();
+    if (node_) node_->release_grad();
   }
   const std::shared_ptr<node_type>& node() const { return node_; }
   // The same value, cut from the graph.
