@@ -1,0 +1,201 @@
+// TrainingArguments and LoraConfig with the Hugging Face names and defaults (transformers' training_args.py, PEFT's
+// LoraConfig), readable from a JSON object (the CLI turns YAML into the same JSON). Unknown keys are errors that
+// suggest the nearest known name, so a typo never silently falls back to a default; values are range-checked.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+
+namespace qlora {
+
+struct TrainingArguments {
+  std::string output_dir = "trainer_output";
+  double num_train_epochs = 3.0;
+  long max_steps = -1;  // > 0 overrides num_train_epochs
+  long per_device_train_batch_size = 8;
+  long per_device_eval_batch_size = 8;
+  long gradient_accumulation_steps = 1;
+  double learning_rate = 5e-5;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;
+  std::string lr_scheduler_type = "linear";
+  double warmup_ratio = 0.0;
+  long warmup_steps = 0;  // > 0 overrides warmup_ratio
+  std::string optim = "adamw_torch";  // adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit
+  bool bf16 = false;
+  bool gradient_checkpointing = false;
+  long logging_steps = 500;
+  std::string save_strategy = "steps";  // no, steps, epoch
+  long save_steps = 500;
+  std::optional<long> save_total_limit;
+  std::string eval_strategy = "no";  // no, steps, epoch
+  std::optional<long> eval_steps;    // defaults to logging_steps, as in transformers
+  std::uint64_t seed = 42;
+  std::vector<std::string> report_to = {"tensorboard"};
+  std::optional<std::string> resume_from_checkpoint;
+};
+
+struct LoraConfig {
+  long r = 8;
+  double lora_alpha = 8;
+  double lora_dropout = 0.0;
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // PEFT's Gemma default
+  bool use_rslora = false;
+  std::string bias = "none";
+};
+
+namespace detail {
+// Edit distance, to suggest the nearest known option for a typo.
+inline std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> prev(b.size() + 1), row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      row[j] = std::min({prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, row);
+  }
+  return prev[b.size()];
+}
+
+class OptionReader {
+ public:
+  OptionReader(const nlohmann::json& j, const char* what) : json_(j), what_(what) {
+    if (!j.is_object()) fail("config", what, " must be a JSON object");
+  }
+  template <class T>
+  void read(const char* key, T& field) {
+    known_.emplace_back(key);
+    const auto it = json_.find(key);
+    if (it == json_.end() || it->is_null()) return;
+    try {
+      if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+        field = it->is_string() ? split_commas(it->template get<std::string>()) : it->template get<T>();
+      } else if constexpr (std::is_same_v<T, std::optional<long>> || std::is_same_v<T, std::optional<std::string>>) {
+        field = it->template get<typename T::value_type>();
+      } else {
+        field = it->template get<T>();
+      }
+    } catch (const nlohmann::json::exception&) {
+      fail("config", what_, ": option '", key, "' has the wrong type (", it->type_name(), ")");
+    }
+  }
+  // Throws for keys that no read() asked for, naming the nearest known one.
+  void reject_unknown() const {
+    for (const auto& [key, value] : json_.items()) {
+      if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
+      std::string nearest = known_.front();
+      for (const auto& k : known_)
+        if (edit_distance(key, k) < edit_distance(key, nearest)) nearest = k;
+      fail("config", what_, ": unknown option '", key, "' (did you mean '", nearest, "'?)");
+    }
+  }
+  static std::vector<std::string> split_commas(const std::string& s) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start <= s.size()) {
+      const std::size_t comma = s.find(',', start);
+      const std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (!item.empty()) out.push_back(item);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    return out;
+  }
+
+ private:
+  const nlohmann::json& json_;
+  const char* what_;
+  std::vector<std::string> known_;
+};
+
+inline void require_in(const std::string& value, std::initializer_list<const char*> allowed, const char* key) {
+  for (const char* a : allowed)
+    if (value == a) return;
+  std::string list;
+  for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+  fail("config", "option '", key, "' is '", value, "'; allowed: ", list);
+}
+}  // namespace detail
+
+inline void validate(const TrainingArguments& a) {
+  if (a.per_device_train_batch_size < 1) fail("config", "per_device_train_batch_size must be >= 1");
+  if (a.gradient_accumulation_steps < 1) fail("config", "gradient_accumulation_steps must be >= 1");
+  if (!(a.learning_rate > 0) || !std::isfinite(a.learning_rate)) fail("config", "learning_rate must be positive");
+  if (a.max_steps <= 0 && !(a.num_train_epochs > 0)) fail("config", "give num_train_epochs > 0 or max_steps > 0");
+  if (a.max_grad_norm < 0) fail("config", "max_grad_norm must not be negative (0 turns clipping off)");
+  if (a.warmup_ratio < 0 || a.warmup_ratio > 1) fail("config", "warmup_ratio must be in [0, 1]");
+  if (a.logging_steps < 1 || a.save_steps < 1) fail("config", "logging_steps and save_steps must be >= 1");
+  detail::require_in(a.lr_scheduler_type, {"linear", "cosine", "constant", "constant_with_warmup"}, "lr_scheduler_type");
+  detail::require_in(a.optim, {"adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"}, "optim");
+  detail::require_in(a.save_strategy, {"no", "steps", "epoch"}, "save_strategy");
+  detail::require_in(a.eval_strategy, {"no", "steps", "epoch"}, "eval_strategy");
+}
+
+inline void validate(const LoraConfig& c) {
+  if (c.r < 1) fail("config", "lora r must be >= 1, got ", c.r);
+  if (!(c.lora_dropout >= 0 && c.lora_dropout < 1)) fail("config", "lora_dropout must be in [0, 1)");
+  if (c.target_modules.empty()) fail("config", "target_modules is empty");
+  for (const auto& m : c.target_modules)
+    detail::require_in(m, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, "target_modules");
+  detail::require_in(c.bias, {"none"}, "bias");
+}
+
+inline TrainingArguments training_arguments_from_json(const nlohmann::json& j) {
+  TrainingArguments a;
+  detail::OptionReader r(j, "TrainingArguments");
+  r.read("output_dir", a.output_dir);
+  r.read("num_train_epochs", a.num_train_epochs);
+  r.read("max_steps", a.max_steps);
+  r.read("per_device_train_batch_size", a.per_device_train_batch_size);
+  r.read("per_device_eval_batch_size", a.per_device_eval_batch_size);
+  r.read("gradient_accumulation_steps", a.gradient_accumulation_steps);
+  r.read("learning_rate", a.learning_rate);
+  r.read("weight_decay", a.weight_decay);
+  r.read("adam_beta1", a.adam_beta1);
+  r.read("adam_beta2", a.adam_beta2);
+  r.read("adam_epsilon", a.adam_epsilon);
+  r.read("max_grad_norm", a.max_grad_norm);
+  r.read("lr_scheduler_type", a.lr_scheduler_type);
+  r.read("warmup_ratio", a.warmup_ratio);
+  r.read("warmup_steps", a.warmup_steps);
+  r.read("optim", a.optim);
+  r.read("bf16", a.bf16);
+  r.read("gradient_checkpointing", a.gradient_checkpointing);
+  r.read("logging_steps", a.logging_steps);
+  r.read("save_strategy", a.save_strategy);
+  r.read("save_steps", a.save_steps);
+  r.read("save_total_limit", a.save_total_limit);
+  r.read("eval_strategy", a.eval_strategy);
+  r.read("eval_steps", a.eval_steps);
+  r.read("seed", a.seed);
+  r.read("report_to", a.report_to);
+  r.read("resume_from_checkpoint", a.resume_from_checkpoint);
+  r.reject_unknown();
+  validate(a);
+  return a;
+}
+
+inline LoraConfig lora_config_from_json(const nlohmann::json& j) {
+  LoraConfig c;
+  detail::OptionReader r(j, "LoraConfig");
+  r.read("r", c.r);
+  r.read("lora_alpha", c.lora_alpha);
+  r.read("lora_dropout", c.lora_dropout);
+  r.read("target_modules", c.target_modules);
+  r.read("use_rslora", c.use_rslora);
+  r.read("bias", c.bias);
+  r.reject_unknown();
+  validate(c);
+  return c;
+}
+
+}  // namespace qlora
