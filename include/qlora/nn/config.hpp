@@ -1,0 +1,133 @@
+// Gemma 3 text-model configurations as types (numbers from the Hugging Face config.json of each checkpoint), a
+// tiny configuration for tests, the runtime configuration read from files, and the check between the two.
+//
+// Every 6th layer ((i + 1) % 6 == 0) attends globally with rope θ = 1e6 (and linear scaling 8 from 4B up); the
+// others use a sliding window with θ = 1e4. Attention scores are scaled by query_pre_attn_scalar^-0.5.
+#pragma once
+
+#include <array>
+#include <string>
+#include <string_view>
+
+#include "../core/config.hpp"
+#include "../core/error.hpp"
+
+namespace qlora {
+
+// The numbers that differ between Gemma 3 sizes. Each config type derives from it with its values.
+template <index_t Hidden, index_t Intermediate, index_t Layers, index_t Heads, index_t KvHeads, index_t HeadDim,
+          index_t Vocab, index_t Window, int QueryPreAttnScalar, int GlobalRopeScaling>
+struct Gemma3Shape {
+  static constexpr index_t hidden = Hidden;              // hidden_size
+  static constexpr index_t intermediate = Intermediate;  // intermediate_size
+  static constexpr index_t layers = Layers;              // num_hidden_layers
+  static constexpr index_t heads = Heads;                // num_attention_heads
+  static constexpr index_t kv_heads = KvHeads;           // num_key_value_heads
+  static constexpr index_t head_dim = HeadDim;
+  static constexpr index_t vocab = Vocab;                // vocab_size
+  static constexpr index_t sliding_window = Window;
+  static constexpr double query_pre_attn_scalar = QueryPreAttnScalar;
+  static constexpr double rope_local_theta = 10000.0;    // rope_local_base_freq
+  static constexpr double rope_global_theta = 1000000.0; // rope_theta
+  static constexpr double rope_global_scaling = GlobalRopeScaling;  // rope_scaling.factor (linear), 1 = none
+  static constexpr double rms_norm_eps = 1e-6;
+  static constexpr index_t sliding_window_pattern = 6;
+
+  static_assert(Heads % KvHeads == 0, "query heads must be a multiple of key/value heads");
+  static constexpr bool is_global_layer(index_t layer) { return (layer + 1) % sliding_window_pattern == 0; }
+  static constexpr index_t q_dim = Heads * HeadDim;
+  static constexpr index_t kv_dim = KvHeads * HeadDim;
+};
+
+struct Gemma3_270M : Gemma3Shape<640, 2048, 18, 4, 1, 256, 262144, 512, 256, 1> {
+  static constexpr std::string_view name = "gemma-3-270m";
+};
+struct Gemma3_1B : Gemma3Shape<1152, 6912, 26, 4, 1, 256, 262144, 512, 256, 1> {
+  static constexpr std::string_view name = "gemma-3-1b";
+};
+struct Gemma3_4B : Gemma3Shape<2560, 10240, 34, 8, 4, 256, 262208, 1024, 256, 8> {
+  static constexpr std::string_view name = "gemma-3-4b";
+};
+struct Gemma3_12B : Gemma3Shape<3840, 15360, 48, 16, 8, 256, 262208, 1024, 256, 8> {
+  static constexpr std::string_view name = "gemma-3-12b";
+};
+struct Gemma3_27B : Gemma3Shape<5376, 21504, 62, 32, 16, 128, 262208, 1024, 168, 8> {
+  static constexpr std::string_view name = "gemma-3-27b";
+};
+// Small enough for fp64 gradchecks and golden files; 6 layers so that layer 5 is global.
+struct Gemma3Tiny : Gemma3Shape<32, 64, 6, 4, 2, 8, 300, 4, 8, 1> {
+  static constexpr std::string_view name = "gemma-3-tiny";
+};
+
+// The same numbers read at run time (config.json or GGUF metadata); -1 / 0 where a file did not say.
+struct Gemma3RuntimeConfig {
+  index_t hidden = -1, intermediate = -1, layers = -1, heads = -1, kv_heads = -1, head_dim = -1, vocab = -1;
+  index_t sliding_window = -1;
+  double query_pre_attn_scalar = 0, rope_local_theta = 0, rope_global_theta = 0, rope_global_scaling = 1;
+  double rms_norm_eps = 0;
+};
+
+template <class Cfg>
+Gemma3RuntimeConfig runtime_config_of() {
+  return {Cfg::hidden,         Cfg::intermediate,          Cfg::layers,           Cfg::heads,
+          Cfg::kv_heads,       Cfg::head_dim,              Cfg::vocab,            Cfg::sliding_window,
+          Cfg::query_pre_attn_scalar, Cfg::rope_local_theta, Cfg::rope_global_theta, Cfg::rope_global_scaling,
+          Cfg::rms_norm_eps};
+}
+
+// Throws naming every field where the file's configuration differs from the type's (`source`: the file).
+template <class Cfg>
+void check_config(const Gemma3RuntimeConfig& file, std::string_view source) {
+  const Gemma3RuntimeConfig want = runtime_config_of<Cfg>();
+  std::string diffs;
+  auto cmp = [&](const char* field, double have, double expected) {
+    if (have != expected)
+      diffs += detail::concat(diffs.empty() ? "" : ", ", field, " ", have, " (expected ", expected, ")");
+  };
+  cmp("hidden_size", file.hidden, want.hidden);
+  cmp("intermediate_size", file.intermediate, want.intermediate);
+  cmp("num_hidden_layers", file.layers, want.layers);
+  cmp("num_attention_heads", file.heads, want.heads);
+  cmp("num_key_value_heads", file.kv_heads, want.kv_heads);
+  cmp("head_dim", file.head_dim, want.head_dim);
+  cmp("vocab_size", file.vocab, want.vocab);
+  cmp("sliding_window", file.sliding_window, want.sliding_window);
+  if (file.query_pre_attn_scalar) cmp("query_pre_attn_scalar", file.query_pre_attn_scalar, want.query_pre_attn_scalar);
+  if (file.rope_local_theta) cmp("rope_local_base_freq", file.rope_local_theta, want.rope_local_theta);
+  if (file.rope_global_theta) cmp("rope_theta", file.rope_global_theta, want.rope_global_theta);
+  cmp("rope_scaling.factor", file.rope_global_scaling, want.rope_global_scaling);
+  if (!diffs.empty()) fail("config", source, " does not describe ", Cfg::name, ": ", diffs);
+}
+
+// Calls fn(Cfg{}) with the configuration type whose shape the file describes; the CLI's one dispatch point.
+template <class Fn>
+decltype(auto) dispatch_config(const Gemma3RuntimeConfig& file, std::string_view source, Fn&& fn) {
+  if (file.hidden == Gemma3_270M::hidden && file.layers == Gemma3_270M::layers) {
+    check_config<Gemma3_270M>(file, source);
+    return fn(Gemma3_270M{});
+  }
+  if (file.hidden == Gemma3_1B::hidden && file.layers == Gemma3_1B::layers) {
+    check_config<Gemma3_1B>(file, source);
+    return fn(Gemma3_1B{});
+  }
+  if (file.hidden == Gemma3_4B::hidden && file.layers == Gemma3_4B::layers) {
+    check_config<Gemma3_4B>(file, source);
+    return fn(Gemma3_4B{});
+  }
+  if (file.hidden == Gemma3_12B::hidden && file.layers == Gemma3_12B::layers) {
+    check_config<Gemma3_12B>(file, source);
+    return fn(Gemma3_12B{});
+  }
+  if (file.hidden == Gemma3_27B::hidden && file.layers == Gemma3_27B::layers) {
+    check_config<Gemma3_27B>(file, source);
+    return fn(Gemma3_27B{});
+  }
+  if (file.hidden == Gemma3Tiny::hidden && file.layers == Gemma3Tiny::layers) {
+    check_config<Gemma3Tiny>(file, source);
+    return fn(Gemma3Tiny{});
+  }
+  fail("config", source, ": no supported Gemma 3 model has hidden_size ", file.hidden, " and ", file.layers,
+       " layers (supported: 270M, 1B, 4B, 12B, 27B)");
+}
+
+}  // namespace qlora
