@@ -1,0 +1,82 @@
+// The tokenizer on a small hand-made BPE vocabulary: merges by score, byte fallback, whitespace escaping, special
+// pieces in text, decoding, and vocabulary errors. (Ids identical to Hugging Face's on the real Gemma 3 vocabulary:
+// tests/data/tokenizer_gemma3.cpp with the golden ids of tests/golden/tokenizer.py.)
+#include <doctest/doctest.h>
+
+#include <cstdio>
+
+#include <qlora/data/tokenizer.hpp>
+
+using namespace qlora;
+
+namespace {
+// ids: 0 <pad>, 1 <eos>, 2 <bos>, 3 <unk>, 4 <start_of_turn>, 5 "\n" (user-defined), 6..261 bytes, then pieces.
+Vocabulary tiny_vocabulary() {
+  Vocabulary v;
+  auto add = [&](std::string p, float score, int type) {
+    v.pieces.push_back(std::move(p));
+    v.scores.push_back(score);
+    v.types.push_back(type);
+  };
+  add("<pad>", 0, 3);
+  add("<eos>", 0, 3);
+  add("<bos>", 0, 3);
+  add("<unk>", 0, 2);
+  add("<start_of_turn>", 0, 3);
+  add("\n", 0, 4);
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    add(name, 0, 6);
+  }
+  const char* pieces[] = {"\xE2\x96\x81", "a", "b", "c", "ab", "\xE2\x96\x81" "ab", "abc", "h", "i", "hi"};
+  float score = -1;
+  for (const char* p : pieces) add(p, score--, 1);
+  return v;
+}
+constexpr int kFirstPiece = 262;  // "▁"
+}  // namespace
+
+TEST_SUITE("data") {
+  TEST_CASE("BPE merges pieces by score and escapes spaces") {
+    const auto t = Tokenizer::from_vocabulary(tiny_vocabulary());
+    CHECK(t.vocab_size() == 272);
+    CHECK(t.encode("ab") == std::vector<std::int32_t>{kFirstPiece + 4});            // "ab"
+    CHECK(t.encode(" ab") == std::vector<std::int32_t>{kFirstPiece + 5});           // "▁ab"
+    CHECK(t.encode("abc") == std::vector<std::int32_t>{kFirstPiece + 6});  // "ab" merges first, then "abc"
+    CHECK(t.encode("cab") == std::vector<std::int32_t>{kFirstPiece + 3, kFirstPiece + 4});
+    CHECK(t.encode("hi") == std::vector<std::int32_t>{kFirstPiece + 9});
+  }
+
+  TEST_CASE("characters outside the vocabulary fall back to bytes") {
+    const auto t = Tokenizer::from_vocabulary(tiny_vocabulary());
+    CHECK(t.encode("z") == std::vector<std::int32_t>{6 + 'z'});
+    CHECK(t.encode("\xC3\xA9") == std::vector<std::int32_t>{6 + 0xC3, 6 + 0xA9});  // é as its two UTF-8 bytes
+    CHECK(t.decode(t.encode("z\xC3\xA9 ab")) == "z\xC3\xA9 ab");
+  }
+
+  TEST_CASE("special pieces in text become their ids, and encode_plain leaves them as text") {
+    const auto t = Tokenizer::from_vocabulary(tiny_vocabulary());
+    CHECK(t.encode("<start_of_turn>hi\n") == std::vector<std::int32_t>{4, kFirstPiece + 9, 5});
+    CHECK(t.encode_plain("<eos>").size() > 1);
+    CHECK(t.encode("<eos>") == std::vector<std::int32_t>{1});
+    CHECK(t.token_id("<start_of_turn>") == 4);
+    CHECK(t.bos_id() == 2);
+    CHECK(t.eos_id() == 1);
+    CHECK(t.pad_id() == 0);
+    CHECK_THROWS_WITH_AS(t.token_id("<end_of_turn>"), "[tokenizer] no token '<end_of_turn>' in the vocabulary", Error);
+  }
+
+  TEST_CASE("a malformed vocabulary is rejected with the reason") {
+    auto v = tiny_vocabulary();
+    v.scores.pop_back();
+    CHECK_THROWS_WITH_AS(Tokenizer::from_vocabulary(v),
+                         "[tokenizer] vocabulary arrays differ in length: 272 pieces, 271 scores, 272 types", Error);
+    v = tiny_vocabulary();
+    v.types[7] = 9;
+    CHECK_THROWS_WITH_AS(Tokenizer::from_vocabulary(v), "[tokenizer] token 7 has unknown type 9", Error);
+    CHECK_THROWS_AS(Tokenizer::from_model_file("/nonexistent/tokenizer.model"), Error);
+    const auto t = Tokenizer::from_vocabulary(tiny_vocabulary());
+    CHECK_THROWS_WITH_AS(t.decode({999}), "[tokenizer] decode: token id 999 outside the vocabulary of 272", Error);
+  }
+}
