@@ -15,6 +15,7 @@ QLORA_DISPATCH_BEGIN
 
 // A dense weight in the compute type: the tensor itself when the types match, else a converted copy.
 template <class T, class W, class Out, class In>
+  requires DenseElement<W>
 Tensor<T, Out, In> frozen_weight(const Tensor<W, Out, In>& w) {
   if constexpr (std::is_same_v<T, W>) {
     return w;
