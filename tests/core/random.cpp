@@ -22,7 +22,7 @@ TEST_SUITE("core") {
     CHECK(pi.v[3] == 0x24126ea1u);
   }
 
-  TEST_CASE("uniform01 is in [0, 1), has mean one half, and depends on seed and offset") {
+  TEST_CASE("uniform01 lies in the unit interval, has mean one half, and depends on seed and offset") {
     double sum = 0;
     const int n = 100000;
     for (int i = 0; i < n; ++i) {

@@ -37,7 +37,7 @@ TEST_SUITE("ops") {
     QLORA_CHECK_GRADIENTS([&](const auto& v) { return tanh(dropout(v, d)); }, x);
   }
 
-  TEST_CASE("dropout with p = 0 is the identity and p outside [0, 1) is an error") {
+  TEST_CASE("dropout with p = 0 is the identity and p outside the unit interval is an error") {
     auto x = Variable<float, Dim<3>>::leaf(Tensor<float, Dim<3>>::from({1, 2, 3}));
     CHECK(dropout(x, DropoutParams{0.0f, {}}).value().data() == x.value().data());
     CHECK_THROWS_WITH_AS(dropout(x, DropoutParams{1.0f, {}}), "[dropout] p must be in [0, 1), got 1", Error);

@@ -88,7 +88,7 @@ TEST_SUITE("ops") {
                           layer.lora_a(), layer.lora_b());
   }
 
-  TEST_CASE("lora_dropout outside [0, 1) is an error") {
+  TEST_CASE("lora_dropout outside the unit interval is an error") {
     CHECK_THROWS_WITH_AS((LoraLinear<float, Tensor<float, Dim<4>, Dim<4>>, 2>(Tensor<float, Dim<4>, Dim<4>>::zeros(),
                                                                               LoraHyper{1, 1.5f, false}, RandomStream{})),
                          "[lora] lora_dropout must be in [0, 1), got 1.5", Error);
