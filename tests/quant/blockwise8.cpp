@@ -113,3 +113,18 @@ TEST_SUITE("quant") {
     CHECK_THROWS_AS(qlora::dequantize_blockwise(wrong, code), qlora::Error);
   }
 }
+
+TEST_SUITE("quant") {
+  TEST_CASE("blockwise 8-bit through tensors equals the pointer functions") {
+    auto x = qlora::Tensor<float, qlora::Dyn>::zeros(1000);
+    for (qlora::index_t i = 0; i < 1000; ++i) x(i) = static_cast<float>(i % 37) - 18.0f;
+    const auto code = qlora::create_dynamic_map(true);
+    const auto q = qlora::quantize_blockwise(x, code, 256);
+    const auto ref = qlora::quantize_blockwise(x.to_vector(), code, 256);
+    for (qlora::index_t i = 0; i < 1000; ++i) REQUIRE(q.codes(i) == ref.codes[static_cast<std::size_t>(i)]);
+    auto out = qlora::Tensor<float, qlora::Dyn>::zeros(1000);
+    qlora::dequantize_blockwise(q, code, out);
+    const auto want = qlora::dequantize_blockwise(ref, code);
+    for (qlora::index_t i = 0; i < 1000; ++i) REQUIRE(out(i) == want[static_cast<std::size_t>(i)]);
+  }
+}

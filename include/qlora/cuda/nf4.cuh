@@ -9,6 +9,7 @@
 
 #include "../core/dtype.hpp"
 #include "check.cuh"
+#include "reduce.cuh"
 
 namespace qlora::cuda {
 
@@ -27,6 +28,45 @@ struct FourBitDequantParams {
 __device__ inline float four_bit_block_absmax(const FourBitDequantParams& p, index_t block) {
   if (p.absmax) return p.absmax[block];
   return __fadd_rn(__fmul_rn(p.dynamic_code[p.codes[block]], p.nested_absmax[block / 256]), p.offset);
+}
+
+// Quantizing: one thread block per 4-bit block. The block's absmax propagates NaN like torch.max; full blocks scale
+// by the reciprocal of max(absmax, 1e-38), the short last block divides and stores the clamped value (the CPU
+// backend's rules, quant/nf4.hpp). Pairs of values never straddle a block (block sizes are even), so each thread
+// writes whole bytes.
+struct NanMax {
+  __device__ float operator()(float a, float b) const { return (a != a || b != b) ? NAN : (a > b ? a : b); }
+};
+
+__global__ void quantize_4bit_kernel(const float* x, index_t n, FourBitType type, index_t blocksize,
+                                     std::uint8_t* packed, float* absmax) {
+  const index_t b = blockIdx.x;
+  const index_t begin = b * blocksize, end = begin + blocksize < n ? begin + blocksize : n;
+  float m = 0.0f;
+  for (index_t i = begin + threadIdx.x; i < end; i += blockDim.x) m = NanMax{}(m, fabsf(x[i]));
+  m = block_reduce(m, NanMax{}, 0.0f);
+  const float clamped = m < 1e-38f ? 1e-38f : m;
+  const bool partial = end - begin < blocksize;
+  if (threadIdx.x == 0) absmax[b] = partial ? clamped : m;
+  const float inv = 1.0f / clamped;
+  for (index_t i = begin + 2 * threadIdx.x; i < end; i += 2 * blockDim.x) {
+    const float s0 = partial ? x[i] / clamped : __fmul_rn(x[i], inv);
+    const std::uint8_t hi = quantize_4bit_value(type, s0);
+    std::uint8_t lo;
+    if (i + 1 < end) lo = quantize_4bit_value(type, partial ? x[i + 1] / clamped : __fmul_rn(x[i + 1], inv));
+    else lo = quantize_4bit_value(type, 0.0f);  // odd n: the pad nibble holds the code of 0
+    packed[i / 2] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+}
+
+// x: [n] on the GPU -> packed [(n + 1) / 2], absmax [blocks] on the GPU.
+inline void quantize_4bit(const float* x, index_t n, FourBitType type, index_t blocksize, std::uint8_t* packed,
+                          float* absmax) {
+  const index_t blocks = (n + blocksize - 1) / blocksize;
+  if (blocks == 0) return;
+  const int threads = blocksize >= 512 ? 256 : static_cast<int>(blocksize / 2);
+  quantize_4bit_kernel<<<static_cast<unsigned>(blocks), threads>>>(x, n, type, blocksize, packed, absmax);
+  check(cudaGetLastError(), "nf4", "launching the 4-bit quantization kernel");
 }
 
 template <class T>

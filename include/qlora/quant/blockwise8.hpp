@@ -137,3 +137,59 @@ inline std::vector<float> dequantize_blockwise(const Blockwise8& q, const Dynami
 }
 
 }  // namespace qlora
+
+#include "../core/tensor.hpp"
+#if defined(__CUDACC__)
+#include "../cuda/blockwise8.cuh"
+#endif
+
+namespace qlora {
+
+// Blockwise 8-bit codes of a tensor, on its device: codes [n], absmax [ceil(n / blocksize)].
+struct Blockwise8Tensor {
+  Tensor<std::uint8_t, Dyn> codes;
+  Tensor<float, Dyn> absmax;
+  index_t blocksize = 4096;
+};
+
+QLORA_DISPATCH_BEGIN
+
+// quantize_blockwise of x (any shape, CPU or GPU) with the 256-entry `code`, on x's device.
+template <class... Ds>
+Blockwise8Tensor quantize_blockwise(const Tensor<float, Ds...>& x, const DynamicMap& code, index_t blocksize = 4096,
+                                    DynamicRounding rounding = DynamicRounding::cpu_lookup_table) {
+  const index_t n = x.numel();
+  Blockwise8Tensor q{Tensor<std::uint8_t, Dyn>::zeros_on(x.device(), n),
+                     Tensor<float, Dyn>::zeros_on(x.device(), blockwise_block_count(n, blocksize)), blocksize};
+  if (x.device().is_cpu()) {
+    qlora::quantize_blockwise(x.data(), n, code, blocksize, q.codes.data(), q.absmax.data(), rounding);
+    return q;
+  }
+#if defined(__CUDACC__)
+  if (blocksize <= 0) fail("blockwise8", "blocksize must be positive, got ", blocksize);
+  const auto table = Tensor<float, Dim<256>>::from(std::vector<float>(code.begin(), code.end())).to(x.device());
+  cuda::quantize_blockwise(x.data(), n, table.data(), blocksize, rounding == DynamicRounding::cuda_nearest,
+                           q.codes.data(), q.absmax.data());
+  return q;
+#else
+  fail("blockwise8", "tensor on ", x.device().str(), " but this translation unit was compiled without CUDA");
+#endif
+}
+
+// The float32 values of q (code[q] * absmax[block]) into `out` (same device, same element count).
+template <class... Ds>
+void dequantize_blockwise(const Blockwise8Tensor& q, const DynamicMap& code, const Tensor<float, Ds...>& out) {
+  const index_t n = out.numel();
+  if (q.codes.numel() != n) fail("blockwise8", "dequantize: ", q.codes.numel(), " codes into ", n, " values");
+  if (out.device().is_cpu())
+    return qlora::dequantize_blockwise(q.codes.data(), n, q.absmax.data(), code, q.blocksize, out.data());
+#if defined(__CUDACC__)
+  const auto table = Tensor<float, Dim<256>>::from(std::vector<float>(code.begin(), code.end())).to(out.device());
+  cuda::dequantize_blockwise(q.codes.data(), n, q.absmax.data(), table.data(), q.blocksize, out.data());
+#else
+  fail("blockwise8", "tensor on ", out.device().str(), " but this translation unit was compiled without CUDA");
+#endif
+}
+
+QLORA_DISPATCH_END
+}  // namespace qlora

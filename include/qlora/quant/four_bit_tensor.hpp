@@ -72,6 +72,18 @@ class Tensor<Q, Rows, Cols> {
     return Tensor(shape, std::move(q), Device::cpu());
   }
 
+  // A 4-bit tensor whose packed codes already sit on a device (made by quantize() from a GPU weight).
+  static Tensor from_device_parts(const shape_type& shape, Tensor<std::uint8_t, Dyn> packed, QuantState4bit state) {
+    if (packed.numel() != four_bit_packed_bytes(shape.numel()))
+      fail(Q::name.data(), "from_device_parts: ", packed.numel(), " packed bytes for shape ", shape.str());
+    Tensor t;
+    t.shape_ = shape;
+    t.host_.state = std::move(state);
+    t.stats_ = upload(t.host_.state, packed.device());
+    t.packed_ = std::move(packed);
+    return t;
+  }
+
   const shape_type& shape() const { return shape_; }
   index_t size(int axis) const { return shape_[axis]; }
   index_t numel() const { return shape_.numel(); }
@@ -163,6 +175,32 @@ void dequantize_into(const Tensor<Q, Rows, Cols>& w, const Tensor<T, Ds...>& out
   cuda::dequantize_4bit(p, out.data());
 #else
   fail(Q::name.data(), "tensor on ", w.device().str(), " but this translation unit was compiled without CUDA");
+#endif
+}
+
+// bitsandbytes' quantize_4bit of a weight on the CPU or a GPU; the result lives on the weight's device. On a GPU
+// the codes and absmax come from cuda/nf4.cuh (same rules as the CPU, so the same bytes); the double quantization
+// of the absmax (a few values per 64 weights) runs on the host, where torch's float32 mean is reproduced.
+template <class Q, class Rows, class Cols>
+  requires FourBitElement<Q>
+Tensor<Q, Rows, Cols> quantize(const Tensor<float, Rows, Cols>& w, FourBitOptions options = {}) {
+  if (w.device().is_cpu()) return Tensor<Q, Rows, Cols>::quantize(w, options);
+#if defined(__CUDACC__)
+  detail::check_four_bit_blocksize(options.blocksize);
+  const index_t n = w.numel();
+  QuantState4bit state;
+  state.type = Q::type;
+  state.blocksize = options.blocksize;
+  state.numel = n;
+  auto packed = Tensor<std::uint8_t, Dyn>::zeros_on(w.device(), four_bit_packed_bytes(n));
+  auto absmax = Tensor<float, Dyn>::zeros_on(w.device(), state.blocks());
+  cuda::quantize_4bit(w.data(), n, Q::type, options.blocksize, packed.data(), absmax.data());
+  std::vector<float> host_absmax = absmax.to_vector();
+  if (options.double_quant) state.nested = double_quantize_absmax(host_absmax);
+  else state.absmax = std::move(host_absmax);
+  return Tensor<Q, Rows, Cols>::from_device_parts(w.shape(), std::move(packed), std::move(state));
+#else
+  fail(Q::name.data(), "weight on ", w.device().str(), " but this translation unit was compiled without CUDA");
 #endif
 }
 
