@@ -16,6 +16,8 @@ struct SkipNanMax {
   __device__ float operator()(float a, float b) const { return b > a ? b : a; }  // std::max(m, |x|): NaN skipped
 };
 
+// A template only so that a header can define it in many translation units.
+template <int = 0>
 __global__ void quantize_blockwise_kernel(const float* x, index_t n, const float* code, index_t blocksize,
                                           bool nearest, std::uint8_t* codes, float* absmax) {
   __shared__ float table[256];
@@ -42,10 +44,12 @@ inline void quantize_blockwise(const float* x, index_t n, const float* code, ind
   const index_t blocks = (n + blocksize - 1) / blocksize;
   if (blocks == 0) return;
   const int threads = static_cast<int>(std::min<index_t>(256, std::max<index_t>(32, blocksize)));
-  quantize_blockwise_kernel<<<static_cast<unsigned>(blocks), threads>>>(x, n, code, blocksize, nearest, codes, absmax);
+  quantize_blockwise_kernel<><<<static_cast<unsigned>(blocks), threads>>>(x, n, code, blocksize, nearest, codes, absmax);
   check(cudaGetLastError(), "blockwise8", "launching the 8-bit quantization kernel");
 }
 
+// A template only so that a header can define it in many translation units.
+template <int = 0>
 __global__ void dequantize_blockwise_kernel(const std::uint8_t* codes, index_t n, const float* absmax,
                                             const float* code, index_t blocksize, float* out) {
   for (index_t i = blockIdx.x * index_t{blockDim.x} + threadIdx.x; i < n; i += index_t{gridDim.x} * blockDim.x)
@@ -56,7 +60,7 @@ inline void dequantize_blockwise(const std::uint8_t* codes, index_t n, const flo
                                  index_t blocksize, float* out) {
   if (n == 0) return;
   const auto blocks = static_cast<unsigned>(std::min<index_t>((n + 255) / 256, 65535));
-  dequantize_blockwise_kernel<<<blocks, 256>>>(codes, n, absmax, code, blocksize, out);
+  dequantize_blockwise_kernel<><<<blocks, 256>>>(codes, n, absmax, code, blocksize, out);
   check(cudaGetLastError(), "blockwise8", "launching the 8-bit dequantization kernel");
 }
 

@@ -38,6 +38,8 @@ struct NanMax {
   __device__ float operator()(float a, float b) const { return (a != a || b != b) ? NAN : (a > b ? a : b); }
 };
 
+// A template only so that a header can define it in many translation units.
+template <int = 0>
 __global__ void quantize_4bit_kernel(const float* x, index_t n, FourBitType type, index_t blocksize,
                                      std::uint8_t* packed, float* absmax) {
   const index_t b = blockIdx.x;
@@ -65,7 +67,7 @@ inline void quantize_4bit(const float* x, index_t n, FourBitType type, index_t b
   const index_t blocks = (n + blocksize - 1) / blocksize;
   if (blocks == 0) return;
   const int threads = blocksize >= 512 ? 256 : static_cast<int>(blocksize / 2);
-  quantize_4bit_kernel<<<static_cast<unsigned>(blocks), threads>>>(x, n, type, blocksize, packed, absmax);
+  quantize_4bit_kernel<><<<static_cast<unsigned>(blocks), threads>>>(x, n, type, blocksize, packed, absmax);
   check(cudaGetLastError(), "nf4", "launching the 4-bit quantization kernel");
 }
 
@@ -87,7 +89,7 @@ void dequantize_4bit(const FourBitDequantParams& p, T* out) {
   const index_t bytes = (p.numel + 1) / 2;
   if (bytes == 0) return;
   const auto blocks = static_cast<unsigned>(std::min<index_t>((bytes + 255) / 256, 65535));
-  dequantize_4bit_kernel<<<blocks, 256>>>(p, out);
+  dequantize_4bit_kernel<><<<blocks, 256>>>(p, out);
   check(cudaGetLastError(), "nf4", "launching the 4-bit dequantization kernel");
 }
 
