@@ -88,6 +88,16 @@ TEST_SUITE("ops") {
                           layer.lora_a(), layer.lora_b());
   }
 
+  TEST_CASE("LoRA over an fp32 base passes gradcheck (the base widened to fp64)") {
+    using F32 = Tensor<float, Dim<5>, Dim<4>>;
+    const auto w = test::random_tensor<F32>(15, -1, 1);
+    LoraLinear<double, F32, 3> layer(w, LoraHyper{3, 0.25f, false}, RandomStream{5, 0});
+    layer.lora_b().value().copy_from(test::random_tensor<Tensor<double, Dim<5>, Dim<3>>>(16, -1, 1));
+    auto x = Variable<double, Dyn, Dim<4>>::leaf(test::random_tensor<Tensor<double, Dyn, Dim<4>>>(17, -1, 1, 4));
+    QLORA_CHECK_GRADIENTS([&](const auto& in, const auto&, const auto&) { return layer(in, RandomStream{2, 2}); }, x,
+                          layer.lora_a(), layer.lora_b());
+  }
+
   TEST_CASE("lora_dropout outside the unit interval is an error") {
     CHECK_THROWS_WITH_AS((LoraLinear<float, Tensor<float, Dim<4>, Dim<4>>, 2>(Tensor<float, Dim<4>, Dim<4>>::zeros(),
                                                                               LoraHyper{1, 1.5f, false}, RandomStream{})),
