@@ -1,0 +1,15 @@
+// The subcommands of the qlora program: each registers its options on the CLI11 app and returns the function that
+// runs it. Errors are qlora::Error (or CLI11's parse errors); main() prints them and exits non-zero.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace qlora::cli {
+
+using Command = std::function<int()>;
+
+// qlora evaluate --predictions P --references R: BLEU, ROUGE-L, numeric exact match of generated text.
+Command add_evaluate_command(CLI::App& app);
+
+}  // namespace qlora::cli
