@@ -137,6 +137,66 @@ class CachingAllocator final : public Allocator {
   std::size_t reserved_ = 0;
 };
 
+// CUDA managed ("unified") memory on GPU `index`: pages migrate between host and device on demand, so buffers that
+// are large and rarely touched (the paged optimizers' states) can live beyond the GPU's memory. Not cached; counted
+// like device memory. Prefetched to the device when allocated.
+class ManagedAllocator final : public Allocator {
+ public:
+  explicit ManagedAllocator(int device) : device_(device) {}
+  DeviceKind kind() const override { return DeviceKind::cuda; }
+  int index() const override { return device_; }
+  void* allocate(std::size_t bytes) override {
+    void* p = nullptr;
+    check(cudaMallocManaged(&p, std::max<std::size_t>(bytes, 1)), "memory", "cudaMallocManaged");
+    cudaMemLocation location{};
+    location.type = cudaMemLocationTypeDevice;
+    location.id = device_;
+    cudaMemPrefetchAsync(p, std::max<std::size_t>(bytes, 1), location, 0, nullptr);  // a hint: failure is harmless
+    cudaGetLastError();
+    count_allocation(bytes);
+    return p;
+  }
+  void deallocate(void* ptr, std::size_t bytes) noexcept override {
+    cudaFree(ptr);
+    count_deallocation(bytes);
+  }
+  void fill_zero(void* ptr, std::size_t bytes) override { check(cudaMemset(ptr, 0, bytes), "memory", "cudaMemset"); }
+  void copy_from_host(void* dst, const void* src, std::size_t bytes) override {
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "memory", "copy to managed memory");
+  }
+  void copy_to_host(void* dst, const void* src, std::size_t bytes) override {
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "memory", "copy from managed memory");
+  }
+  void copy_within(void* dst, const void* src, std::size_t bytes) override {
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "memory", "copy within managed memory");
+  }
+  void accumulate(ScalarType type, void* dst, const void* src, std::size_t n) override {
+    switch (type) {
+      case ScalarType::f32: return detail::launch_accumulate<float>(dst, src, n);
+      case ScalarType::f64: return detail::launch_accumulate<double>(dst, src, n);
+      case ScalarType::bf16: return detail::launch_accumulate<bf16>(dst, src, n);
+      default: fail("memory", "accumulate: unsupported element type");
+    }
+  }
+  void synchronize() override { check(cudaDeviceSynchronize(), "memory", "cudaDeviceSynchronize"); }
+
+ private:
+  int device_;
+};
+
+// The Device of managed memory on GPU `index`.
+inline Device managed_device(int index = 0) {
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<ManagedAllocator>> allocators;
+  std::lock_guard<std::mutex> lock(mutex);
+  const int count = device_count();
+  if (index < 0 || index >= count) fail("cuda", "no GPU cuda:", index, " (", count, " visible)");
+  if (allocators.size() < static_cast<std::size_t>(count)) allocators.resize(static_cast<std::size_t>(count));
+  auto& slot = allocators[static_cast<std::size_t>(index)];
+  if (!slot) slot = std::make_unique<ManagedAllocator>(index);
+  return Device(*slot);
+}
+
 // The Device of GPU `index` (its allocator lives for the whole program).
 inline Device device(int index = 0) {
   static std::mutex mutex;
