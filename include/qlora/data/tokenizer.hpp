@@ -74,7 +74,8 @@ inline std::string sentencepiece_model_proto(const Vocabulary& v) {
     std::string piece;
     pb_bytes(piece, 1, v.pieces[i]);
     pb_float(piece, 2, v.scores[i]);
-    pb_int(piece, 3, v.types[i]);
+    // SentencePiece requires the unknown piece to have type UNKNOWN; GGUF files mark Gemma's <unk> as control.
+    pb_int(piece, 3, static_cast<std::int64_t>(i) == v.unk_id ? 2 : v.types[i]);
     pb_bytes(model, 1, piece);
   }
   std::string trainer;
