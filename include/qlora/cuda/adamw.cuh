@@ -1,4 +1,5 @@
-// AdamW's element update (optim/adamw.hpp) as one kernel per parameter tensor.
+// Element-wise optimizer updates with fp32 states (AdamW here, bitsandbytes' 32-bit path in adamw8bit.cuh): one
+// grid-stride kernel that applies `update(step, p, g, m, v)` to every element of one parameter tensor.
 #pragma once
 
 #include <algorithm>
@@ -7,18 +8,32 @@
 
 namespace qlora::cuda {
 
-template <class Step>
-__global__ void adamw_kernel(Step s, float* p, const float* g, float* m, float* v, index_t n) {
+template <class Update, class Step>
+__global__ void elementwise_optimizer_kernel(Update update, Step s, float* p, const float* g, float* m, float* v,
+                                             index_t n) {
   for (index_t i = blockIdx.x * index_t{blockDim.x} + threadIdx.x; i < n; i += index_t{gridDim.x} * blockDim.x)
-    adamw_update(s, p[i], g[i], m[i], v[i]);
+    update(s, p[i], g[i], m[i], v[i]);
 }
+
+template <class Update, class Step>
+void elementwise_optimizer_step(Update update, const Step& s, float* p, const float* g, float* m, float* v, index_t n,
+                                const char* component) {
+  if (n == 0) return;
+  const auto blocks = static_cast<unsigned>(std::min<index_t>((n + 255) / 256, 65535));
+  elementwise_optimizer_kernel<<<blocks, 256>>>(update, s, p, g, m, v, n);
+  check(cudaGetLastError(), component, "launching the optimizer kernel");
+}
+
+struct AdamWUpdate {
+  template <class Step>
+  __device__ void operator()(const Step& s, float& p, float g, float& m, float& v) const {
+    adamw_update(s, p, g, m, v);
+  }
+};
 
 template <class Step>
 void adamw_step(const Step& s, float* p, const float* g, float* m, float* v, index_t n) {
-  if (n == 0) return;
-  const auto blocks = static_cast<unsigned>(std::min<index_t>((n + 255) / 256, 65535));
-  adamw_kernel<<<blocks, 256>>>(s, p, g, m, v, n);
-  check(cudaGetLastError(), "adamw", "launching the AdamW kernel");
+  elementwise_optimizer_step(AdamWUpdate{}, s, p, g, m, v, n, "adamw");
 }
 
 }  // namespace qlora::cuda

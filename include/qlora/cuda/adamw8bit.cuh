@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "adamw.cuh"
 #include "blockwise8.cuh"
 #include "check.cuh"
 #include "reduce.cuh"
@@ -50,18 +51,16 @@ void adamw8bit_step(const Step& s, float* p, const float* g, std::uint8_t* q1, f
   check(cudaGetLastError(), "adamw8bit", "launching the 8-bit AdamW kernel");
 }
 
-template <class Step>
-__global__ void adamw32bit_kernel(Step s, float* p, const float* g, float* m, float* v, index_t n) {
-  for (index_t i = blockIdx.x * index_t{blockDim.x} + threadIdx.x; i < n; i += index_t{gridDim.x} * blockDim.x)
-    adamw32bit_update(s, p[i], g[i], m[i], v[i]);
-}
+struct AdamW32bitUpdate {
+  template <class Step>
+  __device__ void operator()(const Step& s, float& p, float g, float& m, float& v) const {
+    adamw32bit_update(s, p, g, m, v);
+  }
+};
 
 template <class Step>
 void adamw32bit_step(const Step& s, float* p, const float* g, float* m, float* v, index_t n) {
-  if (n == 0) return;
-  const auto blocks = static_cast<unsigned>(std::min<index_t>((n + 255) / 256, 65535));
-  adamw32bit_kernel<<<blocks, 256>>>(s, p, g, m, v, n);
-  check(cudaGetLastError(), "adamw8bit", "launching the 32-bit AdamW kernel");
+  elementwise_optimizer_step(AdamW32bitUpdate{}, s, p, g, m, v, n, "adamw8bit");
 }
 
 }  // namespace qlora::cuda

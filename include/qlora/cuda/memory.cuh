@@ -43,13 +43,41 @@ void launch_accumulate(void* dst, const void* src, std::size_t n) {
 }
 }  // namespace detail
 
-class CachingAllocator final : public Allocator {
+// What every CUDA allocator does the same way: copies (cudaMemcpyDefault works for device and managed memory),
+// zero-fill, gradient accumulation and synchronisation on GPU `device`.
+class CudaAllocatorBase : public Allocator {
  public:
-  explicit CachingAllocator(int device) : device_(device) {}
-  ~CachingAllocator() override { empty_cache(); }
-
+  explicit CudaAllocatorBase(int device) : device_(device) {}
   DeviceKind kind() const override { return DeviceKind::cuda; }
   int index() const override { return device_; }
+  void fill_zero(void* ptr, std::size_t bytes) override { check(cudaMemset(ptr, 0, bytes), "memory", "cudaMemset"); }
+  void copy_from_host(void* dst, const void* src, std::size_t bytes) override {
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "memory", "copy host to device");
+  }
+  void copy_to_host(void* dst, const void* src, std::size_t bytes) override {
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "memory", "copy device to host");
+  }
+  void copy_within(void* dst, const void* src, std::size_t bytes) override {
+    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "memory", "copy device to device");
+  }
+  void accumulate(ScalarType type, void* dst, const void* src, std::size_t n) override {
+    switch (type) {
+      case ScalarType::f32: return detail::launch_accumulate<float>(dst, src, n);
+      case ScalarType::f64: return detail::launch_accumulate<double>(dst, src, n);
+      case ScalarType::bf16: return detail::launch_accumulate<bf16>(dst, src, n);
+      default: fail("memory", "accumulate: unsupported element type");
+    }
+  }
+  void synchronize() override { check(cudaDeviceSynchronize(), "memory", "cudaDeviceSynchronize"); }
+
+ protected:
+  int device_;
+};
+
+class CachingAllocator final : public CudaAllocatorBase {
+ public:
+  explicit CachingAllocator(int device) : CudaAllocatorBase(device) {}
+  ~CachingAllocator() override { empty_cache(); }
 
   void* allocate(std::size_t bytes) override {
     const std::size_t size = round_size(bytes);
@@ -85,28 +113,6 @@ class CachingAllocator final : public Allocator {
     free_[size].push_back(ptr);
     count_deallocation(size);
   }
-  void fill_zero(void* ptr, std::size_t bytes) override {
-    check(cudaMemset(ptr, 0, bytes), "memory", "cudaMemset");
-  }
-  void copy_from_host(void* dst, const void* src, std::size_t bytes) override {
-    check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "memory", "copy host to device");
-  }
-  void copy_to_host(void* dst, const void* src, std::size_t bytes) override {
-    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "memory", "copy device to host");
-  }
-  void copy_within(void* dst, const void* src, std::size_t bytes) override {
-    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "memory", "copy device to device");
-  }
-  void accumulate(ScalarType type, void* dst, const void* src, std::size_t n) override {
-    switch (type) {
-      case ScalarType::f32: return detail::launch_accumulate<float>(dst, src, n);
-      case ScalarType::f64: return detail::launch_accumulate<double>(dst, src, n);
-      case ScalarType::bf16: return detail::launch_accumulate<bf16>(dst, src, n);
-      default: fail("memory", "accumulate: unsupported element type");
-    }
-  }
-  void synchronize() override { check(cudaDeviceSynchronize(), "memory", "cudaDeviceSynchronize"); }
-
   // Returns every cached (free) block to the driver.
   void empty_cache() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -131,7 +137,6 @@ class CachingAllocator final : public Allocator {
     set_reserved(reserved_);
   }
 
-  int device_;
   std::mutex mutex_;
   std::map<std::size_t, std::vector<void*>> free_;
   std::size_t reserved_ = 0;
@@ -140,11 +145,9 @@ class CachingAllocator final : public Allocator {
 // CUDA managed ("unified") memory on GPU `index`: pages migrate between host and device on demand, so buffers that
 // are large and rarely touched (the paged optimizers' states) can live beyond the GPU's memory. Not cached; counted
 // like device memory. Prefetched to the device when allocated.
-class ManagedAllocator final : public Allocator {
+class ManagedAllocator final : public CudaAllocatorBase {
  public:
-  explicit ManagedAllocator(int device) : device_(device) {}
-  DeviceKind kind() const override { return DeviceKind::cuda; }
-  int index() const override { return device_; }
+  explicit ManagedAllocator(int device) : CudaAllocatorBase(device) {}
   void* allocate(std::size_t bytes) override {
     void* p = nullptr;
     check(cudaMallocManaged(&p, std::max<std::size_t>(bytes, 1)), "memory", "cudaMallocManaged");
@@ -160,54 +163,28 @@ class ManagedAllocator final : public Allocator {
     cudaFree(ptr);
     count_deallocation(bytes);
   }
-  void fill_zero(void* ptr, std::size_t bytes) override { check(cudaMemset(ptr, 0, bytes), "memory", "cudaMemset"); }
-  void copy_from_host(void* dst, const void* src, std::size_t bytes) override {
-    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "memory", "copy to managed memory");
-  }
-  void copy_to_host(void* dst, const void* src, std::size_t bytes) override {
-    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "memory", "copy from managed memory");
-  }
-  void copy_within(void* dst, const void* src, std::size_t bytes) override {
-    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "memory", "copy within managed memory");
-  }
-  void accumulate(ScalarType type, void* dst, const void* src, std::size_t n) override {
-    switch (type) {
-      case ScalarType::f32: return detail::launch_accumulate<float>(dst, src, n);
-      case ScalarType::f64: return detail::launch_accumulate<double>(dst, src, n);
-      case ScalarType::bf16: return detail::launch_accumulate<bf16>(dst, src, n);
-      default: fail("memory", "accumulate: unsupported element type");
-    }
-  }
-  void synchronize() override { check(cudaDeviceSynchronize(), "memory", "cudaDeviceSynchronize"); }
-
- private:
-  int device_;
 };
 
-// The Device of managed memory on GPU `index`.
-inline Device managed_device(int index = 0) {
+namespace detail {
+// One allocator of type A per visible GPU, made on first use and kept for the whole program.
+template <class A>
+Device device_of(int index) {
   static std::mutex mutex;
-  static std::vector<std::unique_ptr<ManagedAllocator>> allocators;
+  static std::vector<std::unique_ptr<A>> allocators;
   std::lock_guard<std::mutex> lock(mutex);
   const int count = device_count();
   if (index < 0 || index >= count) fail("cuda", "no GPU cuda:", index, " (", count, " visible)");
   if (allocators.size() < static_cast<std::size_t>(count)) allocators.resize(static_cast<std::size_t>(count));
   auto& slot = allocators[static_cast<std::size_t>(index)];
-  if (!slot) slot = std::make_unique<ManagedAllocator>(index);
+  if (!slot) slot = std::make_unique<A>(index);
   return Device(*slot);
 }
+}  // namespace detail
 
-// The Device of GPU `index` (its allocator lives for the whole program).
-inline Device device(int index = 0) {
-  static std::mutex mutex;
-  static std::vector<std::unique_ptr<CachingAllocator>> allocators;
-  std::lock_guard<std::mutex> lock(mutex);
-  const int count = device_count();
-  if (index < 0 || index >= count) fail("cuda", "no GPU cuda:", index, " (", count, " visible)");
-  if (allocators.size() < static_cast<std::size_t>(count)) allocators.resize(static_cast<std::size_t>(count));
-  auto& slot = allocators[static_cast<std::size_t>(index)];
-  if (!slot) slot = std::make_unique<CachingAllocator>(index);
-  return Device(*slot);
-}
+// The Device of managed memory on GPU `index`.
+inline Device managed_device(int index = 0) { return detail::device_of<ManagedAllocator>(index); }
+
+// The Device of GPU `index` (its caching allocator lives for the whole program).
+inline Device device(int index = 0) { return detail::device_of<CachingAllocator>(index); }
 
 }  // namespace qlora::cuda

@@ -6,6 +6,9 @@
 #pragma once
 
 #include <array>
+#include <optional>
+#include <tuple>
+#include <type_traits>
 #include <string>
 #include <string_view>
 
@@ -99,35 +102,30 @@ void check_config(const Gemma3RuntimeConfig& file, std::string_view source) {
   if (!diffs.empty()) fail("config", source, " does not describe ", Cfg::name, ": ", diffs);
 }
 
+// The configurations a file can be dispatched to.
+using Gemma3Configs = std::tuple<Gemma3_270M, Gemma3_1B, Gemma3_4B, Gemma3_12B, Gemma3_27B, Gemma3Tiny>;
+
 // Calls fn(Cfg{}) with the configuration type whose shape the file describes; the CLI's one dispatch point.
 template <class Fn>
 decltype(auto) dispatch_config(const Gemma3RuntimeConfig& file, std::string_view source, Fn&& fn) {
-  if (file.hidden == Gemma3_270M::hidden && file.layers == Gemma3_270M::layers) {
-    check_config<Gemma3_270M>(file, source);
-    return fn(Gemma3_270M{});
-  }
-  if (file.hidden == Gemma3_1B::hidden && file.layers == Gemma3_1B::layers) {
-    check_config<Gemma3_1B>(file, source);
-    return fn(Gemma3_1B{});
-  }
-  if (file.hidden == Gemma3_4B::hidden && file.layers == Gemma3_4B::layers) {
-    check_config<Gemma3_4B>(file, source);
-    return fn(Gemma3_4B{});
-  }
-  if (file.hidden == Gemma3_12B::hidden && file.layers == Gemma3_12B::layers) {
-    check_config<Gemma3_12B>(file, source);
-    return fn(Gemma3_12B{});
-  }
-  if (file.hidden == Gemma3_27B::hidden && file.layers == Gemma3_27B::layers) {
-    check_config<Gemma3_27B>(file, source);
-    return fn(Gemma3_27B{});
-  }
-  if (file.hidden == Gemma3Tiny::hidden && file.layers == Gemma3Tiny::layers) {
-    check_config<Gemma3Tiny>(file, source);
-    return fn(Gemma3Tiny{});
-  }
-  fail("config", source, ": no supported Gemma 3 model has hidden_size ", file.hidden, " and ", file.layers,
-       " layers (supported: 270M, 1B, 4B, 12B, 27B)");
+  using Result = decltype(fn(Gemma3_270M{}));
+  std::optional<std::conditional_t<std::is_void_v<Result>, int, Result>> result;
+  auto try_one = [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    if (result || file.hidden != Cfg::hidden || file.layers != Cfg::layers) return;
+    check_config<Cfg>(file, source);
+    if constexpr (std::is_void_v<Result>) {
+      fn(cfg);
+      result = 0;
+    } else {
+      result = fn(cfg);
+    }
+  };
+  std::apply([&](auto... cfgs) { (try_one(cfgs), ...); }, Gemma3Configs{});
+  if (!result)
+    fail("config", source, ": no supported Gemma 3 model has hidden_size ", file.hidden, " and ", file.layers,
+         " layers (supported: 270M, 1B, 4B, 12B, 27B)");
+  if constexpr (!std::is_void_v<Result>) return std::move(*result);
 }
 
 }  // namespace qlora
