@@ -1,5 +1,6 @@
-// Everything that runs on the CPU: core tensors and expressions, autograd, ops. Compile with any C++20 compiler;
-// the same headers compiled by nvcc also run the ops on CUDA tensors (include <qlora/cuda.hpp> for CUDA devices).
+// Everything that runs on the CPU: core tensors and expressions, autograd, quantized weights, ops, optimizers.
+// Compile with any C++20 compiler; the same headers compiled by nvcc also run the ops on CUDA tensors (include
+// <qlora/cuda.hpp> for CUDA devices).
 #pragma once
 
 #include "autograd/gradcheck.hpp"
@@ -9,8 +10,24 @@
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/expr.hpp"
+#include "core/random.hpp"
 #include "core/shape.hpp"
 #include "core/tensor.hpp"
+#include "ops/activation.hpp"
+#include "ops/dropout.hpp"
 #include "ops/elementwise.hpp"
+#include "ops/embedding.hpp"
+#include "ops/linear.hpp"
+#include "ops/lora.hpp"
 #include "ops/matmul.hpp"
 #include "ops/reduce.hpp"
+#include "ops/reshape.hpp"
+#include "ops/rmsnorm.hpp"
+#include "ops/rope.hpp"
+#include "optim/adamw.hpp"
+#include "optim/adamw8bit.hpp"
+#include "optim/clip.hpp"
+#include "optim/schedule.hpp"
+#include "quant/blockwise8.hpp"
+#include "quant/four_bit_tensor.hpp"
+#include "quant/nf4.hpp"
