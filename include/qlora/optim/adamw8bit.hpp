@@ -23,6 +23,7 @@
 
 #if defined(__CUDACC__)
 #include "../cuda/adamw8bit.cuh"
+#include "../cuda/memory.cuh"
 #endif
 
 namespace qlora {
