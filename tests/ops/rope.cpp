@@ -103,7 +103,7 @@ TEST_SUITE("ops") {
     using X3 = Tensor<double, Dyn, Dim<2>, Dim<8>>;
     const auto x = test::random_tensor<X3>(1, -1, 1, 4);
     auto same = x.clone();
-    for (index_t i = 0; i < 16; ++i) same.data()[3 * 16 + i] = x.data()[1 * 16 + i];  // token 3 := token 1
+    same[3].copy_from(x[1]);  // token 3 := token 1
     const auto out = rope_forward(same, Pos::from({0, 5, 2, 5}, 4), RopeParams{10000, 8});
     for (index_t i = 0; i < 16; ++i) {
       CHECK(out.data()[i] == x.data()[i]);
