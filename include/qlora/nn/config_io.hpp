@@ -1,0 +1,67 @@
+// Gemma 3 configurations read from files: a GGUF's gemma3.* metadata, or a Hugging Face config.json (text-only
+// "gemma3_text", or the multimodal "gemma3" with a text_config; transformers 4.x rope_theta / rope_local_base_freq /
+// rope_scaling and 5.x rope_parameters). Fields a file does not carry stay unset (0 / -1) and are not checked.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "../io/gguf.hpp"
+#include "config.hpp"
+
+namespace qlora {
+
+inline Gemma3RuntimeConfig gemma3_config_from_gguf(const GgufFile& f) {
+  const std::string source = f.path().string();
+  const std::string arch = f.contains("general.architecture") ? f.get_string("general.architecture") : "";
+  if (arch != "gemma3") fail("config", source, ": general.architecture is '", arch, "', not gemma3");
+  auto u = [&](const char* key) { return static_cast<index_t>(f.get_u32(std::string("gemma3.") + key)); };
+  Gemma3RuntimeConfig c;
+  c.hidden = u("embedding_length");
+  c.intermediate = u("feed_forward_length");
+  c.layers = u("block_count");
+  c.heads = u("attention.head_count");
+  c.kv_heads = u("attention.head_count_kv");
+  c.head_dim = u("attention.key_length");
+  c.sliding_window = u("attention.sliding_window");
+  c.rope_global_theta = f.get_f32("gemma3.rope.freq_base");
+  if (f.contains("gemma3.rope.scaling.factor")) c.rope_global_scaling = f.get_f32("gemma3.rope.scaling.factor");
+  c.rms_norm_eps = f.get_f32("gemma3.attention.layer_norm_rms_epsilon");
+  c.vocab = static_cast<index_t>(f.get_array<std::string>("tokenizer.ggml.tokens").size());
+  return c;
+}
+
+inline Gemma3RuntimeConfig gemma3_config_from_json(const nlohmann::json& root, std::string_view source) {
+  const nlohmann::json& j = root.contains("text_config") ? root["text_config"] : root;
+  try {
+    Gemma3RuntimeConfig c;
+    c.hidden = j.at("hidden_size").get<index_t>();
+    c.intermediate = j.at("intermediate_size").get<index_t>();
+    c.layers = j.at("num_hidden_layers").get<index_t>();
+    c.heads = j.at("num_attention_heads").get<index_t>();
+    c.kv_heads = j.at("num_key_value_heads").get<index_t>();
+    c.head_dim = j.at("head_dim").get<index_t>();
+    c.vocab = j.at("vocab_size").get<index_t>();
+    c.sliding_window = j.at("sliding_window").get<index_t>();
+    c.query_pre_attn_scalar = j.value("query_pre_attn_scalar", 0.0);
+    c.rms_norm_eps = j.value("rms_norm_eps", 0.0);
+    if (j.contains("rope_parameters")) {  // transformers 5
+      const auto& rp = j["rope_parameters"];
+      if (rp.contains("full_attention")) {
+        c.rope_global_theta = rp["full_attention"].value("rope_theta", 0.0);
+        c.rope_global_scaling = rp["full_attention"].value("factor", 1.0);
+      }
+      if (rp.contains("sliding_attention")) c.rope_local_theta = rp["sliding_attention"].value("rope_theta", 0.0);
+    } else {  // transformers 4
+      c.rope_global_theta = j.value("rope_theta", 0.0);
+      c.rope_local_theta = j.value("rope_local_base_freq", 0.0);
+      if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) c.rope_global_scaling = j["rope_scaling"].value("factor", 1.0);
+    }
+    return c;
+  } catch (const nlohmann::json::exception& e) {
+    fail("config", source, ": ", e.what());
+  }
+}
+
+}  // namespace qlora
