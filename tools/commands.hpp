@@ -12,4 +12,7 @@ using Command = std::function<int()>;
 // qlora evaluate --predictions P --references R: BLEU, ROUGE-L, numeric exact match of generated text.
 Command add_evaluate_command(CLI::App& app);
 
+// qlora info PATH: the configuration and contents of a GGUF file, a checkpoint folder or a PEFT adapter folder.
+Command add_info_command(CLI::App& app);
+
 }  // namespace qlora::cli

@@ -107,7 +107,7 @@ using Gemma3Configs = std::tuple<Gemma3_270M, Gemma3_1B, Gemma3_4B, Gemma3_12B, 
 
 // Calls fn(Cfg{}) with the configuration type whose shape the file describes; the CLI's one dispatch point.
 template <class Fn>
-decltype(auto) dispatch_config(const Gemma3RuntimeConfig& file, std::string_view source, Fn&& fn) {
+auto dispatch_config(const Gemma3RuntimeConfig& file, std::string_view source, Fn&& fn) {
   using Result = decltype(fn(Gemma3_270M{}));
   std::optional<std::conditional_t<std::is_void_v<Result>, int, Result>> result;
   auto try_one = [&](auto cfg) {
