@@ -75,34 +75,35 @@ QLORA_HD inline float f16_bits_to_float(std::uint16_t h) {
 }
 }  // namespace detail
 
-// Brain float 16 (8 exponent bits, 7 mantissa bits): storage only; arithmetic happens in float.
-struct bf16 {
+// A 16-bit float as storage only (arithmetic happens in float); Codec says how the bits encode a float.
+template <class Codec>
+struct Float16 {
   std::uint16_t bits = 0;
-  bf16() = default;
-  QLORA_HD explicit bf16(float f) : bits(detail::float_to_bf16_bits(f)) {}
-  QLORA_HD static bf16 from_bits(std::uint16_t b) {
-    bf16 x;
+  Float16() = default;
+  QLORA_HD explicit Float16(float f) : bits(Codec::encode(f)) {}
+  QLORA_HD static Float16 from_bits(std::uint16_t b) {
+    Float16 x;
     x.bits = b;
     return x;
   }
-  QLORA_HD explicit operator float() const { return detail::bf16_bits_to_float(bits); }
-  QLORA_HD friend bool operator==(bf16 a, bf16 b) { return a.bits == b.bits; }
+  QLORA_HD explicit operator float() const { return Codec::decode(bits); }
+  QLORA_HD friend bool operator==(Float16 a, Float16 b) { return a.bits == b.bits; }
 };
-static_assert(sizeof(bf16) == 2 && std::is_trivially_copyable_v<bf16>);
 
-// IEEE half precision: storage only; arithmetic happens in float.
-struct f16 {
-  std::uint16_t bits = 0;
-  f16() = default;
-  QLORA_HD explicit f16(float f) : bits(detail::float_to_f16_bits(f)) {}
-  QLORA_HD static f16 from_bits(std::uint16_t b) {
-    f16 x;
-    x.bits = b;
-    return x;
-  }
-  QLORA_HD explicit operator float() const { return detail::f16_bits_to_float(bits); }
-  QLORA_HD friend bool operator==(f16 a, f16 b) { return a.bits == b.bits; }
+// Brain float 16: 8 exponent bits, 7 mantissa bits (the top half of a float).
+struct BrainFloatCodec {
+  QLORA_HD static std::uint16_t encode(float f) { return detail::float_to_bf16_bits(f); }
+  QLORA_HD static float decode(std::uint16_t b) { return detail::bf16_bits_to_float(b); }
 };
+// IEEE binary16: 5 exponent bits, 10 mantissa bits.
+struct HalfFloatCodec {
+  QLORA_HD static std::uint16_t encode(float f) { return detail::float_to_f16_bits(f); }
+  QLORA_HD static float decode(std::uint16_t b) { return detail::f16_bits_to_float(b); }
+};
+
+using bf16 = Float16<BrainFloatCodec>;
+using f16 = Float16<HalfFloatCodec>;
+static_assert(sizeof(bf16) == 2 && std::is_trivially_copyable_v<bf16>);
 static_assert(sizeof(f16) == 2 && std::is_trivially_copyable_v<f16>);
 
 inline std::ostream& operator<<(std::ostream& os, bf16 x) { return os << static_cast<float>(x); }
