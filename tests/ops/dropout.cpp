@@ -22,6 +22,13 @@ TEST_SUITE("ops") {
     CHECK(static_cast<double>(kept) / 200000.0 == doctest::Approx(0.75).epsilon(0.01));
   }
 
+  TEST_CASE("the grouped CPU mask equals the per-element definition the GPU kernel uses") {
+    const DropoutParams d{0.3f, {77, 5}};
+    auto x = Tensor<float, Dyn>::full(1.0f, 1003);  // not a multiple of 4
+    const auto y = dropout_apply(d, x);
+    for (index_t i = 0; i < 1003; ++i) REQUIRE((y(i) != 0.0f) == dropout_keep(d, static_cast<std::uint64_t>(i)));
+  }
+
   TEST_CASE("the dropout mask depends only on seed, offset and index") {
     auto x = Tensor<float, Dyn>::full(1.0f, 1000);
     const auto a = dropout_apply(DropoutParams{0.5f, {7, 3}}, x);

@@ -24,14 +24,26 @@ QLORA_HD inline bool dropout_keep(const DropoutParams& d, std::uint64_t index) {
 }
 
 namespace cpu {
-// out[i] = in[i] * keep(i) / (1 - p): forward (in = x) and backward (in = dy) are the same map.
+// out[i] = in[i] * keep(i) / (1 - p): forward (in = x) and backward (in = dy) are the same map. One Philox call
+// gives the draws of four consecutive elements (uniform01 uses word i % 4 of counter i / 4), so it runs per group.
 template <class T>
 void dropout_apply(const DropoutParams& d, const T* in, T* out, index_t n) {
-  const compute_t<T> scale = compute_t<T>(1) / (compute_t<T>(1) - static_cast<compute_t<T>>(d.p));
+  using C = compute_t<T>;
+  const C scale = C(1) / (C(1) - static_cast<C>(d.p));
+  const index_t groups = (n + 3) / 4;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (index_t i = 0; i < n; ++i)
-    out[i] = dropout_keep(d, static_cast<std::uint64_t>(i)) ? convert<T>(convert<compute_t<T>>(in[i]) * scale)
-                                                            : convert<T>(0.0f);
+  for (index_t g = 0; g < groups; ++g) {
+    const auto counter = static_cast<std::uint64_t>(g);
+    const Philox4x32 r = philox4x32_10(
+        {{static_cast<std::uint32_t>(counter), static_cast<std::uint32_t>(counter >> 32),
+          static_cast<std::uint32_t>(d.stream.offset), static_cast<std::uint32_t>(d.stream.offset >> 32)}},
+        static_cast<std::uint32_t>(d.stream.seed), static_cast<std::uint32_t>(d.stream.seed >> 32));
+    for (index_t j = 0; j < 4 && 4 * g + j < n; ++j) {
+      const index_t i = 4 * g + j;
+      const bool keep = static_cast<float>(r.v[j] >> 8) * (1.0f / 16777216.0f) >= d.p;
+      out[i] = keep ? convert<T>(convert<C>(in[i]) * scale) : convert<T>(0.0f);
+    }
+  }
 }
 }  // namespace cpu
 
