@@ -1,0 +1,110 @@
+// Dataset records from files: JSON Lines (one object per line), a JSON array of objects, or CSV with a header row.
+// Each record is a JSON object (CSV values are strings) with `where` naming it in messages: "train.jsonl:5" (line),
+// "train.csv:7" (the line its row starts on) or "train.json: record 3" (1-based position in the array).
+// Blank lines in JSON Lines are skipped; anything else that is not one JSON object per line is an Error naming the
+// file and line, e.g. "[dataset] train.jsonl:2: invalid JSON at column 7".
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+#include "csv.hpp"
+
+namespace qlora {
+
+struct Record {
+  nlohmann::json fields;  // a JSON object
+  std::string where;      // "file:line" or "file: record N"
+};
+
+namespace detail {
+inline const char* json_type_name(const nlohmann::json& j) { return j.type_name(); }
+
+inline bool only_whitespace(std::string_view s) {
+  return s.find_first_not_of(" \t\r\n") == std::string_view::npos;
+}
+}  // namespace detail
+
+inline std::vector<Record> parse_jsonl(std::string_view text, std::string_view source) {
+  if (detail::only_whitespace(text)) fail("dataset", source, ": the file is empty");
+  std::vector<Record> records;
+  std::size_t line_number = 0, begin = 0;
+  while (begin < text.size()) {
+    std::size_t end = text.find('\n', begin);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(begin, end - begin);
+    begin = end + 1;
+    ++line_number;
+    if (line_number == 1 && line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);
+    if (detail::only_whitespace(line)) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      fail("dataset", source, ":", line_number, ": invalid JSON at column ", e.byte);
+    }
+    if (!j.is_object())
+      fail("dataset", source, ":", line_number, ": expected a JSON object, found ", detail::json_type_name(j));
+    records.push_back({std::move(j), detail::concat(source, ":", line_number)});
+  }
+  return records;
+}
+
+inline std::vector<Record> parse_json_array(std::string_view text, std::string_view source) {
+  if (detail::only_whitespace(text)) fail("dataset", source, ": the file is empty");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    // Count lines up to the failing byte, so the message points into the file.
+    const std::size_t at = std::min<std::size_t>(e.byte == 0 ? 0 : e.byte - 1, text.size());
+    std::size_t line = 1, line_start = 0;
+    for (std::size_t i = 0; i < at; ++i)
+      if (text[i] == '\n') ++line, line_start = i + 1;
+    fail("dataset", source, ":", line, ": invalid JSON at column ", at - line_start + 1);
+  }
+  if (!j.is_array()) fail("dataset", source, ": expected a JSON array of objects, found ", detail::json_type_name(j));
+  std::vector<Record> records;
+  for (std::size_t i = 0; i < j.size(); ++i) {
+    if (!j[i].is_object())
+      fail("dataset", source, ": record ", i + 1, ": expected a JSON object, found ", detail::json_type_name(j[i]));
+    records.push_back({std::move(j[i]), detail::concat(source, ": record ", i + 1)});
+  }
+  return records;
+}
+
+inline std::vector<Record> records_from_csv(const CsvTable& table, std::string_view source) {
+  std::vector<Record> records;
+  records.reserve(table.rows.size());
+  for (std::size_t r = 0; r < table.rows.size(); ++r) {
+    nlohmann::json object = nlohmann::json::object();
+    for (std::size_t c = 0; c < table.header.size(); ++c) object[table.header[c]] = table.rows[r][c];
+    records.push_back({std::move(object), detail::concat(source, ":", table.row_lines[r])});
+  }
+  return records;
+}
+
+// Reads records by the file's extension: .jsonl, .json (an array; or JSON Lines when it does not start with '['),
+// .csv.
+inline std::vector<Record> load_records(const std::string& path) {
+  const auto ends_with = [&](std::string_view suffix) {
+    return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (!ends_with(".jsonl") && !ends_with(".json") && !ends_with(".csv"))
+    fail("dataset", path, ": unknown file type (expected .jsonl, .json or .csv)");
+  const std::string text = read_text_file(path);
+  if (ends_with(".csv")) return records_from_csv(parse_csv(text, path), path);
+  if (ends_with(".json")) {
+    const std::size_t first = text.find_first_not_of(" \t\r\n");
+    if (first != std::string::npos && text[first] == '[') return parse_json_array(text, path);
+  }
+  return parse_jsonl(text, path);
+}
+
+}  // namespace qlora
