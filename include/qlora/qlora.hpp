@@ -14,6 +14,8 @@
 #include "core/shape.hpp"
 #include "core/tensor.hpp"
 #include "ops/activation.hpp"
+#include "ops/attention.hpp"
+#include "ops/cross_entropy.hpp"
 #include "ops/dropout.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/embedding.hpp"
