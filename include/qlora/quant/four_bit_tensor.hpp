@@ -155,25 +155,8 @@ void dequantize_into(const Tensor<Q, Rows, Cols>& w, const Tensor<T, Ds...>& out
   if (!(out.device() == w.device())) fail(Q::name.data(), "dequantize_into: destination on another device");
   const QuantState4bit& s = w.state();
   if (w.device().is_cpu()) {
-    // Per block: the 16 code values times the block's absmax (the same float products as dequantize_4bit), then
-    // a table lookup per nibble; blocks in parallel.
     const std::vector<float> absmax = four_bit_absmax(s);
-    const std::uint8_t* packed = w.packed().data();
-    T* dst = out.data();
-    const index_t n = w.numel(), bs = s.blocksize, blocks = s.blocks();
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (index_t b = 0; b < blocks; ++b) {
-      T table[16];
-      for (int q = 0; q < 16; ++q)
-        table[q] = convert<T>(four_bit_code_value(Q::type, static_cast<std::uint8_t>(q)) * absmax[static_cast<std::size_t>(b)]);
-      const index_t begin = b * bs, end = std::min(n, begin + bs);
-      for (index_t i = begin; i + 1 < end; i += 2) {
-        const std::uint8_t byte = packed[i / 2];
-        dst[i] = table[byte >> 4];
-        dst[i + 1] = table[byte & 15];
-      }
-      if ((end - begin) % 2) dst[end - 1] = table[packed[(end - 1) / 2] >> 4];
-    }
+    dequantize_4bit(w.packed().data(), w.numel(), Q::type, s.blocksize, absmax.data(), out.data());
     return;
   }
 #if defined(__CUDACC__)

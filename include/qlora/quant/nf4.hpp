@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <qlora/core/config.hpp>
+#include <qlora/core/dtype.hpp>
 #include <qlora/core/error.hpp>
 #include <qlora/quant/blockwise8.hpp>
 #include <qlora/quant/dynamic_map.hpp>
@@ -151,17 +152,29 @@ inline void quantize_4bit(const float* x, index_t n, FourBitType type, index_t b
   if (n % 2 == 1) packed[n / 2] = static_cast<std::uint8_t>(packed[n / 2] | quantize_4bit_value(type, 0.0f));
 }
 
-// packed: [(n + 1) / 2], absmax: [ceil(n / blocksize)] -> out: [n] = code[q] * absmax[block] (float32 multiply).
+// packed: [(n + 1) / 2], absmax: [ceil(n / blocksize)] -> out: [n] = code[q] * absmax[block] (float32 multiply),
+// converted to T once. Per block the 16 products code × absmax are formed once (the same float products), then each
+// nibble is a table lookup; blocks run in parallel.
+template <class T = float>
 inline void dequantize_4bit(const std::uint8_t* packed, index_t n, FourBitType type, index_t blocksize,
-                            const float* absmax, float* out) {
+                            const float* absmax, T* out) {
   detail::check_four_bit_blocksize(blocksize);
   require(n >= 0, "nf4", "negative element count ", n);
   require(n == 0 || (packed != nullptr && out != nullptr && absmax != nullptr), "nf4", "null buffer for ", n,
           " elements");
-  for (index_t i = 0; i < n; ++i) {
-    const std::uint8_t byte = packed[i / 2];
-    const auto q = static_cast<std::uint8_t>(i % 2 == 0 ? byte >> 4 : byte & 15);
-    out[i] = four_bit_code_value(type, q) * absmax[i / blocksize];
+  const index_t blocks = four_bit_block_count(n, blocksize);
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (index_t b = 0; b < blocks; ++b) {
+    T table[16];
+    for (int q = 0; q < 16; ++q)
+      table[q] = convert<T>(four_bit_code_value(type, static_cast<std::uint8_t>(q)) * absmax[b]);
+    const index_t begin = b * blocksize, end = std::min(n, begin + blocksize);
+    for (index_t i = begin; i + 1 < end; i += 2) {
+      const std::uint8_t byte = packed[i / 2];
+      out[i] = table[byte >> 4];
+      out[i + 1] = table[byte & 15];
+    }
+    if ((end - begin) % 2) out[end - 1] = table[packed[(end - 1) / 2] >> 4];
   }
 }
 
