@@ -1,0 +1,228 @@
+// Gemma3Block<Cfg, Adapter, T, W>: one decoder layer of transformers' Gemma3DecoderLayer, statically composed.
+//
+//   h = input_layernorm(x)                       x: [tokens, hidden]
+//   q, k, v = q_proj(h), k_proj(h), v_proj(h)    -> [tokens, heads, head_dim], [tokens, kv_heads, head_dim]
+//   q, k = q_norm(q), k_norm(k)                  RMSNorm per head (weights shared over heads); v is not normed
+//   q, k = rope(q), rope(k)                      θ 10 000 on local layers, θ 1e6 (× linear scaling) on global ones
+//   a = attention(q, k, v)                       GQA, causal, sliding window on local layers, packed segments
+//   x = x + post_attention_layernorm(o_proj(a))
+//   x = x + post_feedforward_layernorm(down_proj(gelu_tanh(gate_proj(h')) · up_proj(h')))   h' = pre_ff_norm(x)
+//
+// T is the compute type (fp32 on the CPU, fp64 for gradchecks, bf16 on GPUs); W is the storage type of the seven
+// frozen projections (NF4 for QLoRA, or a dense type). `Adapter` (nn/adapter.hpp) says which projections are
+// LoraLinear (trainable A, B) and which are plain frozen linears: both have the same call signature.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "../ops/activation.hpp"
+#include "../ops/attention.hpp"
+#include "../ops/elementwise.hpp"
+#include "../ops/linear.hpp"
+#include "../ops/lora.hpp"
+#include "../ops/reshape.hpp"
+#include "../ops/rmsnorm.hpp"
+#include "../ops/rope.hpp"
+#include "../quant/four_bit_tensor.hpp"
+#include "adapter.hpp"
+#include "config.hpp"
+#include "weights.hpp"
+
+namespace qlora {
+
+// How a model is built: the LoRA numbers, the seed of A's initialisation, the 4-bit format and the device.
+struct Gemma3Options {
+  LoraHyper lora{};             // lora_alpha, lora_dropout, use_rslora
+  std::uint64_t seed = 42;      // initialisation of every lora_A (stream offset = layer · 8 + projection)
+  FourBitOptions quant{};       // blocksize 64, double quantization on (the recipes' bnb_4bit_use_double_quant)
+  Device device = Device::cpu();
+};
+
+// What one forward pass needs besides its tokens.
+struct ForwardPass {
+  bool train = false;                   // LoRA dropout on
+  bool gradient_checkpointing = false;  // keep only block inputs; recompute each block in backward
+  RandomStream dropout{};               // this micro-batch's dropout stream (seed, micro-batch counter)
+};
+
+// A frozen projection y = x · Wᵀ with LoraLinear's call signature.
+template <class T, class Weight>
+class FrozenLinear {
+ public:
+  explicit FrozenLinear(Weight w) : base_(std::move(w)) {}
+  template <class Rows, class In>
+  auto operator()(const Variable<T, Rows, In>& x, RandomStream = {}, bool = true) const {
+    return linear(x, base_);
+  }
+  const Weight& base() const { return base_; }
+
+ private:
+  Weight base_;
+};
+
+template <class X>
+inline constexpr bool is_lora_linear_v = false;
+template <class T, class W, index_t R>
+inline constexpr bool is_lora_linear_v<LoraLinear<T, W, R>> = true;
+
+// The dropout stream of one projection call: distinct per micro-batch, layer and projection.
+inline RandomStream projection_stream(RandomStream pass, index_t layer, Projection p) {
+  return {pass.seed, pass.offset * 1024 + static_cast<std::uint64_t>(layer) * 8 + static_cast<std::uint64_t>(p)};
+}
+
+namespace detail {
+// A frozen base weight [Out, In] in storage type W, made from the file's tensor.
+template <class W, class Out, class In>
+Tensor<W, Out, In> load_base_weight(const Gemma3WeightSource& src, const std::string& name, const Gemma3Options& o) {
+  if constexpr (FourBitElement<W>) {
+    const auto q = Tensor<W, Out, In>::quantize(src.read<float, Out, In>(name), o.quant);
+    return o.device.is_cpu() ? q : q.to(o.device);
+  } else {
+    auto w = src.read<W, Out, In>(name);
+    return o.device.is_cpu() ? w : w.to(o.device);
+  }
+}
+template <class T, class... Ds>
+Variable<T, Ds...> load_constant(const Gemma3WeightSource& src, const std::string& name, const Gemma3Options& o) {
+  auto t = src.read<T, Ds...>(name);
+  return Variable<T, Ds...>(o.device.is_cpu() ? t : t.to(o.device));
+}
+}  // namespace detail
+
+template <class Cfg, class Adapter, class T = float, class W = NF4>
+class Gemma3Block {
+  static constexpr index_t C = Cfg::hidden, I = Cfg::intermediate, Hq = Cfg::heads, Hkv = Cfg::kv_heads,
+                           D = Cfg::head_dim;
+  template <Projection P, index_t Out, index_t In>
+  using projection_t = std::conditional_t<Adapter::template adapts<P>,
+                                          LoraLinear<T, Tensor<W, Dim<Out>, Dim<In>>, Adapter::rank>,
+                                          FrozenLinear<T, Tensor<W, Dim<Out>, Dim<In>>>>;
+
+ public:
+  using hidden_type = Variable<T, Dyn, Dim<C>>;  // [tokens, hidden]
+  using norm_type = Variable<T, Dim<C>>;
+  using head_norm_type = Variable<T, Dim<D>>;
+  using q_type = projection_t<Projection::q_proj, Cfg::q_dim, C>;
+  using k_type = projection_t<Projection::k_proj, Cfg::kv_dim, C>;
+  using v_type = projection_t<Projection::v_proj, Cfg::kv_dim, C>;
+  using o_type = projection_t<Projection::o_proj, C, Cfg::q_dim>;
+  using gate_type = projection_t<Projection::gate_proj, I, C>;
+  using up_type = projection_t<Projection::up_proj, I, C>;
+  using down_type = projection_t<Projection::down_proj, C, I>;
+
+  Gemma3Block(const Gemma3WeightSource& src, index_t layer, const Gemma3Options& o)
+      : layer_(layer),
+        q_(make<q_type>(src, Projection::q_proj, o)),
+        k_(make<k_type>(src, Projection::k_proj, o)),
+        v_(make<v_type>(src, Projection::v_proj, o)),
+        o_(make<o_type>(src, Projection::o_proj, o)),
+        gate_(make<gate_type>(src, Projection::gate_proj, o)),
+        up_(make<up_type>(src, Projection::up_proj, o)),
+        down_(make<down_type>(src, Projection::down_proj, o)),
+        input_norm_(detail::load_constant<T, Dim<C>>(src, name("input_layernorm.weight"), o)),
+        post_attention_norm_(detail::load_constant<T, Dim<C>>(src, name("post_attention_layernorm.weight"), o)),
+        pre_feedforward_norm_(detail::load_constant<T, Dim<C>>(src, name("pre_feedforward_layernorm.weight"), o)),
+        post_feedforward_norm_(detail::load_constant<T, Dim<C>>(src, name("post_feedforward_layernorm.weight"), o)),
+        q_norm_(detail::load_constant<T, Dim<D>>(src, name("self_attn.q_norm.weight"), o)),
+        k_norm_(detail::load_constant<T, Dim<D>>(src, name("self_attn.k_norm.weight"), o)) {}
+
+  static constexpr bool is_global(index_t layer) { return Cfg::is_global_layer(layer); }
+  index_t layer() const { return layer_; }
+  bool global() const { return is_global(layer_); }
+  RopeParams rope_params() const {
+    return global() ? RopeParams{Cfg::rope_global_theta, Cfg::rope_global_scaling} : RopeParams{Cfg::rope_local_theta, 1.0};
+  }
+  AttentionParams attention_params() const {
+    return {1.0 / std::sqrt(Cfg::query_pre_attn_scalar), global() ? index_t{0} : Cfg::sliding_window};
+  }
+
+  // x: [N, hidden] -> [N, hidden]; positions, segment_ids: int32 [N] on x's device (segment ids may be undefined).
+  hidden_type operator()(const hidden_type& x, const Tensor<std::int32_t, Dyn>& positions,
+                         const Tensor<std::int32_t, Dyn>& segment_ids, const ForwardPass& pass) const {
+    const index_t n = x.size(0);
+    const hidden_type h = rmsnorm(x, input_norm_, Cfg::rms_norm_eps);
+    auto q = reshape<Dyn, Dim<Hq>, Dim<D>>(call(q_, h, Projection::q_proj, pass), n, Hq, D);
+    auto k = reshape<Dyn, Dim<Hkv>, Dim<D>>(call(k_, h, Projection::k_proj, pass), n, Hkv, D);
+    auto v = reshape<Dyn, Dim<Hkv>, Dim<D>>(call(v_, h, Projection::v_proj, pass), n, Hkv, D);
+    q = rope(rmsnorm(q, q_norm_, Cfg::rms_norm_eps), positions, rope_params());
+    k = rope(rmsnorm(k, k_norm_, Cfg::rms_norm_eps), positions, rope_params());
+    const auto a = reshape<Dyn, Dim<Cfg::q_dim>>(attention(q, k, v, attention_params(), segment_ids), n, Cfg::q_dim);
+    const hidden_type attn_out = rmsnorm(call(o_, a, Projection::o_proj, pass), post_attention_norm_, Cfg::rms_norm_eps);
+    const hidden_type x1 = x + attn_out;
+    const hidden_type h1 = rmsnorm(x1, pre_feedforward_norm_, Cfg::rms_norm_eps);
+    const auto mlp = geglu(call(gate_, h1, Projection::gate_proj, pass), call(up_, h1, Projection::up_proj, pass));
+    return x1 + rmsnorm(call(down_, mlp, Projection::down_proj, pass), post_feedforward_norm_, Cfg::rms_norm_eps);
+  }
+
+  // fn(Projection, const projection&) for each of the seven, in PEFT's order q, k, v, o, gate, up, down.
+  template <class Fn>
+  void for_each_projection(Fn&& fn) const {
+    fn(Projection::q_proj, q_);
+    fn(Projection::k_proj, k_);
+    fn(Projection::v_proj, v_);
+    fn(Projection::o_proj, o_);
+    fn(Projection::gate_proj, gate_);
+    fn(Projection::up_proj, up_);
+    fn(Projection::down_proj, down_);
+  }
+
+  const q_type& q_proj() const { return q_; }
+  const k_type& k_proj() const { return k_; }
+  const v_type& v_proj() const { return v_; }
+  const o_type& o_proj() const { return o_; }
+  const gate_type& gate_proj() const { return gate_; }
+  const up_type& up_proj() const { return up_; }
+  const down_type& down_proj() const { return down_; }
+  const norm_type& input_layernorm() const { return input_norm_; }
+  const norm_type& post_attention_layernorm() const { return post_attention_norm_; }
+  const norm_type& pre_feedforward_layernorm() const { return pre_feedforward_norm_; }
+  const norm_type& post_feedforward_layernorm() const { return post_feedforward_norm_; }
+  const head_norm_type& q_norm() const { return q_norm_; }
+  const head_norm_type& k_norm() const { return k_norm_; }
+
+  // "layers.<i>.<leaf>", transformers' name of one of this layer's tensors.
+  std::string name(std::string_view leaf) const { return tensor_name(layer_, leaf); }
+  static std::string tensor_name(index_t layer, std::string_view leaf) {
+    return "layers." + std::to_string(layer) + "." + std::string(leaf);
+  }
+  static std::string projection_weight_name(index_t layer, Projection p) {
+    const bool attention = p == Projection::q_proj || p == Projection::k_proj || p == Projection::v_proj ||
+                           p == Projection::o_proj;
+    return tensor_name(layer, std::string(attention ? "self_attn." : "mlp.") + std::string(name_of(p)) + ".weight");
+  }
+
+ private:
+  template <class Proj, class X>
+  auto call(const Proj& proj, const X& x, Projection p, const ForwardPass& pass) const {
+    return proj(x, projection_stream(pass.dropout, layer_, p), pass.train);
+  }
+
+  template <class Proj>
+  Proj make(const Gemma3WeightSource& src, Projection p, const Gemma3Options& o) const {
+    using Weight = std::remove_cvref_t<decltype(std::declval<const Proj&>().base())>;
+    using Out = typename detail::weight_extents<Weight>::out;
+    using In = typename detail::weight_extents<Weight>::in;
+    Weight w = detail::load_base_weight<W, Out, In>(src, projection_weight_name(layer_, p), o);
+    if constexpr (is_lora_linear_v<Proj>) {
+      return Proj(std::move(w), o.lora, RandomStream{o.seed, static_cast<std::uint64_t>(layer_) * 8 +
+                                                               static_cast<std::uint64_t>(p)});
+    } else {
+      return Proj(std::move(w));
+    }
+  }
+
+  index_t layer_;
+  q_type q_;
+  k_type k_;
+  v_type v_;
+  o_type o_;
+  gate_type gate_;
+  up_type up_;
+  down_type down_;
+  norm_type input_norm_, post_attention_norm_, pre_feedforward_norm_, post_feedforward_norm_;
+  head_norm_type q_norm_, k_norm_;
+};
+
+}  // namespace qlora
