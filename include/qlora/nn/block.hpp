@@ -138,9 +138,12 @@ class Gemma3Block {
     return {1.0 / std::sqrt(Cfg::query_pre_attn_scalar), global() ? index_t{0} : Cfg::sliding_window};
   }
 
-  // x: [N, hidden] -> [N, hidden]; positions, segment_ids: int32 [N] on x's device (segment ids may be undefined).
-  hidden_type operator()(const hidden_type& x, const Tensor<std::int32_t, Dyn>& positions,
-                         const Tensor<std::int32_t, Dyn>& segment_ids, const ForwardPass& pass) const {
+  // Queries, keys and values of x after their norms and RoPE: q [N, Hq, D], k and v [N, Hkv, D].
+  struct Qkv {
+    Variable<T, Dyn, Dim<Hq>, Dim<D>> q;
+    Variable<T, Dyn, Dim<Hkv>, Dim<D>> k, v;
+  };
+  Qkv qkv(const hidden_type& x, const Tensor<std::int32_t, Dyn>& positions, const ForwardPass& pass) const {
     const index_t n = x.size(0);
     const hidden_type h = rmsnorm(x, input_norm_, Cfg::rms_norm_eps);
     auto q = reshape<Dyn, Dim<Hq>, Dim<D>>(call(q_, h, Projection::q_proj, pass), n, Hq, D);
@@ -148,12 +151,25 @@ class Gemma3Block {
     auto v = reshape<Dyn, Dim<Hkv>, Dim<D>>(call(v_, h, Projection::v_proj, pass), n, Hkv, D);
     q = rope(rmsnorm(q, q_norm_, Cfg::rms_norm_eps), positions, rope_params());
     k = rope(rmsnorm(k, k_norm_, Cfg::rms_norm_eps), positions, rope_params());
-    const auto a = reshape<Dyn, Dim<Cfg::q_dim>>(attention(q, k, v, attention_params(), segment_ids), n, Cfg::q_dim);
+    return {std::move(q), std::move(k), std::move(v)};
+  }
+
+  // The rest of the layer after attention: x + post_attention_norm(o_proj(a)), then the MLP and its residual.
+  // a: [N, Hq · D].
+  hidden_type finish(const hidden_type& x, const Variable<T, Dyn, Dim<Cfg::q_dim>>& a, const ForwardPass& pass) const {
     const hidden_type attn_out = rmsnorm(call(o_, a, Projection::o_proj, pass), post_attention_norm_, Cfg::rms_norm_eps);
     const hidden_type x1 = x + attn_out;
     const hidden_type h1 = rmsnorm(x1, pre_feedforward_norm_, Cfg::rms_norm_eps);
     const auto mlp = geglu(call(gate_, h1, Projection::gate_proj, pass), call(up_, h1, Projection::up_proj, pass));
     return x1 + rmsnorm(call(down_, mlp, Projection::down_proj, pass), post_feedforward_norm_, Cfg::rms_norm_eps);
+  }
+
+  // x: [N, hidden] -> [N, hidden]; positions, segment_ids: int32 [N] on x's device (segment ids may be undefined).
+  hidden_type operator()(const hidden_type& x, const Tensor<std::int32_t, Dyn>& positions,
+                         const Tensor<std::int32_t, Dyn>& segment_ids, const ForwardPass& pass) const {
+    const Qkv t = qkv(x, positions, pass);
+    const auto a = attention(t.q, t.k, t.v, attention_params(), segment_ids);
+    return finish(x, reshape<Dyn, Dim<Cfg::q_dim>>(a, x.size(0), Cfg::q_dim), pass);
   }
 
   // fn(Projection, const projection&) for each of the seven, in PEFT's order q, k, v, o, gate, up, down.

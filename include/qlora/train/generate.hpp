@@ -1,0 +1,147 @@
+// Text generation with a KV cache, as transformers' generate(): the prompt is run once (prefill) with its keys and
+// values kept per layer; each new token then runs through the model alone, attending to the cache. Sampling is
+// train/sampling.hpp (greedy, temperature, top-k, top-p, seeded); generation stops after max_new_tokens or at a stop
+// token (Gemma: <end_of_turn> and <eos>), which is kept in the output as transformers keeps it.
+//
+// Attention over the cache for the n new queries at absolute positions p = start .. start + n − 1 sees keys
+// j ≤ p, and on sliding-window layers only j > p − W: the same visibility as training (ops/attention.hpp), so the
+// cached logits equal a full forward pass over the whole sequence (tested). The adapter, when the model has one, is
+// applied as in training without dropout. CPU for now (the cached attention is a plain loop over heads).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../nn/model.hpp"
+#include "sampling.hpp"
+
+namespace qlora {
+
+struct GenerationConfig {
+  index_t max_new_tokens = 256;
+  SamplingConfig sampling{};
+  std::vector<std::int32_t> stop_ids;  // e.g. {<end_of_turn>, <eos>}
+};
+
+struct Generation {
+  std::vector<std::int32_t> tokens;  // the new tokens (a final stop token included)
+  bool stopped = false;              // ended on a stop token, not on max_new_tokens
+};
+
+namespace cpu {
+// out[i, h] = Σ_j softmax_j(scale · q[i, h] · k[j, g]) · v[j, g] over visible cache rows j (g = h / (Hq / Hkv)).
+// q, out: [n, Hq, D]; k, v: [start + n, Hkv, D] (the cache, new rows included).
+template <class T>
+void cached_attention(const T* q, const T* k, const T* v, T* out, index_t n, index_t start, index_t q_heads,
+                      index_t kv_heads, index_t head_dim, double scale, index_t window) {
+  using C = compute_t<T>;
+  const index_t group = q_heads / kv_heads;
+#pragma omp parallel for collapse(2) schedule(static) if (n * q_heads > 8)
+  for (index_t i = 0; i < n; ++i)
+    for (index_t h = 0; h < q_heads; ++h) {
+      const index_t p = start + i, g = h / group;
+      const index_t first = window > 0 ? std::max<index_t>(0, p - window + 1) : 0;
+      std::vector<C> s(static_cast<std::size_t>(p - first + 1));
+      const T* qi = q + (i * q_heads + h) * head_dim;
+      C mx = -INFINITY;
+      for (index_t j = first; j <= p; ++j) {
+        const T* kj = k + (j * kv_heads + g) * head_dim;
+        C dot = 0;
+        for (index_t d = 0; d < head_dim; ++d) dot += convert<C>(qi[d]) * convert<C>(kj[d]);
+        s[static_cast<std::size_t>(j - first)] = dot * static_cast<C>(scale);
+        mx = std::max(mx, s[static_cast<std::size_t>(j - first)]);
+      }
+      C z = 0;
+      for (auto& e : s) z += (e = std::exp(e - mx));
+      T* oi = out + (i * q_heads + h) * head_dim;
+      for (index_t d = 0; d < head_dim; ++d) {
+        C acc = 0;
+        for (index_t j = first; j <= p; ++j)
+          acc += s[static_cast<std::size_t>(j - first)] * convert<C>(v[(j * kv_heads + g) * head_dim + d]);
+        oi[d] = convert<T>(acc / z);
+      }
+    }
+}
+}  // namespace cpu
+
+// The keys and values of every layer for up to `capacity` positions.
+template <class Model>
+class KvCache {
+  using Cfg = typename Model::config;
+  using T = typename Model::hidden_type::tensor_type::value_type;
+
+ public:
+  using rows_type = Tensor<T, Dyn, Dim<Cfg::kv_heads>, Dim<Cfg::head_dim>>;  // [positions, Hkv, D]
+  explicit KvCache(index_t capacity) : capacity_(capacity) {
+    for (index_t l = 0; l < Cfg::layers; ++l) {
+      k_.push_back(rows_type::zeros(capacity));
+      v_.push_back(rows_type::zeros(capacity));
+    }
+  }
+  index_t length() const { return length_; }
+  index_t capacity() const { return capacity_; }
+
+  // Runs `ids` (the next tokens after the cached ones) through the model; returns the fp32 logits of the last one.
+  std::vector<float> extend(const Model& model, std::span<const std::int32_t> ids) {
+    const auto n = static_cast<index_t>(ids.size());
+    require(n > 0, "generate", "no tokens to run");
+    require(length_ + n <= capacity_, "generate", "the KV cache holds ", capacity_, " positions; ", length_ + n,
+            " needed");
+    require(model.device().is_cpu(), "generate", "KV-cache generation runs on the CPU in this version (model on ",
+            model.device().str(), ")");
+    NoGrad no_grad;
+    std::vector<std::int32_t> pos(ids.size());
+    for (index_t i = 0; i < n; ++i) pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(length_ + i);
+    const auto tokens = Tensor<std::int32_t, Dyn>::from(std::vector<std::int32_t>(ids.begin(), ids.end()), n);
+    const auto positions = Tensor<std::int32_t, Dyn>::from(pos, n);
+    typename Model::hidden_type x = embedding(tokens, model.embed_tokens());
+    const ForwardPass pass{};
+    for (const auto& block : model.blocks()) {
+      const auto t = block.qkv(x, positions, pass);
+      const auto l = static_cast<std::size_t>(block.layer());
+      const index_t row = Cfg::kv_heads * Cfg::head_dim;
+      std::copy_n(t.k.value().data(), n * row, k_[l].data() + length_ * row);
+      std::copy_n(t.v.value().data(), n * row, v_[l].data() + length_ * row);
+      Tensor<T, Dyn, Dim<Cfg::q_dim>> a = Tensor<T, Dyn, Dim<Cfg::q_dim>>::zeros(n);
+      const AttentionParams ap = block.attention_params();
+      cpu::cached_attention(t.q.value().data(), k_[l].data(), v_[l].data(), a.data(), n, length_, Cfg::heads,
+                            Cfg::kv_heads, Cfg::head_dim, ap.scale, ap.window);
+      x = block.finish(x, Variable<T, Dyn, Dim<Cfg::q_dim>>(a), pass);
+    }
+    length_ += n;
+    const auto h = rmsnorm(x, model.norm(), Cfg::rms_norm_eps).value();
+    const auto logits = model.logits_of(h.slice(n - 1, n));
+    return logits.to_vector();
+  }
+
+ private:
+  index_t capacity_, length_ = 0;
+  std::vector<rows_type> k_, v_;
+};
+
+// Generates after `prompt` (which should start with <bos>).
+template <class Model>
+Generation generate(const Model& model, const std::vector<std::int32_t>& prompt, const GenerationConfig& config) {
+  validate(config.sampling);
+  require(!prompt.empty(), "generate", "the prompt has no tokens");
+  require(config.max_new_tokens >= 0, "generate", "max_new_tokens must not be negative");
+  Generation out;
+  if (config.max_new_tokens == 0) return out;
+  KvCache<Model> cache(static_cast<index_t>(prompt.size()) + config.max_new_tokens);
+  std::vector<float> logits = cache.extend(model, prompt);
+  for (index_t step = 0; step < config.max_new_tokens; ++step) {
+    const std::int32_t next = sample_next(logits, config.sampling, static_cast<std::uint64_t>(cache.length()));
+    out.tokens.push_back(next);
+    if (std::find(config.stop_ids.begin(), config.stop_ids.end(), next) != config.stop_ids.end()) {
+      out.stopped = true;
+      break;
+    }
+    if (step + 1 < config.max_new_tokens) logits = cache.extend(model, std::span<const std::int32_t>(&next, 1));
+  }
+  return out;
+}
+
+}  // namespace qlora
