@@ -7,7 +7,8 @@
 //
 // Scalars are formed in double and rounded to float once, as torch does when it passes Python floats to its fp32
 // kernels. Parameters that received no gradient since zero_grad() are skipped (their step count does not advance).
-// The same per-element update runs in cuda/adamw.cuh for parameters on a GPU.
+// The same per-element update runs in cuda/adamw.cuh for parameters on a GPU. `restore` puts back a saved state
+// (io/optimizer_state.hpp reads and writes optimizer.safetensors).
 #pragma once
 
 #include <cmath>
@@ -100,6 +101,21 @@ class AdamW {
   const std::vector<State>& states() const { return states_; }
   const ParameterList& parameters() const { return params_; }
   const AdamWConfig& config() const { return config_; }
+
+  // Puts back a saved state of parameter `index` (io/optimizer_state.hpp): the moments are copied into this
+  // optimizer's tensors, on whatever device they live, and the step count is set.
+  void restore(std::size_t index, const State& saved) {
+    require(index < states_.size(), "adamw", "restore: parameter ", index, " of ", states_.size());
+    State& st = states_[index];
+    const Parameter& p = params_[index];
+    require(saved.m.numel() == p.numel() && saved.v.numel() == p.numel(), "adamw", "parameter '", p.name(),
+            "': saved moments hold ", saved.m.numel(), " and ", saved.v.numel(), " elements, the parameter ",
+            p.numel());
+    require(saved.step >= 0, "adamw", "parameter '", p.name(), "': negative step count ", saved.step);
+    st.m.copy_from(saved.m);
+    st.v.copy_from(saved.v);
+    st.step = saved.step;
+  }
 
  private:
   ParameterList params_;

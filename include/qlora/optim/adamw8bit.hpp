@@ -11,7 +11,8 @@
 // The golden test (tests/golden/bnb_adamw8bit.py) gets every state byte equal; parameters agree to 1 ulp, because
 // torch's CPU sqrt is not always correctly rounded (it differs from IEEE sqrt in ~15 % of elements) while ours is.
 // "Paged" puts the 8-bit states of parameters with >= 1e5 elements in CUDA managed memory (cuda::managed_device),
-// as bitsandbytes does, so they can page to host memory under pressure; on the CPU it changes nothing.
+// as bitsandbytes does, so they can page to host memory under pressure; on the CPU it changes nothing. `restore`
+// puts back a saved state (io/optimizer_state.hpp).
 #pragma once
 
 #include <cmath>
@@ -178,6 +179,35 @@ class AdamW8bit {
 
   const std::vector<State>& states() const { return states_; }
   const ParameterList& parameters() const { return params_; }
+  const AdamW8bitConfig& config() const { return config_; }
+
+  // Puts back a saved state of parameter `index` (io/optimizer_state.hpp): the saved tensors (on any device) are
+  // copied into this optimizer's, which keep their device (paged ones stay in managed memory); the step is set.
+  void restore(std::size_t index, const State& saved) {
+    require(index < states_.size(), "adamw8bit", "restore: parameter ", index, " of ", states_.size());
+    State& st = states_[index];
+    const Parameter& p = params_[index];
+    require(saved.eight_bit == st.eight_bit, "adamw8bit", "parameter '", p.name(), "': saved ",
+            saved.eight_bit ? "8-bit" : "32-bit", " states, but this optimizer keeps ", st.eight_bit ? "8-bit" : "32-bit",
+            " states for its ", p.numel(), " elements (min_8bit_size ", config_.min_8bit_size, ")");
+    require(saved.step >= 0, "adamw8bit", "parameter '", p.name(), "': negative step count ", saved.step);
+    auto copy = [&](const auto& into, const auto& from, const char* what) {
+      require(from.numel() == into.numel(), "adamw8bit", "parameter '", p.name(), "': saved ", what, " holds ",
+              from.numel(), " elements, expected ", into.numel());
+      into.copy_from(from);
+    };
+    if (st.eight_bit) {
+      copy(st.state1, saved.state1, "state1");
+      copy(st.state2, saved.state2, "state2");
+      copy(st.absmax1, saved.absmax1, "absmax1");
+      copy(st.absmax2, saved.absmax2, "absmax2");
+    } else {
+      copy(st.m, saved.m, "exp_avg");
+      copy(st.v, saved.v, "exp_avg_sq");
+    }
+    st.step = saved.step;
+  }
+
   // Bytes held by the optimizer states (what the 8-bit format saves): 2 bytes per element plus 8 per 256 for
   // 8-bit parameters, 8 per element for the others.
   std::size_t state_bytes() const {
