@@ -5,17 +5,24 @@
 //   base_model.model.model.layers.{i}.mlp.{gate,up,down}_proj.lora_{A,B}.weight
 //   base_model.model.model.language_model.layers.{i}...                              Gemma3ForConditionalGeneration
 // lora_A.weight is [r, in], lora_B.weight [out, r], fp32; the file's metadata is {"format": "pt"}.
+// save_adapter / load_adapter write and read such a folder (adapter_config.json + adapter_model.safetensors), each file
+// atomically; loading converts F16/BF16 weights to fp32 and refuses pickled adapter_model.bin files.
 #pragma once
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "../nn/adapter.hpp"
 #include "../train/arguments.hpp"
+#include "safetensors.hpp"
 
 namespace qlora::peft {
 
@@ -131,6 +138,106 @@ inline LoraConfig lora_config_from_adapter_config(const nlohmann::json& j, std::
                                    : t.get<std::vector<std::string>>();
   validate(c);
   return c;
+}
+
+inline constexpr std::string_view adapter_config_file_name = "adapter_config.json";
+inline constexpr std::string_view adapter_weights_file_name = "adapter_model.safetensors";
+
+// One LoRA matrix of an adapter file under its PEFT name: lora_A [r, in] or lora_B [out, r], fp32 on any device.
+struct AdapterTensor {
+  std::string name;
+  Tensor<float, Dyn, Dyn> value;
+};
+
+struct Adapter {
+  LoraConfig config;
+  std::string base_model_name_or_path;  // empty when the file has null
+  std::vector<AdapterTensor> tensors;   // in the file's order
+};
+
+// Writes `dir`/adapter_config.json and `dir`/adapter_model.safetensors (fp32, metadata {"format": "pt"}), creating
+// `dir` if needed; each file appears whole or not at all. Every name must be a LoRA weight name (parse_tensor_name).
+inline void save_adapter(const std::filesystem::path& dir, const LoraConfig& config,
+                         const std::string& base_model_name_or_path, const std::vector<AdapterTensor>& tensors) {
+  validate(config);
+  SafetensorsWriter weights;
+  weights.set_metadata("format", "pt");
+  for (const auto& t : tensors) {
+    if (!parse_tensor_name(t.name))
+      fail("peft", (dir / adapter_weights_file_name).string(), ": tensor ", t.name, " is not a LoRA weight name");
+    if (!t.value.defined()) fail("peft", (dir / adapter_weights_file_name).string(), ": tensor ", t.name, " is empty");
+    weights.add(t.name, t.value);
+  }
+  std::filesystem::create_directories(dir);
+  weights.write(dir / adapter_weights_file_name);
+  const std::string text = adapter_config_text(config, base_model_name_or_path);
+  AtomicFileWriter out(dir / adapter_config_file_name, "peft");
+  out.write(text.data(), text.size());
+  out.commit();
+}
+
+// The parsed JSON of an adapter_config.json; errors name the file.
+inline nlohmann::json read_adapter_config_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("peft", path.string(), ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  try {
+    return nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception& e) {
+    fail("peft", path.string(), ": not valid JSON: ", e.what());
+  }
+}
+
+// Reads a PEFT adapter folder. Errors name the folder or file: missing folder or files, an adapter_model.bin
+// (pickle) instead of safetensors, bad JSON or LoRA settings, names that are not LoRA weights, tensors not 2-D or not
+// floating point.
+inline Adapter load_adapter(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(dir)) fail("peft", dir.string(), ": no such folder");
+  if (!fs::is_directory(dir)) fail("peft", dir.string(), ": not a folder (give the adapter's folder)");
+  const fs::path config_path = dir / adapter_config_file_name;
+  const fs::path weights_path = dir / adapter_weights_file_name;
+  if (!fs::exists(config_path)) fail("peft", config_path.string(), ": missing (is this a PEFT adapter folder?)");
+  if (!fs::exists(weights_path)) {
+    if (fs::exists(dir / "adapter_model.bin"))
+      fail("peft", (dir / "adapter_model.bin").string(), ": .bin (pickle) adapters are not supported; convert it with "
+           "safetensors (save_pretrained(..., safe_serialization=True) writes adapter_model.safetensors)");
+    fail("peft", weights_path.string(), ": missing");
+  }
+  Adapter a;
+  const nlohmann::json j = read_adapter_config_file(config_path);
+  try {
+    if (!j.is_object()) fail("peft", config_path.string(), ": not a JSON object");
+    a.config = lora_config_from_adapter_config(j, config_path.string());
+    if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
+      a.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("peft", config_path.string(), ": ", e.what());
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (what.find(config_path.string()) != std::string::npos) throw;
+    fail("peft", config_path.string(), ": ", what);
+  }
+
+  const SafetensorsFile file(weights_path);
+  std::string not_lora;
+  for (const auto& t : file.tensors())
+    if (!parse_tensor_name(t.name)) not_lora += (not_lora.empty() ? "" : ", ") + t.name;
+  if (!not_lora.empty())
+    fail("peft", weights_path.string(), ": tensors that are not LoRA weights of a layer: ", not_lora,
+         " (only lora_A/lora_B weights are supported; modules_to_save and biases are not)");
+  for (const auto& t : file.tensors()) {
+    using D = SafetensorsDtype;
+    if (t.dtype != D::F32 && t.dtype != D::F16 && t.dtype != D::BF16 && t.dtype != D::F64)
+      fail("peft", weights_path.string(), ": tensor ", t.name, ": dtype ", safetensors_dtype_name(t.dtype),
+           " is not a floating-point weight (F32, F16, BF16, F64)");
+    if (t.shape.size() != 2)
+      fail("peft", weights_path.string(), ": tensor ", t.name, ": shape ", qlora::detail::shape_str(t.shape),
+           " is not 2-D");
+    a.tensors.push_back({t.name, file.read<float, Dyn, Dyn>(t.name)});
+  }
+  return a;
 }
 
 }  // namespace qlora::peft
