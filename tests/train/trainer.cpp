@@ -78,7 +78,7 @@ TEST_SUITE("train") {
       ToyModel model;
       Tensor<float, Dim<2>, Dim<4>> seen;
       TrainStepFunctions<ToyBatch> fns;
-      fns.loss = [&](const ToyBatch& batch) { return model.loss(batch); };
+      fns.loss = [&](const ToyBatch& batch, RandomStream) { return model.loss(batch); };
       fns.label_tokens = [](const ToyBatch& batch) {
         long n = 0;
         for (int c : batch.counted) n += c;
@@ -105,7 +105,7 @@ TEST_SUITE("train") {
     std::vector<ToyBatch> batches;
     for (int i = 0; i < 8; ++i) batches.push_back(make_batch(10 + static_cast<std::uint64_t>(i), 4, {1, 1, 1, 1}));
     TrainStepFunctions<ToyBatch> fns;
-    fns.loss = [&](const ToyBatch& b) { return model.loss(b); };
+    fns.loss = [&](const ToyBatch& b, RandomStream) { return model.loss(b); };
     fns.label_tokens = [](const ToyBatch& b) { return static_cast<long>(b.counted.size()); };
     fns.optimizer_step = [&](double lr) { opt.step(lr); };
     fns.zero_grad = [&] { opt.zero_grad(); };
@@ -132,7 +132,7 @@ TEST_SUITE("train") {
     ToyModel model;
     const ToyBatch bad = make_batch(4, 2, {1, 1});
     TrainStepFunctions<ToyBatch> fns;
-    fns.loss = [&](const ToyBatch& b) {
+    fns.loss = [&](const ToyBatch& b, RandomStream) {
       auto l = model.loss(b);
       // identity forward, infinite backward: a finite loss over an infinite gradient
       auto poisoned = make_result("poison", l.sum.value().clone(), [n = l.sum.node()](const Tensor<float>& dy) {

@@ -2,6 +2,9 @@
 // atomically: everything goes into checkpoint-<step>.partial/ first, each file is flushed to disk, and one rename
 // publishes the folder. A crash mid-save leaves only a .partial folder, which the next save or resume removes, and
 // the previous checkpoints untouched. After a save the oldest folders beyond save_total_limit are deleted.
+// A training checkpoint holds adapter_config.json + adapter_model.safetensors (io/peft.hpp), optimizer.safetensors
+// (io/optimizer_state.hpp) and trainer_state.json (io/trainer_state.hpp, with the data position that makes resuming
+// exact); tests/train/resume.cpp kills runs mid-step and mid-save and resumes them bit-identically.
 #pragma once
 
 #include <fcntl.h>

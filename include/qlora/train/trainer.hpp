@@ -7,6 +7,9 @@
 //
 // The model is reached only through `TrainStepFunctions`, so a custom loop needs none of this and the trainer needs
 // no particular model type. Logs go to JSONL (always) and TensorBoard event files (report_to "tensorboard").
+// Resuming is exact: the state records the data position (epoch, micro-batches used), so a run resumed from the
+// checkpoint of step k feeds steps k+1.. the micro-batches an uninterrupted run would; the schedule is a function of
+// the step, and each micro-batch's dropout stream is {seed, step·G + micro-batch} (counter-based, core/random.hpp).
 #pragma once
 
 #include <chrono>
@@ -20,8 +23,10 @@
 #include <string>
 #include <vector>
 
+#include "../core/random.hpp"
 #include "../io/metrics.hpp"
 #include "../io/tensorboard.hpp"
+#include "../io/trainer_state.hpp"
 #include "../optim/clip.hpp"
 #include "../optim/parameter.hpp"
 #include "../optim/schedule.hpp"
@@ -35,20 +40,23 @@ struct TokenLoss {
   long tokens = 0;
 };
 
+// The dropout stream of micro-batch `micro` (0-based) of the step that follows `global_step` steps: a pure function
+// of (seed, step, micro-batch), so a resumed run draws the masks an uninterrupted one would. A model with several
+// dropout sites derives one stream per site from it (e.g. offset · sites + site).
+inline RandomStream micro_batch_stream(std::uint64_t seed, long global_step, long accumulation, long micro) {
+  return {seed, static_cast<std::uint64_t>(global_step) * static_cast<std::uint64_t>(accumulation) +
+                    static_cast<std::uint64_t>(micro)};
+}
+
 template <class Batch>
 struct TrainStepFunctions {
-  std::function<TokenLoss(const Batch&)> loss;                  // forward of one micro-batch
-  std::function<long(const Batch&)> label_tokens;               // label tokens of a micro-batch (no forward)
-  std::function<void(double lr)> optimizer_step;                 // apply the update with this learning rate
+  std::function<TokenLoss(const Batch&, RandomStream dropout)> loss;  // forward of one micro-batch
+  std::function<long(const Batch&)> label_tokens;                    // label tokens of a micro-batch (no forward)
+  std::function<void(double lr)> optimizer_step;                      // apply the update with this learning rate
   std::function<void()> zero_grad;
-  std::function<void(long step)> save;                           // write a checkpoint (optional)
-  std::function<std::pair<double, long>()> evaluate;             // summed eval loss and tokens (optional)
-};
-
-struct TrainerState {  // what resuming needs besides the model, optimizer and data position
-  long global_step = 0;
-  double epoch = 0;
-  std::vector<std::map<std::string, double>> log_history;
+  std::function<void(const TrainerState&)> save;  // write a checkpoint of this state (optional)
+  std::function<std::pair<double, long>()> evaluate;  // summed eval loss and tokens (optional)
+  std::function<void(const TrainerState&)> on_step_end;  // after each step's log, eval and save (optional)
 };
 
 struct TrainResult {
@@ -76,26 +84,45 @@ class Trainer {
       if (r == "tensorboard") tensorboard_ = std::make_unique<tensorboard::EventWriter>(out / "runs");
   }
 
-  // Runs optimizer steps until total_steps; `next_epoch(e)` returns the batch source of epoch e.
+  // Runs optimizer steps until total_steps; `next_epoch(e)` returns the batch source of epoch e, which must give
+  // the same micro-batches each time it is asked for the same epoch (e.g. shuffled with seed + e). A `state` from a
+  // checkpoint resumes: its data position's micro-batches are skipped (without one, they are derived from
+  // global_step and steps_per_epoch, i.e. (k mod steps_per_epoch) · gradient_accumulation_steps of epoch
+  // k / steps_per_epoch).
   TrainResult train(const std::function<BatchSource(long epoch)>& next_epoch, TrainerState state = {},
                     long steps_per_epoch = 0) {
     TrainResult result;
     const auto start = std::chrono::steady_clock::now();
+    const long accumulation = args_.gradient_accumulation_steps;
     long tokens_seen = 0;
-    long epoch = steps_per_epoch > 0 ? state.global_step / steps_per_epoch : 0;
-    BatchSource source = next_epoch(epoch);
+    DataPosition position = resume_position(state, steps_per_epoch);
+    BatchSource source = next_epoch(position.epoch);
+    for (long i = 0; i < position.micro_batches; ++i)
+      if (!source())
+        fail("trainer", "resuming at step ", state.global_step, ": epoch ", position.epoch, " has only ", i,
+             " micro-batches, but ", position.micro_batches, " were used before (did the data set change?)");
+    state.seed = args_.seed;
+    state.max_steps = total_steps_;
+    state.logging_steps = args_.logging_steps;
+    state.eval_steps = args_.eval_steps.value_or(args_.logging_steps);
+    state.save_steps = args_.save_steps;
+    state.train_batch_size = args_.per_device_train_batch_size;
+    state.num_train_epochs = args_.num_train_epochs;
+    const long first_step = state.global_step;
     double interval_loss = 0;
     long interval_steps = 0;
     while (state.global_step < total_steps_) {
       std::vector<Batch> micro;
-      while (static_cast<long>(micro.size()) < args_.gradient_accumulation_steps) {
+      while (static_cast<long>(micro.size()) < accumulation) {
         std::optional<Batch> b = source();
         if (!b) {
           if (!micro.empty()) break;  // a short last step, as the HF Trainer does at the end of an epoch
-          source = next_epoch(++epoch);
+          position = {position.epoch + 1, 0};
+          source = next_epoch(position.epoch);
           b = source();
-          if (!b) fail("trainer", "epoch ", epoch, " produced no batch");
+          if (!b) fail("trainer", "epoch ", position.epoch, " produced no batch");
         }
+        ++position.micro_batches;
         micro.push_back(std::move(*b));
       }
       long step_tokens = 0;
@@ -104,8 +131,9 @@ class Trainer {
 
       fns_.zero_grad();
       double step_loss = 0;
-      for (const auto& b : micro) {
-        TokenLoss l = fns_.loss(b);
+      for (std::size_t m = 0; m < micro.size(); ++m) {
+        TokenLoss l = fns_.loss(micro[m], micro_batch_stream(args_.seed, state.global_step, accumulation,
+                                                             static_cast<long>(m)));
         const double value = static_cast<double>(l.sum.value().item());
         if (!std::isfinite(value)) fail("trainer", "step ", state.global_step + 1, ": the loss is not finite (", value, ")");
         step_loss += value / static_cast<double>(step_tokens);
@@ -117,8 +145,9 @@ class Trainer {
       const double lr = schedule_.lr(state.global_step);
       fns_.optimizer_step(lr);
       ++state.global_step;
+      state.data_position = position;
       state.epoch = steps_per_epoch > 0 ? static_cast<double>(state.global_step) / static_cast<double>(steps_per_epoch)
-                                        : static_cast<double>(epoch);
+                                        : static_cast<double>(position.epoch);
       interval_loss += step_loss;
       ++interval_steps;
 
@@ -133,7 +162,7 @@ class Trainer {
         emit(state, log);
         if (std::isnan(result.first_logged_loss)) result.first_logged_loss = log["loss"];
         result.last_logged_loss = log["loss"];
-        print_progress(state, log, seconds);
+        print_progress(state, log, seconds, state.global_step - first_step);
         interval_loss = 0;
         interval_steps = 0;
       }
@@ -144,7 +173,8 @@ class Trainer {
         emit(state, {{"eval_loss", mean}, {"eval_perplexity", std::exp(mean)}});
       }
       if (fns_.save && args_.save_strategy == "steps" && (state.global_step % args_.save_steps == 0 || last))
-        fns_.save(state.global_step);
+        fns_.save(state);
+      if (fns_.on_step_end) fns_.on_step_end(state);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     result.tokens_per_second = seconds > 0 ? static_cast<double>(tokens_seen) / seconds : 0;
@@ -155,6 +185,14 @@ class Trainer {
   const LearningRateSchedule& schedule() const { return schedule_; }
 
  private:
+  DataPosition resume_position(const TrainerState& state, long steps_per_epoch) const {
+    if (state.data_position) return *state.data_position;
+    if (state.global_step == 0) return {};
+    if (steps_per_epoch <= 0)
+      fail("trainer", "resuming at step ", state.global_step, " needs the state's data position or steps_per_epoch");
+    return {state.global_step / steps_per_epoch,
+            state.global_step % steps_per_epoch * args_.gradient_accumulation_steps};
+  }
   std::string first_nonfinite_gradient() const {
     for (const auto& p : params_) {
       const Tensor<float, Dyn> g = p.grad();
@@ -174,8 +212,9 @@ class Trainer {
     entry["step"] = static_cast<double>(state.global_step);
     state.log_history.push_back(std::move(entry));
   }
-  void print_progress(const TrainerState& state, std::map<std::string, double>& log, double seconds) const {
-    const double per_step = seconds / static_cast<double>(state.global_step);
+  void print_progress(const TrainerState& state, std::map<std::string, double>& log, double seconds,
+                      long steps_this_run) const {
+    const double per_step = seconds / static_cast<double>(steps_this_run);
     const double eta = per_step * static_cast<double>(total_steps_ - state.global_step);
     std::fprintf(stderr, "step %ld/%ld | epoch %.2f | loss %.4f | lr %.3g | grad_norm %.3f | %.0f tok/s | ETA %.0fs\n",
                  state.global_step, total_steps_, state.epoch, log["loss"], log["learning_rate"], log["grad_norm"],
