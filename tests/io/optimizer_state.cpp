@@ -32,7 +32,8 @@ struct Params {
   }
   // Fresh leaves holding copies of these values, as a resumed process would build from the adapter file.
   Params copy() const {
-    return {Variable<float, Dyn>::leaf(big.value().clone()), Variable<float, Dim<3>, Dim<4>>::leaf(small.value().clone())};
+    return {Variable<float, Dyn>::leaf(big.value().clone()),
+            Variable<float, Dim<3>, Dim<4>>::leaf(small.value().clone())};
   }
   ParameterList list() const { return {Parameter("layers.0.big", big), Parameter("layers.0.small", small)}; }
 };

@@ -72,7 +72,8 @@ struct Kill {
 
 // One "process": builds the model (from the latest checkpoint if there is one) and trains to step 8.
 // `fed` records which batch each dropout-stream offset (step·G + micro-batch) was given.
-void run(const std::filesystem::path& out, const std::vector<Batch>& data, Kill kill, std::map<std::uint64_t, int>& fed) {
+void run(const std::filesystem::path& out, const std::vector<Batch>& data, Kill kill,
+         std::map<std::uint64_t, int>& fed) {
   const LoraHyper hyper{4, 0.1f, false};
   const Base base = test::random_tensor<Base>(3, -0.5, 0.5);
   CheckpointDirectory checkpoints(out);
@@ -117,7 +118,8 @@ void run(const std::filesystem::path& out, const std::vector<Batch>& data, Kill 
   fns.zero_grad = [&] { opt.zero_grad(); };
   fns.save = [&](const TrainerState& s) {
     checkpoints.save(s.global_step, [&](const std::filesystem::path& folder) {
-      peft::save_adapter(folder, lora_config(), "", {{a_name, layer->lora_a().value()}, {b_name, layer->lora_b().value()}});
+      peft::save_adapter(folder, lora_config(), "",
+                         {{a_name, layer->lora_a().value()}, {b_name, layer->lora_b().value()}});
       if (s.global_step == kill.while_saving) throw std::runtime_error("killed while writing the checkpoint");
       save_optimizer_state(opt, folder / "optimizer.safetensors");
       save_trainer_state(s, folder / "trainer_state.json");

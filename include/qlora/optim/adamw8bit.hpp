@@ -188,7 +188,8 @@ class AdamW8bit {
     State& st = states_[index];
     const Parameter& p = params_[index];
     require(saved.eight_bit == st.eight_bit, "adamw8bit", "parameter '", p.name(), "': saved ",
-            saved.eight_bit ? "8-bit" : "32-bit", " states, but this optimizer keeps ", st.eight_bit ? "8-bit" : "32-bit",
+            saved.eight_bit ? "8-bit" : "32-bit", " states, but this optimizer keeps ",
+            st.eight_bit ? "8-bit" : "32-bit",
             " states for its ", p.numel(), " elements (min_8bit_size ", config_.min_8bit_size, ")");
     require(saved.step >= 0, "adamw8bit", "parameter '", p.name(), "': negative step count ", saved.step);
     auto copy = [&](const auto& into, const auto& from, const char* what) {
