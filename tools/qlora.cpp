@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::map<std::string, qlora::cli::Command> commands;
   commands["evaluate"] = qlora::cli::add_evaluate_command(app);
+  commands["finetune"] = qlora::cli::add_finetune_command(app);
+  commands["generate"] = qlora::cli::add_generate_command(app);
   commands["info"] = qlora::cli::add_info_command(app);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,199 @@
+// qlora finetune, for one model type: the Python recipe's steps in order — tokenize the data set (prompt masked),
+// split off an eval set, load the model with an NF4 base and fresh LoRA adapters (or resume from a checkpoint),
+// train with the Trainer (accumulation, clipping, schedule, logs, checkpoints), then save the adapter as PEFT does.
+// Everything is checked (model file, data, adapter type, memory) before anything is written to the output folder.
+#pragma once
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include <qlora/data/batch.hpp>
+#include <qlora/data/dataset.hpp>
+#include <qlora/data/tokenizer.hpp>
+#include <qlora/io/checkpoint.hpp>
+#include <qlora/io/optimizer_state.hpp>
+#include <qlora/io/trainer_state.hpp>
+#include <qlora/nn/adapter_io.hpp>
+#include <qlora/nn/model.hpp>
+#include <qlora/optim/adamw.hpp>
+#include <qlora/optim/adamw8bit.hpp>
+#include <qlora/train/trainer.hpp>
+
+#include "memory_estimate.hpp"
+
+namespace qlora::cli {
+
+struct FinetuneJob {
+  TrainingArguments args;
+  LoraConfig lora;
+  std::filesystem::path model_path, dataset_path;
+  DatasetOptions data;
+  DatasetFormat format;
+  EvalSize eval_size = EvalSize::of_count(20);
+  bool packing = false;
+};
+
+// AdamW (adamw_torch, paged_adamw_32bit on the CPU) or bitsandbytes' AdamW8bit (adamw_8bit, paged_adamw_8bit).
+class TrainOptimizer {
+ public:
+  TrainOptimizer(const TrainingArguments& a, ParameterList params) {
+    if (a.optim == "adamw_8bit" || a.optim == "paged_adamw_8bit") {
+      AdamW8bitConfig c{a.adam_beta1, a.adam_beta2, a.adam_epsilon, a.weight_decay};
+      c.paged = a.optim == "paged_adamw_8bit";
+      impl_ = std::make_unique<AdamW8bit>(std::move(params), c);
+    } else {
+      impl_ = std::make_unique<AdamW>(std::move(params), AdamWConfig{a.adam_beta1, a.adam_beta2, a.adam_epsilon,
+                                                                     a.weight_decay});
+    }
+  }
+  void step(double lr) {
+    std::visit([&](auto& o) { o->step(lr); }, impl_);
+  }
+  void zero_grad() const {
+    std::visit([](const auto& o) { o->zero_grad(); }, impl_);
+  }
+  void save(const std::filesystem::path& path) const {
+    std::visit([&](const auto& o) { save_optimizer_state(*o, path); }, impl_);
+  }
+  void load(const std::filesystem::path& path) {
+    std::visit([&](auto& o) { load_optimizer_state(*o, path); }, impl_);
+  }
+
+ private:
+  std::variant<std::unique_ptr<AdamW>, std::unique_ptr<AdamW8bit>> impl_;
+};
+
+// The checkpoint to resume from: "latest"/"true" = the newest in output_dir, else a folder path.
+inline std::optional<std::filesystem::path> resume_folder(const TrainingArguments& a) {
+  if (!a.resume_from_checkpoint) return std::nullopt;
+  const std::string& r = *a.resume_from_checkpoint;
+  if (r == "latest" || r == "true" || r == "True") {
+    CheckpointDirectory dir(a.output_dir);
+    dir.remove_partial();
+    const auto latest = dir.latest();
+    if (!latest) fail("finetune", "--resume-from-checkpoint ", r, ": no checkpoint-<step> folder in ", a.output_dir);
+    return latest;
+  }
+  if (!std::filesystem::is_directory(r)) fail("finetune", "--resume-from-checkpoint ", r, ": no such checkpoint folder");
+  return std::filesystem::path(r);
+}
+
+template <class Cfg, class Adapter>
+int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const Tokenizer& tok) {
+  using Model = Gemma3<Cfg, Adapter, float, NF4>;
+  const TrainingArguments& args = job.args;
+  namespace fs = std::filesystem;
+
+  // Data: tokenize, split, batch (nothing written yet).
+  TokenizedDataset data = load_dataset(job.dataset_path.string(), job.format, tok, job.data);
+  std::fprintf(stderr, "qlora: %s\n", data.summary().c_str());
+  auto split = train_eval_split(std::move(data.samples), job.eval_size, args.seed);
+  if (split.train.empty()) fail("finetune", job.dataset_path.string(), ": no training samples left after the eval split");
+  const std::size_t micro_per_epoch =
+      (job.packing ? pack_rows(split.train, job.data.max_length).size() : split.train.size() +
+                                                                               static_cast<std::size_t>(args.per_device_train_batch_size) - 1) /
+      (job.packing ? 1 : static_cast<std::size_t>(args.per_device_train_batch_size));
+  const long steps_per_epoch = static_cast<long>((micro_per_epoch + static_cast<std::size_t>(args.gradient_accumulation_steps) - 1) /
+                                                 static_cast<std::size_t>(args.gradient_accumulation_steps));
+  const long total_steps = args.max_steps > 0 ? args.max_steps
+                                               : static_cast<long>(std::ceil(args.num_train_epochs * static_cast<double>(steps_per_epoch)));
+
+  // Memory, before loading anything big.
+  std::size_t longest = 0;
+  for (const auto& s : split.train) longest = std::max(longest, s.input_ids.size());
+  const auto tokens_per_micro = static_cast<index_t>(job.packing ? job.data.max_length
+                                                                 : longest * static_cast<std::size_t>(args.per_device_train_batch_size));
+  check_memory<Cfg, Adapter>(tokens_per_micro, args.gradient_checkpointing);
+
+  // Model (+ resume state).
+  Gemma3Options options;
+  options.lora = LoraHyper{job.lora.lora_alpha, static_cast<float>(job.lora.lora_dropout), job.lora.use_rslora};
+  options.seed = args.seed;
+  std::fprintf(stderr, "qlora: loading %s as %s (NF4 base, double quantization), LoRA r %ld on %zu target modules\n",
+               source.path().string().c_str(), std::string(Cfg::name).c_str(), job.lora.r, Adapter::targets.size());
+  const Model model(source, options);
+  TrainOptimizer optimizer(args, model.lora_parameters());
+  TrainerState state;
+  if (const auto resume = resume_folder(args)) {
+    load_adapter(model, *resume);
+    optimizer.load(*resume / optimizer_state_file_name);
+    state = load_trainer_state(*resume / trainer_state_file_name);
+    std::fprintf(stderr, "qlora: resuming from %s (step %ld)\n", resume->string().c_str(), state.global_step);
+  }
+  std::fprintf(stderr, "qlora: %zu train / %zu eval samples, %ld steps per epoch, %ld steps; trainable parameters %lld\n",
+               split.train.size(), split.eval.size(), steps_per_epoch, total_steps,
+               static_cast<long long>(model.trainable_parameter_count()));
+
+  // Batches of an epoch: the train samples shuffled with seed + epoch.
+  const std::int32_t pad = tok.pad_id();
+  auto next_epoch = [&](long epoch) {
+    auto samples = std::make_shared<std::vector<Sample>>(split.train);
+    shuffle(*samples, args.seed + static_cast<std::uint64_t>(epoch));
+    auto batches = std::make_shared<std::vector<Batch>>(
+        make_batches(*samples, static_cast<std::size_t>(args.per_device_train_batch_size), pad,
+                     job.packing ? std::optional<std::size_t>(job.data.max_length) : std::nullopt));
+    auto next = std::make_shared<std::size_t>(0);
+    return typename Trainer<Batch>::BatchSource([batches, next]() -> std::optional<Batch> {
+      if (*next >= batches->size()) return std::nullopt;
+      return (*batches)[(*next)++];
+    });
+  };
+  const std::vector<Batch> eval_batches =
+      make_batches(split.eval, static_cast<std::size_t>(args.per_device_eval_batch_size), pad);
+
+  const std::string base_name = source.path().string();
+  TrainStepFunctions<Batch> fns;
+  fns.loss = [&](const Batch& b, RandomStream dropout) {
+    const auto l = model.loss_sum(model_input(b, model.device()), ForwardPass{true, args.gradient_checkpointing, dropout});
+    return TokenLoss{l.sum, static_cast<long>(l.count)};
+  };
+  fns.label_tokens = [](const Batch& b) {
+    long n = 0;
+    for (std::int32_t l : b.next_token_labels()) n += l != ignore_index;
+    return n;
+  };
+  fns.optimizer_step = [&](double lr) { optimizer.step(lr); };
+  fns.zero_grad = [&]() { optimizer.zero_grad(); };
+  CheckpointDirectory checkpoints(args.output_dir);
+  fns.save = [&](const TrainerState& s) {
+    const auto dir = checkpoints.save(s.global_step, [&](const fs::path& tmp) {
+      save_adapter(model, tmp, base_name);
+      optimizer.save(tmp / optimizer_state_file_name);
+      save_trainer_state(s, tmp / trainer_state_file_name);
+    }, args.save_total_limit);
+    std::fprintf(stderr, "qlora: saved %s\n", dir.string().c_str());
+  };
+  if (!eval_batches.empty())
+    fns.evaluate = [&]() {
+      NoGrad no_grad;
+      double sum = 0;
+      long count = 0;
+      for (const auto& b : eval_batches) {
+        const auto l = model.loss_sum(model_input(b, model.device()));
+        sum += static_cast<double>(l.sum.value().item());
+        count += static_cast<long>(l.count);
+      }
+      return std::pair<double, long>{sum, count};
+    };
+
+  // From here on the output folder is written.
+  fs::create_directories(args.output_dir);
+  {
+    std::ofstream eval_out(fs::path(args.output_dir) / "eval_records.jsonl");
+    const auto records = load_records(job.dataset_path.string());
+    for (const auto& s : split.eval) eval_out << records[s.record].fields.dump() << "\n";
+  }
+  Trainer<Batch> trainer(args, model.lora_parameters(), fns, total_steps);
+  const TrainResult result = trainer.train(next_epoch, state, steps_per_epoch);
+  save_adapter(model, args.output_dir, base_name);
+  std::fprintf(stderr, "qlora: done: %ld steps, loss %.4f -> %.4f, %.0f tokens/s; adapter saved in %s\n",
+               result.state.global_step, result.first_logged_loss, result.last_logged_loss, result.tokens_per_second,
+               args.output_dir.c_str());
+  return 0;
+}
+
+}  // namespace qlora::cli

