@@ -1,0 +1,157 @@
+// A 10-step LoRA fine-tune of the tiny Gemma 3 model against transformers' Trainer + PEFT (tests/golden/
+// gemma3_lora_train.py → tests/data/gemma3_train/): same initial adapter (PEFT wrote it), same sequences in the same
+// order, AdamW (torch), linear schedule with warmup, clipping at 1.0, 2 micro-batches per step with the loss
+// normalised over the step's label tokens. The logged loss, gradient norm and learning rate of every step must match,
+// and the trained adapter must give the logits PEFT's trained adapter gives.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include <qlora/io/peft.hpp>
+#include <qlora/nn/adapter_io.hpp>
+#include <qlora/nn/model.hpp>
+#include <qlora/optim/adamw.hpp>
+#include <qlora/train/trainer.hpp>
+
+using namespace qlora;
+
+namespace {
+const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
+using Model = Gemma3<Gemma3Tiny, LoraAllLinear<4>, float, float>;
+
+nlohmann::json golden() {
+  std::ifstream in(kData / "gemma3_train" / "train.json");
+  REQUIRE_MESSAGE(in.good(), "tests/data/gemma3_train/train.json is missing (run tests/golden/gemma3_lora_train.py)");
+  return nlohmann::json::parse(in);
+}
+
+double max_relative(const Tensor<float, Dyn, Dyn>& got, const nlohmann::json& want) {
+  double worst = 0, scale = 0;
+  for (index_t t = 0; t < got.size(0); ++t)
+    for (index_t v = 0; v < got.size(1); ++v) {
+      const double w = want[t][v].get<double>();
+      worst = std::max(worst, std::abs(got(t, v) - w));
+      scale = std::max(scale, std::abs(w));
+    }
+  return worst / scale;
+}
+}  // namespace
+
+TEST_SUITE("train") {
+  TEST_CASE("a 10-step LoRA run of the tiny Gemma 3 gives transformers + PEFT's loss curve") {
+    const nlohmann::json g = golden();
+    const auto& h = g["hyperparameters"];
+    Gemma3Options options;
+    options.lora = LoraHyper{h["lora_alpha"].get<double>(), 0.0f, false};
+    const Model model(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), options);
+    load_adapter(model, kData / "gemma3_train" / "initial_adapter");
+
+    std::vector<Sample> samples;
+    for (const auto& s : g["sequences"])
+      samples.push_back({s["input_ids"].get<std::vector<std::int32_t>>(), s["labels"].get<std::vector<std::int32_t>>()});
+    const std::vector<Batch> batches = make_batches(samples, 1, 0);
+
+    TrainingArguments args;
+    args.output_dir = (std::filesystem::temp_directory_path() / "qlora_lora_parity").string();
+    std::filesystem::remove_all(args.output_dir);
+    args.max_steps = h["max_steps"].get<long>();
+    args.per_device_train_batch_size = 1;
+    args.gradient_accumulation_steps = h["gradient_accumulation_steps"].get<long>();
+    args.learning_rate = h["learning_rate"].get<double>();
+    args.lr_scheduler_type = h["lr_scheduler_type"].get<std::string>();
+    args.warmup_steps = h["warmup_steps"].get<long>();
+    args.weight_decay = h["weight_decay"].get<double>();
+    args.max_grad_norm = h["max_grad_norm"].get<double>();
+    args.logging_steps = 1;
+    args.save_strategy = "no";
+    args.report_to = {};
+
+    AdamW optimizer(model.lora_parameters(), AdamWConfig{h["adam_beta1"].get<double>(), h["adam_beta2"].get<double>(),
+                                                         h["adam_epsilon"].get<double>(), args.weight_decay});
+    TrainStepFunctions<Batch> fns;
+    fns.loss = [&](const Batch& b, RandomStream dropout) {
+      const auto l = model.loss_sum(model_input(b), ForwardPass{true, false, dropout});
+      return TokenLoss{l.sum, static_cast<long>(l.count)};
+    };
+    fns.label_tokens = [](const Batch& b) {
+      long n = 0;
+      for (std::int32_t l : b.next_token_labels()) n += l != kIgnoreIndex;
+      return n;
+    };
+    fns.optimizer_step = [&](double lr) { optimizer.step(lr); };
+    fns.zero_grad = [&]() { optimizer.zero_grad(); };
+    Trainer<Batch> trainer(args, model.lora_parameters(), fns, args.max_steps);
+    const long steps_per_epoch = static_cast<long>(batches.size()) / args.gradient_accumulation_steps;
+    const TrainResult result = trainer.train(
+        [&](long) {
+          auto next = std::make_shared<std::size_t>(0);
+          return Trainer<Batch>::BatchSource([&, next]() -> std::optional<Batch> {
+            if (*next >= batches.size()) return std::nullopt;
+            return batches[(*next)++];
+          });
+        },
+        {}, steps_per_epoch);
+
+    const auto& want = g["steps"];
+    REQUIRE(result.state.log_history.size() == want.size());
+    double worst_loss = 0, worst_norm = 0;
+    for (std::size_t s = 0; s < want.size(); ++s) {
+      const auto& got = result.state.log_history[s];
+      worst_loss = std::max(worst_loss, std::abs(got.at("loss") / want[s]["loss"].get<double>() - 1));
+      worst_norm = std::max(worst_norm, std::abs(got.at("grad_norm") / want[s]["grad_norm"].get<double>() - 1));
+    }
+    MESSAGE("max relative difference over 10 steps: loss " << worst_loss << ", grad_norm " << worst_norm);
+    for (std::size_t s = 0; s < want.size(); ++s) {
+      const auto& got = result.state.log_history[s];
+      CAPTURE(s + 1);
+      INFO("loss " << got.at("loss") << " vs " << want[s]["loss"].get<double>() << ", grad_norm " << got.at("grad_norm")
+                   << " vs " << want[s]["grad_norm"].get<double>());
+      CHECK(got.at("loss") == doctest::Approx(want[s]["loss"].get<double>()).epsilon(1e-4));
+      CHECK(got.at("grad_norm") == doctest::Approx(want[s]["grad_norm"].get<double>()).epsilon(1e-4));
+      CHECK(got.at("learning_rate") == doctest::Approx(want[s]["learning_rate"].get<double>()).epsilon(1e-6));
+    }
+
+    // The trained adapter reproduces PEFT's trained model, and saved + loaded by PEFT's names it is the same adapter.
+    const auto& fl = g["final_logits"];
+    for (std::size_t i = 0; i < fl["sequences"].size(); ++i) {
+      const auto logits = model.logits(model_input(fl["sequences"][i].get<std::vector<std::int32_t>>()));
+      const double err = max_relative(logits, fl["logits"][i]);
+      INFO("final logits of sequence " << i << ": max relative error " << err);
+      CHECK(err < 1e-4);
+    }
+    const auto saved = std::filesystem::path(args.output_dir) / "adapter";
+    save_adapter(model, saved, "tests/data/gemma3_model/tiny");
+    const Model reloaded(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), options);
+    load_adapter(reloaded, saved);
+    const auto ids = fl["sequences"][0].get<std::vector<std::int32_t>>();
+    CHECK(reloaded.logits(model_input(ids)).to_vector() == model.logits(model_input(ids)).to_vector());
+    std::filesystem::remove_all(args.output_dir);
+  }
+
+  TEST_CASE("PEFT's trained adapter loaded into the tiny model gives PEFT's logits") {
+    const nlohmann::json g = golden();
+    Gemma3Options options;
+    options.lora = LoraHyper{g["hyperparameters"]["lora_alpha"].get<double>(), 0.0f, false};
+    const Model model(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), options);
+    load_adapter(model, kData / "gemma3_train" / "final_adapter");
+    const auto& fl = g["final_logits"];
+    for (std::size_t i = 0; i < fl["sequences"].size(); ++i) {
+      const double err = max_relative(model.logits(model_input(fl["sequences"][i].get<std::vector<std::int32_t>>())),
+                                      fl["logits"][i]);
+      INFO("sequence " << i << ": max relative error " << err);
+      CHECK(err < 1e-5);
+    }
+  }
+
+  TEST_CASE("an adapter of another rank or other targets is refused, naming what differs") {
+    const Gemma3<Gemma3Tiny, LoraQV<4>, float, float> qv(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"));
+    CHECK_THROWS_WITH_AS(load_adapter(qv, kData / "gemma3_train" / "initial_adapter"),
+                         doctest::Contains("but the model was built for q_proj,v_proj"), qlora::Error);
+    const Gemma3<Gemma3Tiny, LoraAllLinear<8>, float, float> r8(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"));
+    CHECK_THROWS_WITH_AS(load_adapter(r8, kData / "gemma3_train" / "initial_adapter"),
+                         doctest::Contains("the adapter has r 4 but the model was built for r 8"), qlora::Error);
+  }
+}
