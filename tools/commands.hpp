@@ -18,6 +18,10 @@ Command add_finetune_command(CLI::App& app);
 // qlora generate: answers from a model, with or without a LoRA adapter (KV cache, greedy or sampled).
 Command add_generate_command(CLI::App& app);
 
+// qlora merge / qlora export: an adapter folded into its base, saved as safetensors or GGUF.
+Command add_merge_command(CLI::App& app);
+Command add_export_command(CLI::App& app);
+
 // qlora info PATH: the configuration and contents of a GGUF file, a checkpoint folder or a PEFT adapter folder.
 Command add_info_command(CLI::App& app);
 

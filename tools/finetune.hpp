@@ -91,6 +91,18 @@ int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const
   // Data: tokenize, split, batch (nothing written yet).
   TokenizedDataset data = load_dataset(job.dataset_path.string(), job.format, tok, job.data);
   std::fprintf(stderr, "qlora: %s\n", data.summary().c_str());
+  // Samples whose learned part was cut away by max_length would only add padding to the loss: drop them.
+  const std::size_t before = data.samples.size();
+  std::erase_if(data.samples, [](const Sample& s) {
+    return std::none_of(s.labels.begin() + (s.labels.empty() ? 0 : 1), s.labels.end(),
+                        [](std::int32_t l) { return l != ignore_index; });
+  });
+  if (data.samples.empty())
+    fail("finetune", job.dataset_path.string(), ": every sample lost its learned tokens to max_length ",
+         job.data.max_length, " (the prompts are longer): raise --max-seq-length");
+  if (data.samples.size() < before)
+    std::fprintf(stderr, "qlora: %zu samples have nothing left to learn after truncation and are skipped\n",
+                 before - data.samples.size());
   auto split = train_eval_split(std::move(data.samples), job.eval_size, args.seed);
   if (split.train.empty()) fail("finetune", job.dataset_path.string(), ": no training samples left after the eval split");
   const std::size_t micro_per_epoch =

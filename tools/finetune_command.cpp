@@ -180,10 +180,10 @@ int run(const nlohmann::json& cfg) {
   if (job.args.bf16) std::fprintf(stderr, "qlora: --bf16 applies to GPU compute; the CPU computes in fp32\n");
 
   const Gemma3WeightSource source = Gemma3WeightSource::open(job.model_path);
-  const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
-                                         : Tokenizer::from_model_file((job.model_path / "tokenizer.model").string());
   return with_lora_model(source.config(), source.path().string(), job.lora.r, job.lora.target_modules, [&](auto tag) {
     using Tag = decltype(tag);
+    const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
+                                           : Tokenizer::from_model_file((job.model_path / "tokenizer.model").string());
     return run_finetune<typename Tag::config, typename Tag::adapter>(job, source, tok);
   });
 }

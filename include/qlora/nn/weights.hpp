@@ -6,7 +6,13 @@
 //
 // GGUF differences it undoes: the tensor names (blk.N.attn_q, ffn_norm, ...), and the +1 that llama.cpp's converter
 // adds to every Gemma norm weight (transformers stores w and computes x·(1 + w); the GGUF stores 1 + w).
+//
+// `random(config, seed)` is a source without a file (benchmarks of the 1B/4B shapes, memory checks): each tensor is
+// generated when read, with the shape its name has in `config`, from Philox keyed by (seed, FNV-1a of the name).
 #pragma once
+
+#include <cmath>
+#include <cstdint>
 
 #include <filesystem>
 #include <fstream>
@@ -18,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../io/gguf.hpp"
+#include "../core/random.hpp"
 #include "../io/safetensors.hpp"
 #include "config_io.hpp"
 
@@ -54,6 +61,50 @@ inline std::string gguf_name_of(std::string_view hf) {
   return "";
 }
 inline bool is_norm_weight(std::string_view hf) { return hf.find("norm.weight") != std::string_view::npos; }
+
+// The torch shape of a text-model tensor under `c` ("layers.3.mlp.up_proj.weight" -> [intermediate, hidden]);
+// empty for a name the model does not have.
+inline std::vector<index_t> gemma3_tensor_shape(const Gemma3RuntimeConfig& c, std::string_view hf) {
+  if (hf == "embed_tokens.weight") return {c.vocab, c.hidden};
+  if (hf == "norm.weight") return {c.hidden};
+  const std::string gguf = gguf_name_of(hf);  // non-empty exactly for the per-layer names
+  if (gguf.empty()) return {};
+  const index_t layer = std::stoll(std::string(hf.substr(7, hf.find('.', 7) - 7)));
+  if (layer < 0 || layer >= c.layers) return {};
+  const index_t q = c.heads * c.head_dim, kv = c.kv_heads * c.head_dim;
+  auto ends = [&](std::string_view leaf) { return hf.size() >= leaf.size() && hf.substr(hf.size() - leaf.size()) == leaf; };
+  if (ends("q_norm.weight") || ends("k_norm.weight")) return {c.head_dim};
+  if (is_norm_weight(hf)) return {c.hidden};
+  if (ends("q_proj.weight")) return {q, c.hidden};
+  if (ends("k_proj.weight") || ends("v_proj.weight")) return {kv, c.hidden};
+  if (ends("o_proj.weight")) return {c.hidden, q};
+  if (ends("gate_proj.weight") || ends("up_proj.weight")) return {c.intermediate, c.hidden};
+  if (ends("down_proj.weight")) return {c.hidden, c.intermediate};
+  return {};
+}
+
+inline std::uint64_t fnv1a64(std::string_view s) {
+  std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a offset basis and prime
+  for (const char ch : s) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ull;
+  return h;
+}
+
+// dst[i] = std · (Σ of 4 uniforms − 2) · √3: zero mean, standard deviation `std`, range ±std·2√3 (Irwin–Hall,
+// close to normal), from one Philox call per element (counter i, (seed, stream) as key/offset).
+template <class T>
+void fill_random_normalish(T* dst, index_t n, RandomStream stream, double std) {
+  const float scale = static_cast<float>(std * std::sqrt(3.0) / 16777216.0);
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (index_t i = 0; i < n; ++i) {
+    const auto u = static_cast<std::uint64_t>(i);
+    const Philox4x32 r = philox4x32_10({{static_cast<std::uint32_t>(u), static_cast<std::uint32_t>(u >> 32),
+                                         static_cast<std::uint32_t>(stream.offset),
+                                         static_cast<std::uint32_t>(stream.offset >> 32)}},
+                                       static_cast<std::uint32_t>(stream.seed), static_cast<std::uint32_t>(stream.seed >> 32));
+    const std::int64_t sum = static_cast<std::int64_t>(r.v[0] >> 8) + (r.v[1] >> 8) + (r.v[2] >> 8) + (r.v[3] >> 8);
+    dst[i] = convert<T>(static_cast<float>(sum - 2 * 16777216) * scale);
+  }
+}
 }  // namespace detail
 
 class Gemma3WeightSource {
@@ -83,9 +134,30 @@ class Gemma3WeightSource {
     }
     s.config_ = gemma3_config_from_json(j, config.string());
     s.hf_config_ = j;
-    s.safetensors_ = std::make_unique<SafetensorsCheckpoint>(path);
+    return s;  // the safetensors files are opened at the first read, after the configuration has been checked
+  }
+
+  // No file: every tensor is generated when read, with the shape `config` gives it and standard deviation 0.02
+  // (0.01 for norm weights, which transformers stores as w in x·(1 + w)); the same (config, seed) always gives the
+  // same values. path() is "random:<label>". Nothing is held: reading a tensor twice generates it twice.
+  static Gemma3WeightSource random(const Gemma3RuntimeConfig& config, std::uint64_t seed,
+                                   std::string_view label = "gemma-3") {
+    if (config.hidden <= 0 || config.layers <= 0 || config.heads <= 0 || config.kv_heads <= 0 ||
+        config.head_dim <= 0 || config.vocab <= 0 || config.intermediate <= 0)
+      fail("model", "random:", label, ": the configuration needs positive hidden, intermediate, layers, heads, "
+           "kv_heads, head_dim and vocab");
+    Gemma3WeightSource s;
+    s.path_ = "random:" + std::string(label);
+    s.config_ = config;
+    s.random_seed_ = seed;
     return s;
   }
+  // The same for a configuration type: random<Gemma3_4B>(seed) reports "random:gemma-3-4b".
+  template <class Cfg>
+  static Gemma3WeightSource random(std::uint64_t seed) {
+    return random(runtime_config_of<Cfg>(), seed, Cfg::name);
+  }
+  bool is_random() const { return random_seed_.has_value(); }
 
   const std::filesystem::path& path() const { return path_; }
   const Gemma3RuntimeConfig& config() const { return config_; }
@@ -97,6 +169,15 @@ class Gemma3WeightSource {
   // The tensor with transformers' text-model name, as T, in transformers' convention (norms: w, not 1 + w).
   template <class T, class... Ds>
   Tensor<T, Ds...> read(std::string_view hf_name) const {
+    if (random_seed_) {
+      const std::vector<index_t> shape = detail::gemma3_tensor_shape(config_, hf_name);
+      if (shape.empty()) fail("model", path_.string(), ": the model has no tensor ", hf_name);
+      Tensor<T, Ds...> t{typename Tensor<T, Ds...>::shape_type(
+          detail::file_extents<Ds...>("model", path_, hf_name, shape))};
+      detail::fill_random_normalish(t.data(), t.numel(), RandomStream{*random_seed_, detail::fnv1a64(hf_name)},
+                                    detail::is_norm_weight(hf_name) ? 0.01 : 0.02);
+      return t;
+    }
     if (gguf_) {
       const std::string name = detail::gguf_name_of(hf_name);
       if (name.empty()) fail("model", path_.string(), ": tensor ", hf_name, " has no GGUF name");
@@ -107,6 +188,7 @@ class Gemma3WeightSource {
         for (index_t i = 0; i < t.numel(); ++i) t.data()[i] = convert<T>(convert<double>(t.data()[i]) - 1.0);
       return t;
     }
+    if (!safetensors_) safetensors_ = std::make_unique<SafetensorsCheckpoint>(path_);
     return safetensors_->read_text<T, Ds...>(hf_name);
   }
 
@@ -116,7 +198,8 @@ class Gemma3WeightSource {
   Gemma3RuntimeConfig config_;
   nlohmann::json hf_config_;
   std::unique_ptr<GgufFile> gguf_;
-  std::unique_ptr<SafetensorsCheckpoint> safetensors_;
+  mutable std::unique_ptr<SafetensorsCheckpoint> safetensors_;
+  std::optional<std::uint64_t> random_seed_;  // set for random()
 };
 
 }  // namespace qlora

@@ -1,0 +1,76 @@
+// qlora merge / qlora export: fold a LoRA adapter into its base model (nn/merge.hpp) and write the result — a
+// Hugging Face checkpoint folder (config.json + model.safetensors, fp32 or bf16) that transformers loads without
+// PEFT, or a GGUF file (f32, f16, bf16, q8_0) that llama.cpp and Ollama load. Without --adapter, export converts the
+// base model alone. Everything is checked before the output is written, and each file is written atomically.
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <qlora/nn/merge.hpp>
+
+#include "commands.hpp"
+#include "model_path.hpp"
+
+namespace qlora::cli {
+namespace {
+struct MergeOptions {
+  std::string model, adapter, output, gguf, dtype = "float32", type = "q8_0";
+};
+
+int run_merge(const MergeOptions& o, bool require_adapter) {
+  if (require_adapter && o.adapter.empty()) fail("merge", "--adapter is required (the folder qlora finetune wrote)");
+  if (o.output.empty() == o.gguf.empty()) fail("export", "give exactly one of --output DIR (safetensors) and --gguf FILE");
+  const auto path = o.model.empty() ? default_model_path() : std::filesystem::path(o.model);
+  const Gemma3WeightSource source = Gemma3WeightSource::open(path);
+  std::optional<peft::Adapter> adapter;
+  if (!o.adapter.empty()) adapter = peft::load_adapter(o.adapter);
+  const peft::Adapter* a = adapter ? &*adapter : nullptr;
+  if (!o.output.empty()) {
+    MergedDtype dtype;
+    if (o.dtype == "float32" || o.dtype == "fp32") dtype = MergedDtype::float32;
+    else if (o.dtype == "bfloat16" || o.dtype == "bf16") dtype = MergedDtype::bfloat16;
+    else fail("merge", "--dtype ", o.dtype, ": use float32 or bfloat16");
+    save_merged_safetensors(source, a, o.adapter, o.output, dtype);
+    std::printf("qlora: merged %s%s%s into %s (config.json + model.safetensors, %s)\n", path.string().c_str(),
+                a ? " + " : "", o.adapter.c_str(), o.output.c_str(), o.dtype.c_str());
+    return 0;
+  }
+  GgmlType type;
+  if (o.type == "f32") type = GgmlType::F32;
+  else if (o.type == "f16") type = GgmlType::F16;
+  else if (o.type == "bf16") type = GgmlType::BF16;
+  else if (o.type == "q8_0") type = GgmlType::Q8_0;
+  else fail("export", "--type ", o.type, ": use f32, f16, bf16 or q8_0");
+  save_merged_gguf(source, a, o.adapter, o.gguf, type);
+  std::printf("qlora: wrote %s (%s%s%s, %s)\n", o.gguf.c_str(), path.string().c_str(), a ? " + " : "",
+              o.adapter.c_str(), o.type.c_str());
+  return 0;
+}
+
+void add_common(CLI::App* cmd, MergeOptions& o) {
+  cmd->add_option("--model", o.model, "Base model: GGUF file or checkpoint folder (default: Gemma 3 270M GGUF)");
+  cmd->add_option("--output", o.output, "Write a Hugging Face folder (config.json + model.safetensors) here");
+  cmd->add_option("--dtype", o.dtype, "float32 (default) or bfloat16, for --output");
+  cmd->add_option("--gguf", o.gguf, "Write a GGUF file here instead (needs a GGUF base for its tokenizer)");
+  cmd->add_option("--type", o.type, "f32, f16, bf16 or q8_0 (default), for --gguf");
+}
+}  // namespace
+
+Command add_merge_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("merge", "Fold a LoRA adapter into the base model and save it (safetensors or GGUF)");
+  auto o = std::make_shared<MergeOptions>();
+  cmd->add_option("--adapter", o->adapter, "PEFT adapter folder")->required();
+  add_common(cmd, *o);
+  return [o]() { return run_merge(*o, true); };
+}
+
+Command add_export_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("export", "Export a model (optionally with a LoRA adapter merged) as GGUF or safetensors");
+  auto o = std::make_shared<MergeOptions>();
+  cmd->add_option("--adapter", o->adapter, "PEFT adapter folder to merge first (optional)");
+  add_common(cmd, *o);
+  return [o]() { return run_merge(*o, false); };
+}
+
+}  // namespace qlora::cli

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# End-to-end checks of the qlora program on the real Gemma 3 270M GGUF (QLORA_MODEL; exit 77 = skipped without it).
+#   cli.sh finetune QLORA WORK   a short fine-tune leaves adapter, checkpoints, TensorBoard and metrics; generate,
+#                                merge and export use its adapter
+#   cli.sh resume QLORA WORK     a run killed after checkpoint-2 and resumed ends with the uninterrupted run's adapter
+#                                and optimizer bytes
+#   cli.sh errors QLORA WORK     bad inputs fail with their message and leave no output folder
+set -uo pipefail
+what=$1 qlora=$2 work=$3
+if [ -z "${QLORA_MODEL:-}" ] || [ ! -f "$QLORA_MODEL" ]; then
+  echo "skipped: QLORA_MODEL is not set to the Gemma 3 270M GGUF (scripts/fetch-model)"
+  exit 77
+fi
+rm -rf "$work" && mkdir -p "$work"
+small=(--select 16 --eval-size 2 --max-seq-length 192 --gradient-accumulation-steps 2 --logging-steps 1)
+die() { echo "FAILED: $*"; exit 1; }
+expect_fail() {  # expect_fail "message" args...: non-zero exit, the message on stderr, no output folder left
+  local msg=$1; shift
+  local out="$work/fail"
+  rm -rf "$out"
+  if "$qlora" "$@" > "$work/err.txt" 2>&1; then die "succeeded: $*"; fi
+  grep -qF -- "$msg" "$work/err.txt" || { cat "$work/err.txt"; die "message '$msg' missing for: $*"; }
+  [ ! -e "$out" ] || die "left $out behind for: $*"
+  echo "ok: $* -> $msg"
+}
+
+case $what in
+finetune)
+  "$qlora" finetune --output-dir "$work/run" --max-steps 4 --save-steps 2 --save-total-limit 1 "${small[@]}" \
+    2> "$work/log.txt" || { cat "$work/log.txt"; die "finetune"; }
+  cat "$work/log.txt"
+  for f in adapter_config.json adapter_model.safetensors metrics.jsonl eval_records.jsonl checkpoint-4/optimizer.safetensors \
+           checkpoint-4/trainer_state.json checkpoint-4/adapter_model.safetensors; do
+    [ -s "$work/run/$f" ] || die "missing $f"
+  done
+  [ ! -e "$work/run/checkpoint-2" ] || die "save_total_limit 1 kept checkpoint-2"
+  ls "$work/run/runs/"events.out.tfevents.* > /dev/null || die "no TensorBoard events"
+  grep -q '"eval_loss"' "$work/run/metrics.jsonl" || die "no eval_loss in metrics.jsonl"
+  "$qlora" generate --adapter "$work/run" --records "$work/run/eval_records.jsonl" --limit 1 --max-new-tokens 8 \
+    --output "$work/pred.jsonl" || die "generate"
+  [ "$(wc -l < "$work/pred.jsonl")" = 1 ] || die "generate wrote no prediction"
+  "$qlora" evaluate --jsonl "$work/pred.jsonl" | grep -q rouge_l || die "evaluate"
+  "$qlora" export --adapter "$work/run" --gguf "$work/merged.gguf" --type q8_0 || die "export"
+  "$qlora" info "$work/merged.gguf" | grep -q "model: gemma-3-270m" || die "info of the exported GGUF"
+  "$qlora" merge --adapter "$work/run" --output "$work/merged" --dtype bfloat16 || die "merge"
+  [ -s "$work/merged/model.safetensors" ] && [ -s "$work/merged/config.json" ] || die "merge output"
+  echo "all finetune checks passed"
+  ;;
+resume)
+  args=(finetune --max-steps 4 --save-steps 2 "${small[@]}" --lora-dropout 0.1 --report-to none)
+  "$qlora" "${args[@]}" --output-dir "$work/straight" 2> "$work/straight.txt" || { cat "$work/straight.txt"; die "run"; }
+  "$qlora" "${args[@]}" --output-dir "$work/killed" 2> "$work/killed.txt" &
+  pid=$!
+  for _ in $(seq 600); do [ -d "$work/killed/checkpoint-2" ] && break; sleep 0.2; done
+  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+  [ -d "$work/killed/checkpoint-2" ] || { cat "$work/killed.txt"; die "no checkpoint-2 before the kill"; }
+  [ ! -e "$work/killed/checkpoint-4" ] || echo "note: the run had finished before the kill"
+  "$qlora" "${args[@]}" --output-dir "$work/killed" --resume-from-checkpoint latest 2> "$work/resumed.txt" \
+    || { cat "$work/resumed.txt"; die "resume"; }
+  grep -q "resuming from" "$work/resumed.txt" || die "did not resume"
+  cmp "$work/straight/adapter_model.safetensors" "$work/killed/adapter_model.safetensors" || die "adapters differ"
+  cmp "$work/straight/checkpoint-4/optimizer.safetensors" "$work/killed/checkpoint-4/optimizer.safetensors" \
+    || die "optimizer states differ"
+  echo "resumed run equals the uninterrupted one, byte for byte"
+  ;;
+errors)
+  out=(--output-dir "$work/fail")
+  expect_fail "no such file or folder" finetune "${out[@]}" --model "$work/no-such-model.gguf"
+  expect_fail "no such data file" finetune "${out[@]}" --dataset "$work/no-such-data.jsonl"
+  mkdir -p "$work/odd" && echo '{"hidden_size": 999, "intermediate_size": 1, "num_hidden_layers": 3,
+    "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 8, "vocab_size": 10, "sliding_window": 4}' \
+    > "$work/odd/config.json"
+  expect_fail "no supported Gemma 3 model has hidden_size 999" finetune "${out[@]}" --model "$work/odd"
+  expect_fail "r 12 is not one of the ranks" finetune "${out[@]}" --lora-r 12
+  expect_fail "target_modules 'k_proj' is not supported" finetune "${out[@]}" --target-modules k_proj
+  expect_fail "unknown option --learning-rat; did you mean --learning-rate?" finetune "${out[@]}" --learning-rat 1e-4
+  expect_fail "--learning-rate abc: not a number" finetune "${out[@]}" --learning-rate abc
+  expect_fail "option 'optim' is 'sgd'" finetune "${out[@]}" --optim sgd
+  QLORA_MEMORY_AVAILABLE=100000000 expect_fail "not enough memory: this run needs about" finetune "${out[@]}"
+  echo '{"training": {"learning_rat": 1}}' > "$work/bad.json"
+  expect_fail "learning_rat" finetune "${out[@]}" --config "$work/bad.json"
+  expect_fail "every sample lost its learned tokens to max_length 16" finetune "${out[@]}" --max-seq-length 16
+  expect_fail "--device cuda: this version of qlora finetune runs on the CPU only" finetune "${out[@]}" --device cuda
+  echo "all error checks passed"
+  ;;
+*) die "unknown check $what" ;;
+esac
