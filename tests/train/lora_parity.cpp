@@ -5,6 +5,7 @@
 // and the trained adapter must give the logits PEFT's trained adapter gives.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -128,6 +129,23 @@ TEST_SUITE("train") {
     load_adapter(reloaded, saved);
     const auto ids = fl["sequences"][0].get<std::vector<std::int32_t>>();
     CHECK(reloaded.logits(model_input(ids)).to_vector() == model.logits(model_input(ids)).to_vector());
+    // For the compat checks (tests/compat/peft_load.py, merged_load.py): our adapter and the logits it gives.
+    if (const char* compat = std::getenv("QLORA_COMPAT_DIR")) {
+      const std::filesystem::path dir(compat);
+      save_adapter(model, dir / "adapter", (kData / "gemma3_model" / "tiny").string());
+      nlohmann::json out{{"sequences", fl["sequences"]}, {"logits", nlohmann::json::array()}};
+      for (const auto& seq : fl["sequences"]) {
+        const auto l = model.logits(model_input(seq.get<std::vector<std::int32_t>>()));
+        nlohmann::json rows = nlohmann::json::array();
+        for (index_t t = 0; t < l.size(0); ++t) {
+          std::vector<float> row(l.data() + t * l.size(1), l.data() + (t + 1) * l.size(1));
+          rows.push_back(row);
+        }
+        out["logits"].push_back(rows);
+      }
+      std::ofstream(dir / "logits.json") << out.dump();
+      MESSAGE("wrote the adapter and its logits to " << dir.string());
+    }
     std::filesystem::remove_all(args.output_dir);
   }
 
