@@ -168,6 +168,11 @@ int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const
     for (std::int32_t l : b.next_token_labels()) n += l != ignore_index;
     return n;
   };
+  fns.input_tokens = [](const Batch& b) {
+    long n = 0;
+    for (std::int32_t len : b.lengths) n += len;
+    return n;
+  };
   fns.optimizer_step = [&](double lr) { optimizer.step(lr); };
   fns.zero_grad = [&]() { optimizer.zero_grad(); };
   CheckpointDirectory checkpoints(args.output_dir);

@@ -1,5 +1,5 @@
 // Builds against the installed headers and runs a tiny fused expression and matmul with a gradient.
-#include <qlora/qlora.hpp>
+#include <qlora/gemma.hpp>  // the whole library: it must compile from the installed headers
 
 #include <cmath>
 #include <iostream>

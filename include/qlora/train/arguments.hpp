@@ -38,6 +38,7 @@ struct TrainingArguments {
   std::optional<long> save_total_limit;
   std::string eval_strategy = "no";  // no, steps, epoch
   std::optional<long> eval_steps;    // defaults to logging_steps, as in transformers
+  bool eval_on_start = false;        // evaluate once before the first step (a "before training" figure)
   std::uint64_t seed = 42;
   std::vector<std::string> report_to = {"tensorboard"};
   std::optional<std::string> resume_from_checkpoint;
@@ -176,6 +177,7 @@ inline TrainingArguments training_arguments_from_json(const nlohmann::json& j) {
   r.read("save_total_limit", a.save_total_limit);
   r.read("eval_strategy", a.eval_strategy);
   r.read("eval_steps", a.eval_steps);
+  r.read("eval_on_start", a.eval_on_start);
   r.read("seed", a.seed);
   r.read("report_to", a.report_to);
   r.read("resume_from_checkpoint", a.resume_from_checkpoint);

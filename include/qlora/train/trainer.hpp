@@ -57,6 +57,7 @@ struct TrainStepFunctions {
   std::function<void(const TrainerState&)> save;  // write a checkpoint of this state (optional)
   std::function<std::pair<double, long>()> evaluate;  // summed eval loss and tokens (optional)
   std::function<void(const TrainerState&)> on_step_end;  // after each step's log, eval and save (optional)
+  std::function<long(const Batch&)> input_tokens;  // tokens a micro-batch runs, for tokens/s (optional; else label tokens)
 };
 
 struct TrainResult {
@@ -92,7 +93,7 @@ class Trainer {
   TrainResult train(const std::function<BatchSource(long epoch)>& next_epoch, TrainerState state = {},
                     long steps_per_epoch = 0) {
     TrainResult result;
-    const auto start = std::chrono::steady_clock::now();
+    auto start = std::chrono::steady_clock::now();
     const long accumulation = args_.gradient_accumulation_steps;
     long tokens_seen = 0;
     DataPosition position = resume_position(state, steps_per_epoch);
@@ -109,6 +110,8 @@ class Trainer {
     state.train_batch_size = args_.per_device_train_batch_size;
     state.num_train_epochs = args_.num_train_epochs;
     const long first_step = state.global_step;
+    if (fns_.evaluate && args_.eval_on_start && state.global_step == 0) run_evaluation(state);
+    start = std::chrono::steady_clock::now();  // throughput and ETA count training only
     double interval_loss = 0;
     long interval_steps = 0;
     while (state.global_step < total_steps_) {
@@ -139,7 +142,10 @@ class Trainer {
         step_loss += value / static_cast<double>(step_tokens);
         backward(scale(l.sum, 1.0 / static_cast<double>(step_tokens)));
       }
-      tokens_seen += step_tokens;
+      if (fns_.input_tokens)
+        for (const auto& b : micro) tokens_seen += fns_.input_tokens(b);
+      else
+        tokens_seen += step_tokens;
       const double grad_norm = clip_grad_norm(params_, args_.max_grad_norm);
       if (!std::isfinite(grad_norm)) fail("trainer", "step ", state.global_step + 1, ": ", first_nonfinite_gradient());
       const double lr = schedule_.lr(state.global_step);
@@ -166,13 +172,14 @@ class Trainer {
         interval_loss = 0;
         interval_steps = 0;
       }
+      // "steps": every N steps and at the end; "epoch": when an epoch is complete, and at the end.
+      const bool epoch_end = last || (steps_per_epoch > 0 && state.global_step % steps_per_epoch == 0);
       const long eval_every = args_.eval_steps.value_or(args_.logging_steps);
-      if (fns_.evaluate && args_.eval_strategy == "steps" && (state.global_step % eval_every == 0 || last)) {
-        const auto [sum, count] = fns_.evaluate();
-        const double mean = count ? sum / static_cast<double>(count) : NAN;
-        emit(state, {{"eval_loss", mean}, {"eval_perplexity", std::exp(mean)}});
-      }
-      if (fns_.save && args_.save_strategy == "steps" && (state.global_step % args_.save_steps == 0 || last))
+      if (fns_.evaluate && ((args_.eval_strategy == "steps" && (state.global_step % eval_every == 0 || last)) ||
+                            (args_.eval_strategy == "epoch" && epoch_end)))
+        run_evaluation(state);
+      if (fns_.save && ((args_.save_strategy == "steps" && (state.global_step % args_.save_steps == 0 || last)) ||
+                        (args_.save_strategy == "epoch" && epoch_end)))
         fns_.save(state);
       if (fns_.on_step_end) fns_.on_step_end(state);
     }
@@ -185,6 +192,13 @@ class Trainer {
   const LearningRateSchedule& schedule() const { return schedule_; }
 
  private:
+  void run_evaluation(TrainerState& state) {
+    const auto [sum, count] = fns_.evaluate();
+    const double mean = count ? sum / static_cast<double>(count) : NAN;
+    emit(state, {{"eval_loss", mean}, {"eval_perplexity", std::exp(mean)}});
+    std::fprintf(stderr, "step %ld/%ld | eval_loss %.4f | eval_perplexity %.3f | %ld eval tokens\n", state.global_step,
+                 total_steps_, mean, std::exp(mean), count);
+  }
   DataPosition resume_position(const TrainerState& state, long steps_per_epoch) const {
     if (state.data_position) return *state.data_position;
     if (state.global_step == 0) return {};

@@ -1,0 +1,32 @@
+// Everything a training program needs: the CPU library (qlora.hpp) plus the Gemma 3 models, their files, the data
+// pipeline, optimizer/trainer state, the Trainer, generation and evaluation. `#include <qlora/gemma.hpp>`.
+#pragma once
+
+#include "qlora.hpp"
+
+#include "data/batch.hpp"
+#include "data/chat_template.hpp"
+#include "data/dataset.hpp"
+#include "data/gguf_vocabulary.hpp"
+#include "data/tokenizer.hpp"
+#include "io/checkpoint.hpp"
+#include "io/gguf.hpp"
+#include "io/metrics.hpp"
+#include "io/optimizer_state.hpp"
+#include "io/peft.hpp"
+#include "io/safetensors.hpp"
+#include "io/tensorboard.hpp"
+#include "io/trainer_state.hpp"
+#include "nn/adapter.hpp"
+#include "nn/adapter_io.hpp"
+#include "nn/block.hpp"
+#include "nn/config.hpp"
+#include "nn/config_io.hpp"
+#include "nn/merge.hpp"
+#include "nn/model.hpp"
+#include "nn/weights.hpp"
+#include "train/arguments.hpp"
+#include "train/evaluate.hpp"
+#include "train/generate.hpp"
+#include "train/sampling.hpp"
+#include "train/trainer.hpp"
