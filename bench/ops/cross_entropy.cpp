@@ -56,6 +56,18 @@ void BM_cross_entropy_fused(benchmark::State& state) {
   });
 }
 
+// The fused op with other chunk shapes (chunk_tokens × chunk_vocab): the default is 128 × 8192 on the CPU.
+void BM_cross_entropy_fused_chunks(benchmark::State& state) {
+  const M hidden = filled(kTokens, kHidden, 0.1f), table = filled(kVocab, kHidden, 0.05f);
+  const Labels l = labels();
+  const qlora::CrossEntropyParams p{0, state.range(0), state.range(1)};
+  measure(state, [&] {
+    const auto f = qlora::cross_entropy_forward(hidden, table, l, p);
+    const auto g = qlora::cross_entropy_backward(hidden, table, l, f.lse, 1.0 / static_cast<double>(f.count), false, p);
+    benchmark::DoNotOptimize(g.d_hidden.data());
+  });
+}
+
 // The same loss and d_hidden with the whole [N, V] logits: z = h·Wᵀ, softmax rows in place, d_hidden = d_z · W.
 void BM_cross_entropy_materialised(benchmark::State& state) {
   const M hidden = filled(kTokens, kHidden, 0.1f), table = filled(kVocab, kHidden, 0.05f);
@@ -80,4 +92,11 @@ void BM_cross_entropy_materialised(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_cross_entropy_fused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_cross_entropy_fused_chunks)
+    ->ArgNames({"chunk_tokens", "chunk_vocab"})
+    ->Args({512, 2048})
+    ->Args({512, 8192})
+    ->Args({256, 4096})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_cross_entropy_materialised)->Unit(benchmark::kMillisecond)->UseRealTime();

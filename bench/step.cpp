@@ -1,0 +1,274 @@
+// qlora_step_bench: one QLoRA training step end to end, repeated — forward (NF4 base + LoRA on all seven
+// projections, fused LM-head cross-entropy), backward, gradient clipping to 1.0 and bitsandbytes' AdamW8bit — on a
+// Gemma 3 model of the 270M, 1B or 4B shape, with the real weights (--model, a GGUF or HF folder) or random ones of
+// the same shape (Gemma3WeightSource::random). Prints tokens/s, seconds/step (forward / backward / optimizer),
+// peak RSS (VmHWM; /proc/self/clear_refs resets it after loading, so "step peak" is the training steps' own) and
+// achieved GFLOP/s; --json prints one JSON line for bench/compare/compare.py.
+//
+// Model FLOPs per token (no recomputation counted): 4·N_base + 6·N_lora over the projections (forward 2·N, backward
+// d_x only for the frozen base, d_x + d_A/d_B for LoRA), attention 12·Hq·D·ctx (QKᵀ and PV forward, twice that
+// backward; ctx = mean visible keys under the causal mask and window), LM head 4·V·C (logits and d_hidden).
+#include <sys/resource.h>
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <qlora/nn/model.hpp>
+#include <qlora/optim/adamw8bit.hpp>
+#include <qlora/optim/clip.hpp>
+#include <qlora/qlora.hpp>
+
+namespace {
+using namespace qlora;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string config = "270m";
+  std::string model;  // empty: random weights
+  long seq = 512, batch = 1, rank = 16, steps = 5, warmup = 1;
+  double lora_alpha = 32, lora_dropout = 0.05;
+  bool gradient_checkpointing = false, json = false, breakdown = false;
+};
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "qlora_step_bench: %s\n"
+               "usage: qlora_step_bench [--config 270m|1b|4b] [--model PATH] [--seq 512] [--batch 1] [--rank 8|16|32|64]\n"
+               "                        [--steps 5] [--warmup 1] [--lora-alpha 32] [--lora-dropout 0.05]\n"
+               "                        [--gradient-checkpointing] [--json] [--breakdown]\n",
+               why);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("missing value after " + a).c_str());
+      return argv[++i];
+    };
+    if (a == "--config") o.config = value();
+    else if (a == "--model") o.model = value();
+    else if (a == "--seq") o.seq = std::stol(value());
+    else if (a == "--batch") o.batch = std::stol(value());
+    else if (a == "--rank") o.rank = std::stol(value());
+    else if (a == "--steps") o.steps = std::stol(value());
+    else if (a == "--warmup") o.warmup = std::stol(value());
+    else if (a == "--lora-alpha") o.lora_alpha = std::stod(value());
+    else if (a == "--lora-dropout") o.lora_dropout = std::stod(value());
+    else if (a == "--gradient-checkpointing") o.gradient_checkpointing = true;
+    else if (a == "--json") o.json = true;
+    else if (a == "--breakdown") o.breakdown = true;
+    else usage(("unknown argument " + a).c_str());
+  }
+  if (o.seq < 2 || o.batch < 1 || o.steps < 1 || o.warmup < 0) usage("--seq >= 2, --batch >= 1, --steps >= 1");
+  return o;
+}
+
+// kB from a "VmHWM:   123 kB" line of /proc/self/status (ru_maxrss when /proc is missing).
+long status_kib(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(in, line))
+    if (line.rfind(key, 0) == 0) return std::stol(line.substr(key.size()));
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+// Resets VmHWM to the current RSS (Linux >= 4.0); false when not allowed.
+bool reset_peak_rss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  return static_cast<bool>(out.flush());
+}
+
+double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// B rows of T random tokens, one sample each, every position a label (the loss then covers B·(T − 1) tokens).
+Batch random_batch(index_t vocab, long B, long T) {
+  Batch b;
+  b.B = static_cast<std::size_t>(B);
+  b.T = static_cast<std::size_t>(T);
+  const auto n = b.B * b.T;
+  b.tokens.resize(n);
+  for (std::size_t i = 0; i < n; ++i)
+    b.tokens[i] = 2 + static_cast<std::int32_t>(uniform01({7, 0}, i) * static_cast<float>(vocab - 2));
+  b.labels = b.tokens;
+  b.positions.resize(n);
+  b.segment_ids.assign(n, 1);
+  for (std::size_t r = 0; r < b.B; ++r)
+    for (std::size_t t = 0; t < b.T; ++t) b.positions[b.at(r, t)] = static_cast<std::int32_t>(t);
+  b.lengths.assign(b.B, static_cast<std::int32_t>(T));
+  return b;
+}
+
+template <class Cfg, index_t R>
+double flops_per_token(long T) {
+  const double C = Cfg::hidden, I = Cfg::intermediate, q = Cfg::q_dim, kv = Cfg::kv_dim;
+  const double base = C * (q + 2 * kv) + q * C + 3 * C * I;
+  const double lora = R * ((C + q) * 2 + (C + kv) * 2 + (C + I) * 3);
+  double attention = 0;  // Σ over layers of forward 4·Hq·D·ctx
+  for (index_t l = 0; l < Cfg::layers; ++l) {
+    const long window = Cfg::is_global_layer(l) ? T : std::min<long>(T, Cfg::sliding_window);
+    double visible = 0;
+    for (long i = 0; i < T; ++i) visible += static_cast<double>(std::min(i + 1, window));
+    attention += 4.0 * Cfg::heads * Cfg::head_dim * visible / static_cast<double>(T);
+  }
+  return Cfg::layers * (4 * base + 6 * lora) + 3 * attention + 4.0 * Cfg::vocab * C;
+}
+
+// The step's phases timed apart (mean of --steps): the decoder blocks' forward, the fused LM head + cross-entropy
+// forward and backward (called directly on the final hidden states), and the blocks' backward (the whole backward
+// minus the cross-entropy part).
+template <class Model>
+void breakdown(const Model& model, const ModelInput& in, double label_tokens, const Options& o) {
+  double blocks_f = 0, head_f = 0, head_b = 0, all_b = 0;
+  for (long s = 0; s < o.steps; ++s) {
+    const ForwardPass pass{true, o.gradient_checkpointing, RandomStream{43, static_cast<std::uint64_t>(s)}};
+    const auto t0 = Clock::now();
+    const auto h = model.hidden_states(in, pass);
+    const auto t1 = Clock::now();
+    const auto f = cross_entropy_forward(h.value(), model.embed_tokens().value(), in.labels);
+    const auto t2 = Clock::now();
+    const auto g = cross_entropy_backward(h.value(), model.embed_tokens().value(), in.labels, f.lse, 1.0 / label_tokens, false);
+    const auto t3 = Clock::now();
+    const auto l = cross_entropy_sum(h, model.embed_tokens(), in.labels);
+    const auto t4 = Clock::now();
+    backward(scale(l.sum, 1.0 / label_tokens));
+    const auto t5 = Clock::now();
+    model.for_each_lora([](index_t, Projection, const auto& p) {
+      p.lora_a().zero_grad();
+      p.lora_b().zero_grad();
+    });
+    blocks_f += seconds(t0, t1);
+    head_f += seconds(t1, t2);
+    head_b += seconds(t2, t3);
+    all_b += seconds(t4, t5);
+    (void)g;
+  }
+  const double n = static_cast<double>(o.steps);
+  std::fprintf(stderr, "  breakdown (s/step): blocks forward %.3f, LM head + CE forward %.3f, LM head + CE backward %.3f, "
+               "blocks backward %.3f (whole backward %.3f)\n", blocks_f / n, head_f / n, head_b / n, (all_b - head_b) / n,
+               all_b / n);
+}
+
+template <class Cfg, index_t R>
+int run(const Options& o) {
+  using Model = Gemma3<Cfg, LoraAllLinear<R>, float, NF4>;
+  const auto t_load = Clock::now();
+  Gemma3Options mo;
+  mo.lora = LoraHyper{o.lora_alpha, static_cast<float>(o.lora_dropout), false};
+  std::string source_name;
+  std::optional<Model> model;
+  {  // the source (and its memory map) is gone once the model is built
+    const Gemma3WeightSource src = o.model.empty() ? Gemma3WeightSource::random<Cfg>(1) : Gemma3WeightSource::open(o.model);
+    source_name = src.path().string();
+    model.emplace(src, mo);
+  }
+  const double load_s = seconds(t_load, Clock::now());
+  const long rss_loaded = status_kib("VmRSS"), hwm_load = status_kib("VmHWM");
+  const bool peak_reset = reset_peak_rss();
+
+  AdamW8bitConfig oc;
+  oc.weight_decay = 0.0;  // transformers' TrainingArguments default
+  AdamW8bit optimizer(model->lora_parameters(), oc);
+  const ParameterList params = model->lora_parameters();
+  const ModelInput in = model_input(random_batch(Cfg::vocab, o.batch, o.seq));
+  const double label_tokens = static_cast<double>(o.batch * (o.seq - 1));
+  const double tokens = static_cast<double>(o.batch * o.seq);
+
+  double fwd = 0, bwd = 0, opt = 0, first_loss = 0, last_loss = 0;
+  double best = 1e300;
+  for (long s = 0; s < o.warmup + o.steps; ++s) {
+    const auto t0 = Clock::now();
+    const auto l = model->loss_sum(in, ForwardPass{true, o.gradient_checkpointing, RandomStream{42, static_cast<std::uint64_t>(s)}});
+    const double loss = static_cast<double>(l.sum.value().item()) / label_tokens;
+    const auto t1 = Clock::now();
+    backward(scale(l.sum, 1.0 / label_tokens));
+    const auto t2 = Clock::now();
+    clip_grad_norm(params, 1.0);
+    optimizer.step(1e-4);
+    optimizer.zero_grad();
+    const auto t3 = Clock::now();
+    if (s == 0) first_loss = loss;
+    last_loss = loss;
+    if (s < o.warmup) continue;
+    fwd += seconds(t0, t1);
+    bwd += seconds(t1, t2);
+    opt += seconds(t2, t3);
+    best = std::min(best, seconds(t0, t3));
+  }
+  const double n = static_cast<double>(o.steps), step_s = (fwd + bwd + opt) / n;
+  const double gflops = flops_per_token<Cfg, R>(o.seq) * tokens / step_s / 1e9;
+  const long hwm_steps = status_kib("VmHWM"), hwm = std::max(hwm_load, hwm_steps);
+  if (o.breakdown) breakdown(*model, in, label_tokens, o);
+  const double mib = 1.0 / 1024.0;
+  if (o.json) {
+    std::printf("{\"framework\": \"qlora\", \"model\": \"%s\", \"config\": \"%s\", \"seq\": %ld, \"batch\": %ld, "
+                "\"rank\": %ld, \"steps\": %ld, \"threads\": %d, \"gradient_checkpointing\": %s, \"base\": \"nf4\", "
+                "\"load_s\": %.3f, \"step_s\": %.4f, \"best_step_s\": %.4f, \"forward_s\": %.4f, \"backward_s\": %.4f, "
+                "\"optimizer_s\": %.4f, \"tokens_per_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mib\": %.1f, "
+                "\"step_peak_rss_mib\": %.1f, \"loaded_rss_mib\": %.1f, \"first_loss\": %.4f, \"last_loss\": %.4f}\n",
+                source_name.c_str(), std::string(Cfg::name).c_str(), o.seq, o.batch, o.rank, o.steps,
+                omp_get_max_threads(), o.gradient_checkpointing ? "true" : "false", load_s, step_s, best, fwd / n,
+                bwd / n, opt / n, tokens / step_s, gflops, hwm * mib, peak_reset ? hwm_steps * mib : -1.0,
+                rss_loaded * mib, first_loss, last_loss);
+    return 0;
+  }
+  std::printf("qlora step: %s (%s), NF4 base + LoRA r %ld on all 7 projections, batch %ld x seq %ld, %d threads%s\n",
+              std::string(Cfg::name).c_str(), source_name.c_str(), o.rank, o.batch, o.seq, omp_get_max_threads(),
+              o.gradient_checkpointing ? ", gradient checkpointing" : "");
+  std::printf("  load %.2f s; trainable parameters %lld; loss %.4f -> %.4f\n", load_s,
+              static_cast<long long>(model->trainable_parameter_count()), first_loss, last_loss);
+  std::printf("  %.3f s/step (best %.3f): forward %.3f, backward %.3f, clip + AdamW8bit %.4f (mean of %ld after %ld warm-up)\n",
+              step_s, best, fwd / n, bwd / n, opt / n, o.steps, o.warmup);
+  std::printf("  %.1f tokens/s, %.1f GFLOP/s (%.2f GFLOP/token)\n", tokens / step_s, gflops,
+              flops_per_token<Cfg, R>(o.seq) / 1e9);
+  std::printf("  peak RSS %.1f MiB (after loading %.1f MiB, peak during the steps %.1f MiB)\n", hwm * mib,
+              rss_loaded * mib, peak_reset ? hwm_steps * mib : -1.0);
+  return 0;
+}
+
+template <class Cfg>
+int with_rank(const Options& o) {
+  switch (o.rank) {
+    case 8: return run<Cfg, 8>(o);
+    case 16: return run<Cfg, 16>(o);
+    case 64: return run<Cfg, 64>(o);
+    default: usage("--rank must be 8, 16 or 64 (the ranks this benchmark is compiled for)");
+  }
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  try {
+    if (!o.model.empty()) {  // the file decides the shape
+      const auto cfg = Gemma3WeightSource::open(o.model).config();
+      return dispatch_config(cfg, o.model, [&](auto c) -> int {
+        using Cfg = decltype(c);
+        if constexpr (std::is_same_v<Cfg, Gemma3_270M> || std::is_same_v<Cfg, Gemma3_1B> ||
+                      std::is_same_v<Cfg, Gemma3_4B>)
+          return with_rank<Cfg>(o);
+        else
+          usage("--model: this benchmark runs the 270M, 1B and 4B shapes");
+      });
+    }
+    if (o.config == "270m") return with_rank<Gemma3_270M>(o);
+    if (o.config == "1b") return with_rank<Gemma3_1B>(o);
+    if (o.config == "4b") return with_rank<Gemma3_4B>(o);
+    usage("--config must be 270m, 1b or 4b");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qlora_step_bench: %s\n", e.what());
+    return 1;
+  }
+}
