@@ -201,7 +201,12 @@ Command add_finetune_command(CLI::App& app) {
   std::vector<std::pair<const Flag*, CLI::Option*>> options;
   for (const Flag& f : kFlags) {
     if (f.kind == Kind::flag) options.emplace_back(&f, cmd->add_flag(std::string("--") + f.name, (*flags)[f.name], f.help));
-    else options.emplace_back(&f, cmd->add_option(std::string("--") + f.name, (*values)[f.name], f.help));
+    else
+      options.emplace_back(&f, cmd->add_option(std::string("--") + f.name, (*values)[f.name], f.help)
+                                   ->type_name(f.kind == Kind::integer ? "INT"
+                                               : f.kind == Kind::number ? "FLOAT"
+                                               : f.kind == Kind::list   ? "A,B,..."
+                                                                        : "TEXT"));
   }
   return [values, flags, config, options]() {
     nlohmann::json cfg = recipe_defaults();

@@ -5,8 +5,19 @@
 #   cli.sh resume QLORA WORK     a run killed after checkpoint-2 and resumed ends with the uninterrupted run's adapter
 #                                and optimizer bytes
 #   cli.sh errors QLORA WORK     bad inputs fail with their message and leave no output folder
+#   cli.sh help QLORA WORK       finetune --help lists every flag (needs no model)
 set -uo pipefail
 what=$1 qlora=$2 work=$3
+if [ "$what" = help ]; then  # every flag of the issue is listed by `qlora finetune --help`
+  help=$("$qlora" finetune --help) || { echo "FAILED: --help"; exit 1; }
+  for flag in num-train-epochs per-device-train-batch-size gradient-accumulation-steps learning-rate max-grad-norm \
+              optim lora-r lora-alpha lora-dropout target-modules max-seq-length bf16 gradient-checkpointing save-steps \
+              save-total-limit logging-steps report-to resume-from-checkpoint max-steps seed device config model; do
+    grep -q -- "--$flag" <<< "$help" || { echo "FAILED: --$flag missing from finetune --help"; exit 1; }
+  done
+  echo "finetune --help lists every flag"
+  exit 0
+fi
 if [ -z "${QLORA_MODEL:-}" ] || [ ! -f "$QLORA_MODEL" ]; then
   echo "skipped: QLORA_MODEL is not set to the Gemma 3 270M GGUF (scripts/fetch-model)"
   exit 77
