@@ -103,7 +103,12 @@ int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const
   if (data.samples.size() < before)
     std::fprintf(stderr, "qlora: %zu samples have nothing left to learn after truncation and are skipped\n",
                  before - data.samples.size());
-  auto split = train_eval_split(std::move(data.samples), job.eval_size, args.seed);
+  Split<Sample> split;
+  if (job.eval_size.count == 0 && job.eval_size.fraction == 0) {  // --eval-size 0: no eval set
+    split.train = std::move(data.samples);
+  } else {
+    split = train_eval_split(std::move(data.samples), job.eval_size, args.seed);
+  }
   if (split.train.empty()) fail("finetune", job.dataset_path.string(), ": no training samples left after the eval split");
   const std::size_t micro_per_epoch =
       (job.packing ? pack_rows(split.train, job.data.max_length).size() : split.train.size() +
@@ -123,7 +128,7 @@ int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const
 
   // Model (+ resume state).
   Gemma3Options options;
-  options.lora = LoraHyper{job.lora.lora_alpha, static_cast<float>(job.lora.lora_dropout), job.lora.use_rslora};
+  options.lora = LoraHyper{job.lora.lora_alpha, job.lora.lora_dropout, job.lora.use_rslora};
   options.seed = args.seed;
   std::fprintf(stderr, "qlora: loading %s as %s (NF4 base, double quantization), LoRA r %ld on %zu target modules\n",
                source.path().string().c_str(), std::string(Cfg::name).c_str(), job.lora.r, Adapter::targets.size());

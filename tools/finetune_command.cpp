@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -133,7 +134,7 @@ nlohmann::json recipe_defaults() {
            {{"output_dir", "qlora-output"}, {"num_train_epochs", 3.0}, {"per_device_train_batch_size", 1},
             {"gradient_accumulation_steps", 4}, {"learning_rate", 2e-4}, {"lr_scheduler_type", "linear"},
             {"warmup_ratio", 0.03}, {"optim", "paged_adamw_8bit"}, {"max_grad_norm", 0.3}, {"logging_steps", 1},
-            {"save_steps", 10}, {"save_total_limit", 2}, {"eval_strategy", "steps"}, {"eval_on_start", true},
+            {"save_steps", 10}, {"save_total_limit", 2}, {"eval_strategy", "steps"},
             {"report_to", {"tensorboard"}}}},
           {"lora",
            {{"r", 16}, {"lora_alpha", 32.0}, {"lora_dropout", 0.05}, {"target_modules", {"all-linear"}}}},
@@ -155,6 +156,13 @@ int run(const nlohmann::json& cfg) {
   if (!training.contains("eval_steps")) training["eval_steps"] = training["max_steps"].get<long>() > 0
                                                                       ? training["max_steps"].get<long>() : 100;
   nlohmann::json lora = cfg["lora"];
+  if (lora.contains("target_modules") && lora["target_modules"].is_string()) {  // "q_proj,v_proj" or "all-linear"
+    nlohmann::json list = nlohmann::json::array();
+    std::stringstream names(lora["target_modules"].get<std::string>());
+    for (std::string name; std::getline(names, name, ',');)
+      if (!name.empty()) list.push_back(name);
+    lora["target_modules"] = list;
+  }
   std::vector<std::string> targets = lora.value("target_modules", std::vector<std::string>{});
   if (targets == std::vector<std::string>{"all-linear"})
     lora["target_modules"] = std::vector<std::string>(projection_names.begin(), projection_names.end());

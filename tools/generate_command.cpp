@@ -1,4 +1,5 @@
-// qlora generate: answers from a Gemma 3 model (NF4 base, as it was trained), with or without a PEFT LoRA adapter.
+// qlora generate: answers from a Gemma 3 model (NF4 base, as it was trained, held dequantized so each token costs
+// no dequantization), with or without a PEFT LoRA adapter.
 // Either one --prompt (rendered through the training format's prompt, or --raw), or --records: a JSONL file of
 // records in the training format (qlora finetune writes eval_records.jsonl in its output folder), each answered and
 // written with its reference to --output as {"prompt", "prediction", "reference"} lines for `qlora evaluate --jsonl`.
@@ -110,7 +111,9 @@ int run(const GenerateOptions& o) {
         fail("generate", path.string(), " is ", Cfg::name, ": this build generates with gemma-3-270m, gemma-3-1b and the "
              "tiny test model");
       } else {
-        return answer_all(Gemma3<Cfg, NoAdapter, float, NF4>(source), tok, o);
+        Gemma3Options options;
+        options.nf4_values = true;  // the NF4 model's numbers, dequantized once
+        return answer_all(Gemma3<Cfg, NoAdapter, float, float>(source, options), tok, o);
       }
     });
   }
@@ -118,8 +121,9 @@ int run(const GenerateOptions& o) {
   return with_lora_model(source.config(), path.string(), adapter.config.r, adapter.config.target_modules, [&](auto tag) {
     using Tag = decltype(tag);
     Gemma3Options options;
-    options.lora = LoraHyper{adapter.config.lora_alpha, 0.0f, adapter.config.use_rslora};
-    const Gemma3<typename Tag::config, typename Tag::adapter, float, NF4> model(source, options);
+    options.lora = LoraHyper{adapter.config.lora_alpha, 0.0, adapter.config.use_rslora};
+    options.nf4_values = true;  // the NF4 base the adapter was trained on, dequantized once
+    const Gemma3<typename Tag::config, typename Tag::adapter, float, float> model(source, options);
     load_adapter(model, adapter, o.adapter);
     return answer_all(model, tok, o);
   });

@@ -109,6 +109,15 @@ TEST_SUITE("nn") {
     }
   }
 
+  TEST_CASE("dense weights holding the NF4 values give the NF4 model's logits exactly (fast inference)") {
+    Gemma3Options dense;
+    dense.nf4_values = true;
+    const Gemma3<Gemma3Tiny, NoAdapter, float, float> a(Gemma3WeightSource::open(kTiny), dense);
+    const Gemma3<Gemma3Tiny, NoAdapter, float, NF4> b(Gemma3WeightSource::open(kTiny));
+    const std::vector<std::int32_t> ids = {2, 17, 200, 45, 45, 9, 120, 3, 77};
+    CHECK(a.logits(model_input(ids)).to_vector() == b.logits(model_input(ids)).to_vector());
+  }
+
   TEST_CASE("rows of a padded batch, and samples packed in one row, give the logits of each sequence alone") {
     const Gemma3<Gemma3Tiny, NoAdapter, float, float> model(Gemma3WeightSource::open(kTiny));
     std::vector<Sample> samples(3);

@@ -38,6 +38,9 @@ struct Gemma3Options {
   std::uint64_t seed = 42;      // initialisation of every lora_A (stream offset = layer · 8 + projection)
   FourBitOptions quant{};       // blocksize 64, double quantization on (the recipes' bnb_4bit_use_double_quant)
   Device device = Device::cpu();
+  // With a dense W: hold each projection's NF4 round trip (quantize, dequantize once) — the values an NF4 model
+  // computes with, without dequantizing on every call (inference: generation runs one token at a time).
+  bool nf4_values = false;
 };
 
 // What one forward pass needs besides its tokens.
@@ -81,6 +84,12 @@ Tensor<W, Out, In> load_base_weight(const Gemma3WeightSource& src, const std::st
     return o.device.is_cpu() ? q : q.to(o.device);
   } else {
     auto w = src.read<W, Out, In>(name);
+    if (o.nf4_values) {
+      Tensor<float, Out, In> f(w.shape());
+      for (index_t i = 0; i < w.numel(); ++i) f.data()[i] = convert<float>(w.data()[i]);
+      const auto dq = dequantize<W>(Tensor<NF4, Out, In>::quantize(f, o.quant));
+      w = dq;
+    }
     return o.device.is_cpu() ? w : w.to(o.device);
   }
 }

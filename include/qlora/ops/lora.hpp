@@ -21,7 +21,7 @@ namespace qlora {
 // PEFT's LoraConfig numbers that change the layer's arithmetic.
 struct LoraHyper {
   double alpha = 8;       // lora_alpha
-  float dropout = 0;      // lora_dropout
+  double dropout = 0;     // lora_dropout (kept as given, so adapter_config.json says 0.05, not 0.0500000007)
   bool use_rslora = false;
 };
 
@@ -72,7 +72,7 @@ class LoraLinear {
   Variable<T, Rows, Out> operator()(const Variable<T, Rows, In>& x, RandomStream dropout_stream = {},
                                     bool train = true) const {
     const auto base_y = linear(x, base_);
-    const auto x_in = train ? dropout(x, DropoutParams{hyper_.dropout, dropout_stream}) : x;
+    const auto x_in = train ? dropout(x, DropoutParams{static_cast<float>(hyper_.dropout), dropout_stream}) : x;
     const auto low = matmul<Transpose::no, Transpose::yes>(x_in, a_);   // [rows, r]
     const auto update = matmul<Transpose::no, Transpose::yes>(low, b_);  // [rows, out]
     return base_y + scale(update, scaling());
