@@ -131,7 +131,8 @@ double flops_per_token(long T) {
 // minus the cross-entropy part).
 template <class Model>
 void breakdown(const Model& model, const ModelInput& in, double label_tokens, const Options& o) {
-  double blocks_f = 0, head_f = 0, head_b = 0, all_b = 0;
+  double blocks_f = 0, head_f = 0, head_b = 0, all_b = 0, head_512 = 0;
+  const CrossEntropyParams chunks_512{0, 512, 8192};  // the chunk shape docs/benchmarks.md suggests for the CPU
   for (long s = 0; s < o.steps; ++s) {
     const ForwardPass pass{true, o.gradient_checkpointing, RandomStream{43, static_cast<std::uint64_t>(s)}};
     const auto t0 = Clock::now();
@@ -141,6 +142,14 @@ void breakdown(const Model& model, const ModelInput& in, double label_tokens, co
     const auto t2 = Clock::now();
     const auto g = cross_entropy_backward(h.value(), model.embed_tokens().value(), in.labels, f.lse, 1.0 / label_tokens, false);
     const auto t3 = Clock::now();
+    {
+      const auto f5 = cross_entropy_forward(h.value(), model.embed_tokens().value(), in.labels, chunks_512);
+      const auto g5 = cross_entropy_backward(h.value(), model.embed_tokens().value(), in.labels, f5.lse,
+                                             1.0 / label_tokens, false, chunks_512);
+      (void)g5;
+    }
+    const auto t3b = Clock::now();
+    head_512 += seconds(t3, t3b);
     const auto l = cross_entropy_sum(h, model.embed_tokens(), in.labels);
     const auto t4 = Clock::now();
     backward(scale(l.sum, 1.0 / label_tokens));
@@ -157,8 +166,8 @@ void breakdown(const Model& model, const ModelInput& in, double label_tokens, co
   }
   const double n = static_cast<double>(o.steps);
   std::fprintf(stderr, "  breakdown (s/step): blocks forward %.3f, LM head + CE forward %.3f, LM head + CE backward %.3f, "
-               "blocks backward %.3f (whole backward %.3f)\n", blocks_f / n, head_f / n, head_b / n, (all_b - head_b) / n,
-               all_b / n);
+               "blocks backward %.3f (whole backward %.3f); LM head + CE forward + backward with 512 x 8192 chunks %.3f\n",
+               blocks_f / n, head_f / n, head_b / n, (all_b - head_b) / n, all_b / n, head_512 / n);
 }
 
 template <class Cfg, index_t R>
