@@ -108,8 +108,7 @@ int run(const GenerateOptions& o) {
     return dispatch_config(source.config(), path.string(), [&](auto cfg) -> int {
       using Cfg = decltype(cfg);
       if constexpr (!cpu_trainable<Cfg>) {
-        fail("generate", path.string(), " is ", Cfg::name, ": this build generates with gemma-3-270m, gemma-3-1b and the "
-             "tiny test model");
+        fail("generate", path.string(), " is ", Cfg::name, ": this build generates with gemma-3-270m and gemma-3-1b");
       } else {
         Gemma3Options options;
         options.nf4_values = true;  // the NF4 model's numbers, dequantized once
