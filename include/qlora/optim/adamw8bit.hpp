@@ -144,10 +144,22 @@ class AdamW8bit {
   }
 
   void step(double lr) {
-    for (std::size_t i = 0; i < params_.size(); ++i) {
+    // CPU parameters are independent and mostly small (LoRA matrices of 10k-40k elements): spread them over the
+    // threads. Each one's arithmetic is unchanged, so the result does not depend on the thread count.
+    const auto count = static_cast<std::ptrdiff_t>(params_.size());
+#pragma omp parallel for schedule(dynamic) if (count > 1)
+    for (std::ptrdiff_t i = 0; i < count; ++i)
+      if (params_[static_cast<std::size_t>(i)].device().is_cpu()) step_one(static_cast<std::size_t>(i), lr);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (!params_[i].device().is_cpu()) step_one(i, lr);
+  }
+
+ private:
+  void step_one(std::size_t i, double lr) {
+    {
       const Parameter& p = params_[i];
       const Tensor<float, Dyn> g = p.grad();
-      if (!g.defined()) continue;
+      if (!g.defined()) return;
       State& s = states_[i];
       ++s.step;
       if (p.device().is_cpu()) {
@@ -157,7 +169,7 @@ class AdamW8bit {
         else
           cpu::adamw32bit_step(AdamW32bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.m.data(),
                                s.v.data(), p.numel());
-        continue;
+        return;
       }
 #if defined(__CUDACC__)
       if (s.eight_bit)
@@ -173,6 +185,8 @@ class AdamW8bit {
 #endif
     }
   }
+
+ public:
   void zero_grad() const {
     for (const auto& p : params_) p.zero_grad();
   }
