@@ -221,7 +221,9 @@ class Trainer {
   void emit(TrainerState& state, const std::map<std::string, double>& values) {
     metrics_->write(state.global_step, values);
     if (tensorboard_)
-      for (const auto& [k, v] : values) tensorboard_->add_scalar("train/" + k, static_cast<float>(v), state.global_step);
+      for (const auto& [k, v] : values)  // as transformers' TensorBoardCallback: train/loss, eval/loss
+        tensorboard_->add_scalar(k.rfind("eval_", 0) == 0 ? "eval/" + k.substr(5) : "train/" + k, static_cast<float>(v),
+                                 state.global_step);
     auto entry = values;
     entry["step"] = static_cast<double>(state.global_step);
     state.log_history.push_back(std::move(entry));
