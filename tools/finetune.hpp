@@ -110,10 +110,10 @@ int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const
     split = train_eval_split(std::move(data.samples), job.eval_size, args.seed);
   }
   if (split.train.empty()) fail("finetune", job.dataset_path.string(), ": no training samples left after the eval split");
-  const std::size_t micro_per_epoch =
-      (job.packing ? pack_rows(split.train, job.data.max_length).size() : split.train.size() +
-                                                                               static_cast<std::size_t>(args.per_device_train_batch_size) - 1) /
-      (job.packing ? 1 : static_cast<std::size_t>(args.per_device_train_batch_size));
+  // make_batches puts batch_size rows in a micro-batch; a row is one sample, or with packing several.
+  const std::size_t rows = job.packing ? pack_rows(split.train, job.data.max_length).size() : split.train.size();
+  const auto batch_size = static_cast<std::size_t>(args.per_device_train_batch_size);
+  const std::size_t micro_per_epoch = (rows + batch_size - 1) / batch_size;
   const long steps_per_epoch = static_cast<long>((micro_per_epoch + static_cast<std::size_t>(args.gradient_accumulation_steps) - 1) /
                                                  static_cast<std::size_t>(args.gradient_accumulation_steps));
   const long total_steps = args.max_steps > 0 ? args.max_steps
@@ -168,11 +168,7 @@ int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const
     const auto l = model.loss_sum(model_input(b, model.device()), ForwardPass{true, args.gradient_checkpointing, dropout});
     return TokenLoss{l.sum, static_cast<long>(l.count)};
   };
-  fns.label_tokens = [](const Batch& b) {
-    long n = 0;
-    for (std::int32_t l : b.next_token_labels()) n += l != ignore_index;
-    return n;
-  };
+  fns.label_tokens = [](const Batch& b) { return b.label_tokens(); };
   fns.input_tokens = [](const Batch& b) {
     long n = 0;
     for (std::int32_t len : b.lengths) n += len;

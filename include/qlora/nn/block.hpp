@@ -70,6 +70,13 @@ inline constexpr bool is_lora_linear_v = false;
 template <class T, class W, index_t R>
 inline constexpr bool is_lora_linear_v<LoraLinear<T, W, R>> = true;
 
+// transformers' name of a projection's weight: "layers.3.self_attn.q_proj.weight", "layers.3.mlp.up_proj.weight".
+inline std::string projection_weight_name(index_t layer, Projection p) {
+  const bool attention = p == Projection::q_proj || p == Projection::k_proj || p == Projection::v_proj ||
+                         p == Projection::o_proj;
+  return "layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") + std::string(name_of(p)) + ".weight";
+}
+
 // The dropout stream of one projection call: distinct per micro-batch, layer and projection.
 inline RandomStream projection_stream(RandomStream pass, index_t layer, Projection p) {
   return {pass.seed, pass.offset * 1024 + static_cast<std::uint64_t>(layer) * 8 + static_cast<std::uint64_t>(p)};
@@ -212,11 +219,6 @@ class Gemma3Block {
   static std::string tensor_name(index_t layer, std::string_view leaf) {
     return "layers." + std::to_string(layer) + "." + std::string(leaf);
   }
-  static std::string projection_weight_name(index_t layer, Projection p) {
-    const bool attention = p == Projection::q_proj || p == Projection::k_proj || p == Projection::v_proj ||
-                           p == Projection::o_proj;
-    return tensor_name(layer, std::string(attention ? "self_attn." : "mlp.") + std::string(name_of(p)) + ".weight");
-  }
 
  private:
   template <class Proj, class X>
@@ -229,7 +231,7 @@ class Gemma3Block {
     using Weight = std::remove_cvref_t<decltype(std::declval<const Proj&>().base())>;
     using Out = typename detail::weight_extents<Weight>::out;
     using In = typename detail::weight_extents<Weight>::in;
-    Weight w = detail::load_base_weight<W, Out, In>(src, projection_weight_name(layer_, p), o);
+    Weight w = detail::load_base_weight<W, Out, In>(src, qlora::projection_weight_name(layer_, p), o);
     if constexpr (is_lora_linear_v<Proj>) {
       return Proj(std::move(w), o.lora, RandomStream{o.seed, static_cast<std::uint64_t>(layer_) * 8 +
                                                                static_cast<std::uint64_t>(p)});

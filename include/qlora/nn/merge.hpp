@@ -70,16 +70,29 @@ template <class Sink>
 void for_each_merged_tensor(const Gemma3WeightSource& src, const peft::Adapter* adapter, const std::string& source,
                             Sink&& sink) {
   const Gemma3RuntimeConfig& c = src.config();
-  std::map<std::string, const Tensor<float, Dyn, Dyn>*> lora;  // "<layer>.<proj>.A" -> tensor
+  // The adapter's pairs by the weight they update: "layers.3.self_attn.q_proj.weight" -> {A, B}.
+  struct Pair {
+    const Tensor<float, Dyn, Dyn>* a = nullptr;  // [r, in]
+    const Tensor<float, Dyn, Dyn>* b = nullptr;  // [out, r]
+    index_t layer = 0;
+    Projection projection = Projection::q_proj;
+  };
+  std::map<std::string, Pair> lora;
   if (adapter)
     for (const auto& t : adapter->tensors) {
       const auto n = peft::parse_tensor_name(t.name);
       if (!n) fail("merge", source, ": tensor ", t.name, " is not a LoRA weight");
       if (n->layer < 0 || n->layer >= c.layers)
         fail("merge", source, ": tensor ", t.name, " is for layer ", n->layer, " but the model has ", c.layers);
-      lora[std::to_string(n->layer) + "." + std::string(name_of(n->projection)) +
-           (n->matrix == peft::LoraMatrix::A ? ".A" : ".B")] = &t.value;
+      Pair& pair = lora[projection_weight_name(n->layer, n->projection)];
+      (n->matrix == peft::LoraMatrix::A ? pair.a : pair.b) = &t.value;
+      pair.layer = n->layer;
+      pair.projection = n->projection;
     }
+  for (const auto& [name, pair] : lora)
+    if (!pair.a || !pair.b)
+      fail("merge", source, ": layer ", pair.layer, " ", name_of(pair.projection),
+           " has only one of lora_A and lora_B");
   const double s = adapter ? lora_scaling(adapter->config) : 0.0;
   std::size_t merged = 0;
   for (const auto& spec : gemma3_tensor_specs(c)) {
@@ -92,24 +105,16 @@ void for_each_merged_tensor(const Gemma3WeightSource& src, const peft::Adapter* 
         fail("merge", src.path().string(), ": tensor ", spec.name, " has shape ", w.shape().str(), ", the configuration ",
              "says [", spec.shape[0], ", ", spec.shape[1], "]");
     }
-    for (int p = 0; p < 7 && adapter; ++p) {
-      const auto proj = static_cast<Projection>(p);
-      for (index_t l = 0; l < c.layers; ++l) {
-        if (spec.name != Gemma3Block<Gemma3Tiny, NoAdapter>::projection_weight_name(l, proj)) continue;
-        const std::string key = std::to_string(l) + "." + std::string(name_of(proj));
-        const auto a = lora.find(key + ".A"), b = lora.find(key + ".B");
-        if ((a == lora.end()) != (b == lora.end()))
-          fail("merge", source, ": layer ", l, " ", name_of(proj), " has only one of lora_A and lora_B");
-        if (a == lora.end()) continue;
-        const Tensor<float, Dyn, Dyn>& A = *a->second;  // [r, in]
-        const Tensor<float, Dyn, Dyn>& B = *b->second;  // [out, r]
-        if (A.size(1) != w.size(1) || B.size(0) != w.size(0) || A.size(0) != B.size(1))
-          fail("merge", source, ": layer ", l, " ", name_of(proj), ": lora_A ", A.shape().str(), " and lora_B ",
-               B.shape().str(), " do not fit the weight ", w.shape().str());
-        const auto delta = matmul(B, A);  // [out, in]
-        for (index_t i = 0; i < w.numel(); ++i) w.data()[i] += static_cast<float>(s * delta.data()[i]);
-        merged += 2;
-      }
+    if (const auto it = lora.find(spec.name); it != lora.end()) {
+      const Pair& pair = it->second;
+      const Tensor<float, Dyn, Dyn>& A = *pair.a;
+      const Tensor<float, Dyn, Dyn>& B = *pair.b;
+      if (A.size(1) != w.size(1) || B.size(0) != w.size(0) || A.size(0) != B.size(1))
+        fail("merge", source, ": layer ", pair.layer, " ", name_of(pair.projection), ": lora_A ", A.shape().str(),
+             " and lora_B ", B.shape().str(), " do not fit the weight ", w.shape().str());
+      const auto delta = matmul(B, A);  // [out, in]
+      for (index_t i = 0; i < w.numel(); ++i) w.data()[i] += static_cast<float>(s * delta.data()[i]);
+      merged += 2;
     }
     sink(spec, w);
   }
