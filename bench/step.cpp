@@ -127,47 +127,39 @@ double flops_per_token(long T) {
 }
 
 // The step's phases timed apart (mean of --steps): the decoder blocks' forward, the fused LM head + cross-entropy
-// forward and backward (called directly on the final hidden states), and the blocks' backward (the whole backward
-// minus the cross-entropy part).
+// as the step runs it (its gradient made in the forward pass, ops/cross_entropy.hpp), the backward (blocks; the
+// head's part is a scaling), and for comparison the head by forward + backward with the logits recomputed.
 template <class Model>
 void breakdown(const Model& model, const ModelInput& in, double label_tokens, const Options& o) {
-  double blocks_f = 0, head_f = 0, head_b = 0, all_b = 0, head_512 = 0;
-  const CrossEntropyParams chunks_512{0, 512, 8192};  // the chunk shape docs/benchmarks.md suggests for the CPU
+  double blocks_f = 0, head_f = 0, all_b = 0, head_recompute = 0;
   for (long s = 0; s < o.steps; ++s) {
     const ForwardPass pass{true, o.gradient_checkpointing, RandomStream{43, static_cast<std::uint64_t>(s)}};
     const auto t0 = Clock::now();
     const auto h = model.hidden_states(in, pass);
     const auto t1 = Clock::now();
-    const auto f = cross_entropy_forward(h.value(), model.embed_tokens().value(), in.labels);
+    const auto l = cross_entropy_sum(h, model.embed_tokens(), in.labels);
     const auto t2 = Clock::now();
-    const auto g = cross_entropy_backward(h.value(), model.embed_tokens().value(), in.labels, f.lse, 1.0 / label_tokens, false);
+    backward(scale(l.sum, 1.0 / label_tokens));
     const auto t3 = Clock::now();
     {
-      const auto f5 = cross_entropy_forward(h.value(), model.embed_tokens().value(), in.labels, chunks_512);
-      const auto g5 = cross_entropy_backward(h.value(), model.embed_tokens().value(), in.labels, f5.lse,
-                                             1.0 / label_tokens, false, chunks_512);
-      (void)g5;
+      const auto f = cross_entropy_forward(h.value(), model.embed_tokens().value(), in.labels);
+      const auto g = cross_entropy_backward(h.value(), model.embed_tokens().value(), in.labels, f.lse,
+                                            1.0 / label_tokens, false);
+      (void)g;
     }
-    const auto t3b = Clock::now();
-    head_512 += seconds(t3, t3b);
-    const auto l = cross_entropy_sum(h, model.embed_tokens(), in.labels);
-    const auto t4 = Clock::now();
-    backward(scale(l.sum, 1.0 / label_tokens));
-    const auto t5 = Clock::now();
+    head_recompute += seconds(t3, Clock::now());
     model.for_each_lora([](index_t, Projection, const auto& p) {
       p.lora_a().zero_grad();
       p.lora_b().zero_grad();
     });
     blocks_f += seconds(t0, t1);
     head_f += seconds(t1, t2);
-    head_b += seconds(t2, t3);
-    all_b += seconds(t4, t5);
-    (void)g;
+    all_b += seconds(t2, t3);
   }
   const double n = static_cast<double>(o.steps);
-  std::fprintf(stderr, "  breakdown (s/step): blocks forward %.3f, LM head + CE forward %.3f, LM head + CE backward %.3f, "
-               "blocks backward %.3f (whole backward %.3f); LM head + CE forward + backward with 512 x 8192 chunks %.3f\n",
-               blocks_f / n, head_f / n, head_b / n, (all_b - head_b) / n, all_b / n, head_512 / n);
+  std::fprintf(stderr, "  breakdown (s/step): blocks forward %.3f, LM head + CE forward with its gradient %.3f, "
+               "backward %.3f; LM head + CE by forward + backward with recomputed logits %.3f\n",
+               blocks_f / n, head_f / n, all_b / n, head_recompute / n);
 }
 
 template <class Cfg, index_t R>

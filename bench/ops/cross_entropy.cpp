@@ -1,7 +1,8 @@
 // Fused chunked LM head + cross-entropy vs materialised logits on the CPU at Gemma 3 270M's head (512 tokens, hidden
 // 640, vocabulary 262 144), forward + backward (d_hidden; the tied table is frozen). Counter peak_MiB is the CPU
 // allocator's peak of tensor bytes above what was live before the step (qlora::cpu_allocator().stats()): the
-// materialised [512, 262144] fp32 logits alone are 512 MiB, the fused op's chunks are 128 × 8192 fp32 = 4 MiB.
+// materialised [512, 262144] fp32 logits alone are 512 MiB, the fused op's chunks are 512 × 2048 fp32 = 4 MiB
+// (one per thread in the forward with the gradient).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -56,7 +57,7 @@ void BM_cross_entropy_fused(benchmark::State& state) {
   });
 }
 
-// The fused op with other chunk shapes (chunk_tokens × chunk_vocab): the default is 128 × 8192 on the CPU.
+// The fused op with other chunk shapes (chunk_tokens × chunk_vocab): the default is 512 × 2048 on the CPU.
 void BM_cross_entropy_fused_chunks(benchmark::State& state) {
   const M hidden = filled(kTokens, kHidden, 0.1f), table = filled(kVocab, kHidden, 0.05f);
   const Labels l = labels();
@@ -65,6 +66,18 @@ void BM_cross_entropy_fused_chunks(benchmark::State& state) {
     const auto f = qlora::cross_entropy_forward(hidden, table, l, p);
     const auto g = qlora::cross_entropy_backward(hidden, table, l, f.lse, 1.0 / static_cast<double>(f.count), false, p);
     benchmark::DoNotOptimize(g.d_hidden.data());
+  });
+}
+
+// Loss and d_hidden in one pass (the gradient made in the forward, as training with a frozen table runs it), with
+// chunk shapes chunk_tokens × chunk_vocab (0 × 0: the defaults).
+void BM_cross_entropy_forward_with_grad(benchmark::State& state) {
+  const M hidden = filled(kTokens, kHidden, 0.1f), table = filled(kVocab, kHidden, 0.05f);
+  const Labels l = labels();
+  const qlora::CrossEntropyParams p{0, state.range(0), state.range(1)};
+  measure(state, [&] {
+    const auto f = qlora::cross_entropy_forward_with_grad(hidden, table, l, p);
+    benchmark::DoNotOptimize(f.d_hidden_sum.data());
   });
 }
 
@@ -97,6 +110,15 @@ BENCHMARK(BM_cross_entropy_fused_chunks)
     ->Args({512, 2048})
     ->Args({512, 8192})
     ->Args({256, 4096})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_cross_entropy_forward_with_grad)
+    ->ArgNames({"chunk_tokens", "chunk_vocab"})
+    ->Args({0, 0})
+    ->Args({512, 1024})
+    ->Args({512, 4096})
+    ->Args({256, 2048})
+    ->Args({128, 8192})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_cross_entropy_materialised)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -22,6 +22,21 @@ TEST_SUITE("core") {
     CHECK(pi.v[3] == 0x24126ea1u);
   }
 
+  TEST_CASE("philox4x32-10 on lanes equals the one-counter function lane by lane") {
+    constexpr int N = 16;
+    std::uint32_t c[4][N];
+    Philox4x32 want[N];
+    for (int j = 0; j < N; ++j) {
+      const Philox4x32 counter{{0x243f6a88u * static_cast<std::uint32_t>(j + 1), static_cast<std::uint32_t>(j),
+                                0xffffffffu - static_cast<std::uint32_t>(j), 0x03707344u ^ static_cast<std::uint32_t>(j)}};
+      for (int w = 0; w < 4; ++w) c[w][j] = counter.v[w];
+      want[j] = philox4x32_10(counter, 0xa4093822u, 0x299f31d0u);
+    }
+    philox4x32_10_lanes(c, 0xa4093822u, 0x299f31d0u);
+    for (int j = 0; j < N; ++j)
+      for (int w = 0; w < 4; ++w) CHECK(c[w][j] == want[j].v[w]);
+  }
+
   TEST_CASE("uniform01 lies in the unit interval, has mean one half, and depends on seed and offset") {
     double sum = 0;
     const int n = 100000;

@@ -111,6 +111,47 @@ TEST_SUITE("ops") {
     }
   }
 
+  TEST_CASE("cross-entropy's gradient made in the forward pass equals the backward pass's, for any chunking") {
+    using F = Tensor<float, Dyn, Dyn>;
+    const auto hidden = test::random_tensor<F>(11, -2, 2, 37, 24);
+    const auto table = test::random_tensor<F>(12, -2, 2, 301, 24);
+    std::vector<std::int32_t> ids(37);
+    for (std::size_t t = 0; t < ids.size(); ++t) ids[t] = t % 5 == 2 ? kIgnoreIndex : static_cast<std::int32_t>(t * 89 % 301);
+    const Labels labels = labels_of(ids);
+    for (double cap : {0.0, 2.5}) {
+      for (auto [nt, nv] : {std::pair<index_t, index_t>{0, 0}, {1, 1}, {5, 64}, {37, 301}, {8, 300}, {512, 7}}) {
+        CAPTURE(cap);
+        CAPTURE(nt);
+        CAPTURE(nv);
+        const CrossEntropyParams p{cap, nt, nv};
+        const auto f = cross_entropy_forward(hidden, table, labels, p);
+        const auto g = cross_entropy_backward(hidden, table, labels, f.lse, 1.0, false, p);
+        const auto fg = cross_entropy_forward_with_grad(hidden, table, labels, p);
+        CHECK(fg.count == f.count);
+        CHECK(fg.sum == doctest::Approx(f.sum).epsilon(1e-6));
+        for (index_t t = 0; t < hidden.size(0); ++t)
+          if (ids[static_cast<std::size_t>(t)] != kIgnoreIndex) CHECK(fg.lse(t) == doctest::Approx(f.lse(t)).epsilon(1e-6));
+        QLORA_CHECK_CLOSE(fg.d_hidden_sum, g.d_hidden, 1e-5, 1e-6);
+      }
+    }
+  }
+
+  TEST_CASE("cross-entropy with a frozen table passes gradcheck through chunk boundaries (gradient in the forward)") {
+    auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<M>(13, -1, 1, 9, 5));
+    const auto table = Variable<double, Dyn, Dyn>(test::random_tensor<M>(14, -3, 3, 13, 5));
+    const Labels labels = labels_of({3, kIgnoreIndex, 0, 12, 7, kIgnoreIndex, 3, 11, 1});
+    for (double cap : {0.0, 1.5}) {
+      for (auto [nt, nv] : {std::pair<index_t, index_t>{2, 3}, {9, 13}, {4, 1}}) {
+        CAPTURE(cap);
+        CAPTURE(nt);
+        CAPTURE(nv);
+        const CrossEntropyParams p{cap, nt, nv};
+        QLORA_CHECK_GRADIENTS([&](const auto& h) { return cross_entropy(h, table, labels, p); }, hidden);
+        QLORA_CHECK_GRADIENTS([&](const auto& h) { return cross_entropy_sum(h, table, labels, p).sum; }, hidden);
+      }
+    }
+  }
+
   TEST_CASE("cross-entropy sum is count times the mean, in value and gradient") {
     auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<M>(5, -1, 1, 6, 4));
     const auto table = Variable<double, Dyn, Dyn>(test::random_tensor<M>(6, -1, 1, 9, 4));

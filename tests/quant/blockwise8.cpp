@@ -34,6 +34,34 @@ TEST_SUITE("quant") {
     }
   }
 
+  TEST_CASE("blockwise 8-bit through the prebuilt code table equals bitsandbytes byte for byte") {
+    for (const auto& c : golden::cases("blockwise8")) {
+      const std::string name = c.at("name");
+      const std::vector<float> x = golden::case_input(c);
+      const qlora::DynamicCodeTable table(map_of(c));
+      const auto n = static_cast<qlora::index_t>(x.size());
+      const qlora::index_t bs = c.at("blocksize");
+      std::vector<std::uint8_t> codes(x.size());
+      std::vector<float> absmax(static_cast<std::size_t>(qlora::blockwise_block_count(n, bs)));
+      qlora::quantize_blockwise(x.data(), n, table, bs, codes.data(), absmax.data());
+      CHECK_BITWISE_EQUAL(codes, golden::load<std::uint8_t>(c.at("outputs").at("codes")), name + " codes");
+      CHECK_BITWISE_EQUAL(absmax, golden::load<float>(c.at("outputs").at("absmax")), name + " absmax");
+    }
+  }
+
+  TEST_CASE("the prebuilt code table equals the searched lookup on every bin, out of range and on NaN") {
+    for (bool is_signed : {true, false}) {
+      const qlora::DynamicMap code = qlora::create_dynamic_map(is_signed);
+      const qlora::DynamicCodeTable table(code);
+      std::vector<float> s = {-2.0f, -1.0f, -0.0f, 0.0f, 1.0f, 1.5f, std::numeric_limits<float>::quiet_NaN(),
+                              std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
+      for (int i = 0; i <= 200000; ++i) s.push_back(-1.0f + 2.0f * static_cast<float>(i) / 200000.0f);
+      qlora::index_t differ = 0;
+      for (float v : s) differ += table(v) != qlora::lookup_dynamic_code(code.data(), v);
+      CHECK(differ == 0);
+    }
+  }
+
   TEST_CASE("blockwise 8-bit dequantization equals bitsandbytes bit for bit") {
     for (const auto& c : golden::cases("blockwise8")) {
       const std::string name = c.at("name");

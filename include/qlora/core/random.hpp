@@ -33,6 +33,28 @@ QLORA_HD inline Philox4x32 philox4x32_10(Philox4x32 counter, std::uint32_t key0,
   return {{c0, c1, c2, c3}};
 }
 
+// N counters at once, in place: c[w][j] is word w of counter j. The same rounds as philox4x32_10, written lane by
+// lane so the compiler vectorises them (the CPU dropout loop; 16 lanes fill an AVX-512 register).
+template <int N>
+inline void philox4x32_10_lanes(std::uint32_t (&c)[4][N], std::uint32_t key0, std::uint32_t key1) {
+  constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+  constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    for (int j = 0; j < N; ++j) {
+      const std::uint64_t p0 = std::uint64_t{kMul0} * c[0][j];
+      const std::uint64_t p1 = std::uint64_t{kMul1} * c[2][j];
+      const auto hi0 = static_cast<std::uint32_t>(p0 >> 32), lo0 = static_cast<std::uint32_t>(p0);
+      const auto hi1 = static_cast<std::uint32_t>(p1 >> 32), lo1 = static_cast<std::uint32_t>(p1);
+      c[0][j] = hi1 ^ c[1][j] ^ key0;
+      c[1][j] = lo1;
+      c[2][j] = hi0 ^ c[3][j] ^ key1;
+      c[3][j] = lo0;
+    }
+    key0 += kWeyl0;
+    key1 += kWeyl1;
+  }
+}
+
 // Where a stream of random numbers starts: the seed (the key) and an offset (the high half of the counter).
 struct RandomStream {
   std::uint64_t seed = 0;

@@ -7,14 +7,17 @@
 //
 // The arithmetic follows torch's CPU kernels in the compute type (fp32; fp64 for fp64) and, for bf16, rounds where
 // torch's bf16 ops round: act = bf16(gelu(gate)), out = bf16(act · up); backward d_up = bf16(dy · act),
-// d_gate = bf16(gelu'(gate) · bf16(dy · up)). One fused pass forward, one backward; CUDA: cuda/activation.cuh.
+// d_gate = bf16(gelu'(gate) · bf16(dy · up)). One fused pass forward, one backward (tanh computed once per element,
+// vectorised on the CPU); CUDA: cuda/activation.cuh.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
 #include "../autograd/variable.hpp"
 #include "../core/tensor.hpp"
+#include "../core/vector_math.hpp"
 
 namespace qlora {
 
@@ -22,27 +25,36 @@ namespace qlora {
 inline constexpr double kGeluBeta = std::numbers::sqrt2 * std::numbers::inv_sqrtpi;
 inline constexpr double kGeluKappa = 0.044715;
 
-// gelu_tanh and its derivative in the compute type C, written as torch's GeluKernel.cpp evaluates them.
+// gelu_tanh and its derivative in the compute type C, written as torch's GeluKernel.cpp evaluates them; the *_from
+// forms take t = tanh(u) already computed (the CPU loops compute it vectorised, core/vector_math.hpp).
 template <class C>
-QLORA_HD inline C gelu_tanh(C x) {
+QLORA_HD inline C gelu_tanh_inner(C x) {  // u
   const C beta = static_cast<C>(kGeluBeta), kappa = static_cast<C>(kGeluKappa);
   const C x_cube = x * x * x;
-  const C inner = beta * (x + kappa * x_cube);
-  return C(0.5) * x * (C(1) + std::tanh(inner));
+  return beta * (x + kappa * x_cube);
 }
 template <class C>
-QLORA_HD inline C gelu_tanh_derivative(C x) {
+QLORA_HD inline C gelu_tanh_from(C x, C tanh_inner) {
+  return C(0.5) * x * (C(1) + tanh_inner);
+}
+template <class C>
+QLORA_HD inline C gelu_tanh_derivative_from(C x, C tanh_inner) {
   const C beta = static_cast<C>(kGeluBeta), kappa = static_cast<C>(kGeluKappa);
   const C x_sq = x * x;
-  const C x_cube = x_sq * x;
-  const C inner = beta * (x + kappa * x_cube);
-  const C tanh_inner = std::tanh(inner);
   const C left = C(0.5) * x, right = C(1) + tanh_inner;
   const C left_derivative = C(0.5) * right;
   const C tanh_derivative = C(1) - tanh_inner * tanh_inner;
   const C inner_derivative = beta * (C(1) + C(3) * kappa * x_sq);
   const C right_derivative = left * tanh_derivative * inner_derivative;
   return left_derivative + right_derivative;
+}
+template <class C>
+QLORA_HD inline C gelu_tanh(C x) {
+  return gelu_tanh_from(x, std::tanh(gelu_tanh_inner(x)));
+}
+template <class C>
+QLORA_HD inline C gelu_tanh_derivative(C x) {
+  return gelu_tanh_derivative_from(x, std::tanh(gelu_tanh_inner(x)));
 }
 
 // One element of GeGLU forward and backward (shared by the CPU loop and the CUDA kernel).
@@ -55,9 +67,9 @@ QLORA_HD inline T geglu_element(T gate, T up) {
 template <class T>
 QLORA_HD inline void geglu_element_backward(T gate, T up, T dy, T* d_gate, T* d_up) {
   using C = compute_t<T>;
-  const C g = convert<C>(gate), d = convert<C>(dy);
-  if (d_up) *d_up = convert<T>(d * convert<C>(convert<T>(gelu_tanh(g))));
-  if (d_gate) *d_gate = convert<T>(gelu_tanh_derivative(g) * convert<C>(convert<T>(d * convert<C>(up))));
+  const C g = convert<C>(gate), d = convert<C>(dy), t = std::tanh(gelu_tanh_inner(g));
+  if (d_up) *d_up = convert<T>(d * convert<C>(convert<T>(gelu_tanh_from(g, t))));
+  if (d_gate) *d_gate = convert<T>(gelu_tanh_derivative_from(g, t) * convert<C>(convert<T>(d * convert<C>(up))));
 }
 
 }  // namespace qlora
@@ -70,18 +82,50 @@ QLORA_HD inline void geglu_element_backward(T gate, T up, T dy, T* d_gate, T* d_
 namespace qlora {
 
 namespace cpu {
+// The CPU loops run over blocks of kGegluBlock elements: u for the block, its tanh vectorised, then the outputs.
+inline constexpr index_t kGegluBlock = 256;
+
 // gate, up, out: [n].
 template <class T>
 void geglu_forward(const T* gate, const T* up, T* out, index_t n) {
+  using C = compute_t<T>;
+  const index_t blocks = (n + kGegluBlock - 1) / kGegluBlock;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (index_t i = 0; i < n; ++i) out[i] = geglu_element(gate[i], up[i]);
+  for (index_t b = 0; b < blocks; ++b) {
+    const index_t i0 = b * kGegluBlock, nb = std::min(kGegluBlock, n - i0);
+    C x[kGegluBlock], t[kGegluBlock];
+    for (index_t j = 0; j < nb; ++j) {
+      x[j] = convert<C>(gate[i0 + j]);
+      t[j] = gelu_tanh_inner(x[j]);
+    }
+    tanh_n(t, t, nb);
+    for (index_t j = 0; j < nb; ++j) {
+      const C act = convert<C>(convert<T>(gelu_tanh_from(x[j], t[j])));  // as geglu_element
+      out[i0 + j] = convert<T>(act * convert<C>(up[i0 + j]));
+    }
+  }
 }
 // d_gate, d_up: [n], either may be null.
 template <class T>
 void geglu_backward(const T* gate, const T* up, const T* dy, T* d_gate, T* d_up, index_t n) {
+  using C = compute_t<T>;
+  const index_t blocks = (n + kGegluBlock - 1) / kGegluBlock;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (index_t i = 0; i < n; ++i)
-    geglu_element_backward(gate[i], up[i], dy[i], d_gate ? d_gate + i : nullptr, d_up ? d_up + i : nullptr);
+  for (index_t b = 0; b < blocks; ++b) {
+    const index_t i0 = b * kGegluBlock, nb = std::min(kGegluBlock, n - i0);
+    C x[kGegluBlock], t[kGegluBlock];
+    for (index_t j = 0; j < nb; ++j) {
+      x[j] = convert<C>(gate[i0 + j]);
+      t[j] = gelu_tanh_inner(x[j]);
+    }
+    tanh_n(t, t, nb);
+    for (index_t j = 0; j < nb; ++j) {  // as geglu_element_backward
+      const C d = convert<C>(dy[i0 + j]);
+      if (d_up) d_up[i0 + j] = convert<T>(d * convert<C>(convert<T>(gelu_tanh_from(x[j], t[j]))));
+      if (d_gate)
+        d_gate[i0 + j] = convert<T>(gelu_tanh_derivative_from(x[j], t[j]) * convert<C>(convert<T>(d * convert<C>(up[i0 + j]))));
+    }
+  }
 }
 }  // namespace cpu
 

@@ -9,6 +9,10 @@
 // Backward recomputes each chunk and, with scale = d_mean / count (or d_sum):
 //   d_ℓ = (softmax(ℓ) − onehot(label)) · scale     d_z = d_ℓ · (1 − tanh²(z / cap))  (= d_ℓ without capping)
 //   d_hidden += d_z · table_chunk          d_table_chunk += d_zᵀ · hidden   (only when the table requires a gradient)
+// When only hidden needs a gradient (the table is the frozen tied embedding, as under QLoRA), the loss is a scalar,
+// so ∂Σloss/∂hidden can be made in the forward pass while each logits chunk is hot (cross_entropy_forward_with_grad;
+// Liger-Kernel's fused linear cross-entropy does the same): the softmax is accumulated against a running max, as in
+// flash attention, and backward only scales it — two chunk GEMMs per step instead of three, one pass over the table.
 // CPU: the chunk GEMMs through cpu::gemm in the compute type (fp32; fp64 for fp64; bf16 widened to fp32); CUDA:
 // cuBLAS GEMMs into fp32 chunks and fused softmax/loss kernels (cuda/cross_entropy.cuh). A label outside [0, V) other
 // than −100 is a qlora::Error naming the token and the label.
@@ -18,11 +22,17 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <type_traits>
 #include <vector>
 
+#include <Eigen/Core>
+
 #include "../autograd/variable.hpp"
+#include "../core/expr.hpp"
 #include "../core/tensor.hpp"
+#include "../core/threads.hpp"
+#include "../core/vector_math.hpp"
 #include "matmul.hpp"
 
 #if defined(__CUDACC__)
@@ -35,8 +45,8 @@ inline constexpr std::int32_t kIgnoreIndex = -100;  // torch.nn.functional.cross
 
 struct CrossEntropyParams {
   double softcap = 0;        // final_logit_softcapping; 0: off (Gemma 3 has none)
-  index_t chunk_tokens = 0;  // rows of a logits chunk; 0: the device's default (CPU 128, CUDA 1024)
-  index_t chunk_vocab = 0;   // columns of a logits chunk; 0: the device's default (CPU 8192, CUDA 16384)
+  index_t chunk_tokens = 0;  // rows of a logits chunk; 0: the device's default (CPU 512, CUDA 1024)
+  index_t chunk_vocab = 0;   // columns of a logits chunk; 0: the device's default (CPU 2048, CUDA 16384)
 };
 
 // Pointers and extents of one call, shared by the CPU reference and the kernels; scratch_* only on CUDA.
@@ -54,6 +64,7 @@ struct CrossEntropyArgs {
   C scale = 0;             // backward: d_loss per token (d_mean / count or d_sum)
   T* d_hidden = nullptr;   // backward: [N, C]
   T* d_table = nullptr;    // backward: [V, C] or null
+  T* d_hidden_sum = nullptr;  // forward with the gradient (CPU): ∂(Σ loss)/∂hidden [N, C]
   C* scratch_logits = nullptr;     // [chunk_tokens, chunk_vocab]
   T* scratch_d_logits = nullptr;   // [chunk_tokens, chunk_vocab] (aliases scratch_logits when T is C)
   C* scratch_rows = nullptr;       // [3, chunk_tokens]: running max, running sum, label logit
@@ -80,6 +91,30 @@ const C* widened(const T* src, index_t count, Tensor<C, Dyn>& buffer) {
     for (index_t i = 0; i < count; ++i) buffer.data()[i] = convert<C>(src[i]);
     return buffer.data();
   }
+}
+
+// row[0, n) = exp(row − m) in place (vectorised, core/vector_math.hpp); returns their sum.
+template <class C>
+C exp_shifted_sum(C* row, index_t n, C m) {
+  Eigen::Map<Eigen::Array<C, Eigen::Dynamic, 1>> r(row, n);
+  r -= m;
+  exp_n(row, row, n);
+  return r.sum();
+}
+// Soft-capped: row = exp(ℓ − m) · (1 − (ℓ / cap)²) in place (the softmax numerator times d_ℓ/d_z); returns Σ exp(ℓ − m).
+template <class C>
+C exp_shifted_sum_capped(C* row, index_t n, C m, C cap) {
+  C s = 0;
+  for (index_t v = 0; v < n; ++v) {
+    const C e = std::exp(row[v] - m), t = row[v] / cap;
+    s += e;
+    row[v] = e * (C(1) - t * t);
+  }
+  return s;
+}
+template <class C>
+C row_max(const C* row, index_t n) {
+  return Eigen::Map<const Eigen::Array<C, Eigen::Dynamic, 1>>(row, n).maxCoeff();
 }
 
 // z[nt, nv] = h[nt, C] · w[nv, C]ᵀ, then soft-capped in place.
@@ -117,17 +152,16 @@ void cross_entropy_forward(const CrossEntropyArgs<T>& a) {
       detail::cross_entropy_logits(h, w, z.data(), nt, nv, a.channels, a.softcap);
 #pragma omp parallel for schedule(static) if (nt * nv > (1 << 16))
       for (index_t r = 0; r < nt; ++r) {
-        const C* row = z.data() + r * nv;
-        const C m = *std::max_element(row, row + nv);
-        C s = 0;
-        for (index_t v = 0; v < nv; ++v) s += std::exp(row[v] - m);
+        C* row = z.data() + r * nv;
+        const std::int32_t label = a.labels[t0 + r];
+        if (label >= v0 && label < v0 + nv) label_logit[static_cast<std::size_t>(r)] = row[label - v0];
+        const C m = detail::row_max(row, nv);
+        const C s = detail::exp_shifted_sum(row, nv, m);  // overwrites the row
         auto& rm = run_max[static_cast<std::size_t>(r)];
         auto& rs = run_sum[static_cast<std::size_t>(r)];
         const C merged = std::max(rm, m);  // online logsumexp over vocabulary chunks
         rs = rs * std::exp(rm - merged) + s * std::exp(m - merged);
         rm = merged;
-        const std::int32_t label = a.labels[t0 + r];
-        if (label >= v0 && label < v0 + nv) label_logit[static_cast<std::size_t>(r)] = row[label - v0];
       }
     }
     for (index_t r = 0; r < nt; ++r) {
@@ -159,18 +193,21 @@ void cross_entropy_backward(const CrossEntropyArgs<T>& a) {
         C* row = z.data() + r * nv;  // ℓ in, d_z out
         const std::int32_t label = a.labels[t0 + r];
         const C lse = a.lse[t0 + r];
-        for (index_t v = 0; v < nv; ++v) {
-          if (label == kIgnoreIndex) {
-            row[v] = 0;
-            continue;
-          }
-          C g = std::exp(row[v] - lse) - (v0 + v == label ? C(1) : C(0));
-          if (a.softcap > 0) {
-            const C t = row[v] / a.softcap;  // = tanh(z / cap)
-            g *= C(1) - t * t;
-          }
-          row[v] = g * a.scale;
+        Eigen::Map<Eigen::Array<C, Eigen::Dynamic, 1>> d(row, nv);
+        if (label == kIgnoreIndex) {
+          d.setZero();
+          continue;
         }
+        const bool here = label >= v0 && label < v0 + nv;
+        if (a.softcap > 0) {  // d_z = (softmax − onehot) · (1 − tanh²(z / cap)), with tanh(z / cap) = ℓ / cap
+          const C cap = a.softcap, l_label = here ? row[label - v0] : C(0);
+          detail::exp_shifted_sum_capped(row, nv, lse, cap);
+          if (here) row[label - v0] -= C(1) - (l_label / cap) * (l_label / cap);
+        } else {
+          detail::exp_shifted_sum(row, nv, lse);
+          if (here) row[label - v0] -= C(1);
+        }
+        d *= a.scale;
       }
       GemmParams g;  // d_h[nt, C] (+)= d_z[nt, nv] · w[nv, C]
       g.m = nt;
@@ -192,6 +229,103 @@ void cross_entropy_backward(const CrossEntropyArgs<T>& a) {
   }
   if (a.d_table)
     for (index_t i = 0; i < a.vocab * ch; ++i) a.d_table[i] = convert<T>(d_table_acc.data()[i]);
+}
+
+// lse_out, loss_out and d_hidden_sum = ∂(Σ_t loss[t])/∂hidden in one pass over the table. For each vocabulary chunk
+// of a token chunk: z = h · wᵀ, p = exp(ℓ − m) against the row's running max m (acc and s are rescaled by
+// exp(m_old − m) when it grows), s += Σ p, acc += (p ⊙ ℓ′) · w with ℓ′ = 1 − tanh²(z / cap) (1 without capping).
+// At the end lse = m + log s and d_hidden = acc / s − ℓ′[label] · w[label]. Only tokens with a label are computed
+// (the others get loss 0, lse 0 and a zero gradient). Each thread takes a contiguous range of vocabulary chunks with
+// its own m, s, acc and single-threaded GEMMs — no barrier per chunk — and the ranges are merged in thread order.
+template <class T>
+void cross_entropy_forward_with_grad(const CrossEntropyArgs<T>& a) {
+  using C = compute_t<T>;
+  using Row = Eigen::Map<Eigen::Array<C, Eigen::Dynamic, 1>>;
+  const index_t NT = a.chunk_tokens, NV = a.chunk_vocab, ch = a.channels;
+  std::vector<index_t> rows;  // the tokens with a label
+  for (index_t t = 0; t < a.tokens; ++t)
+    if (a.labels[t] != kIgnoreIndex) rows.push_back(t);
+  std::fill(a.lse_out, a.lse_out + a.tokens, C(0));
+  std::fill(a.loss_out, a.loss_out + a.tokens, C(0));
+  std::fill(a.d_hidden_sum, a.d_hidden_sum + a.tokens * ch, convert<T>(0.0));
+  const index_t chunks = (a.vocab + NV - 1) / NV;
+  const int team = static_cast<int>(std::max<index_t>(1, std::min<index_t>(max_threads(), chunks)));
+  // GEMM operands live in the allocator's 64-byte aligned tensors: Eigen's kernels peel unaligned heads, so operands
+  // at varying alignments (std::vector's) would round differently from call to call.
+  struct Partial {  // one thread's share of a token chunk
+    Tensor<C, Dyn> acc, z, w_buf{Shape<Dyn>(0)};  // acc: [nt, C], z: [nt, nv]
+    std::vector<C> m, s;                          // [nt]
+    Partial(index_t acc_size, index_t z_size) : acc(Shape<Dyn>(acc_size)), z(Shape<Dyn>(z_size)) {}
+  };
+  std::vector<Partial> part;
+  for (int i = 0; i < team; ++i) part.emplace_back(NT * ch, NT * NV);
+  Tensor<C, Dyn> h_rows(Shape<Dyn>(std::min<index_t>(NT, static_cast<index_t>(rows.size())) * ch));  // [nt, C]
+  C* h = h_rows.data();
+  std::vector<C> label_logit(static_cast<std::size_t>(NT));
+  const auto n_rows = static_cast<index_t>(rows.size());
+  int used = team;  // threads the region really got (OpenMP may give fewer)
+  for (index_t r0 = 0; r0 < n_rows; r0 += NT) {
+    const index_t nt = std::min(NT, n_rows - r0);
+    for (index_t i = 0; i < nt; ++i)
+      for (index_t c = 0; c < ch; ++c)
+        h[i * ch + c] = convert<C>(a.hidden[rows[static_cast<std::size_t>(r0 + i)] * ch + c]);
+#pragma omp parallel num_threads(team)
+    {
+      const int id = thread_index(), n = team_size();
+      if (id == 0) used = n;
+      Partial& q = part[static_cast<std::size_t>(id)];
+      std::fill(q.acc.data(), q.acc.data() + nt * ch, C(0));
+      q.m.assign(static_cast<std::size_t>(nt), -std::numeric_limits<C>::infinity());
+      q.s.assign(static_cast<std::size_t>(nt), C(0));
+      for (index_t chunk = chunks * id / n; chunk < chunks * (id + 1) / n; ++chunk) {
+        const index_t v0 = chunk * NV, nv = std::min(NV, a.vocab - v0);
+        const C* w = detail::widened<C>(a.table + v0 * ch, nv * ch, q.w_buf);
+        detail::cross_entropy_logits(h, w, q.z.data(), nt, nv, ch, a.softcap);
+        for (index_t i = 0; i < nt; ++i) {
+          const auto u = static_cast<std::size_t>(i);
+          C* row = q.z.data() + i * nv;
+          const std::int32_t label = a.labels[rows[static_cast<std::size_t>(r0 + i)]];
+          if (label >= v0 && label < v0 + nv) label_logit[u] = row[label - v0];  // one chunk, one thread
+          const C mc = detail::row_max(row, nv);
+          if (mc > q.m[u]) {  // a new running max: rescale what was accumulated against the old one
+            const C f = std::exp(q.m[u] - mc);
+            Row(q.acc.data() + i * ch, ch) *= f;
+            q.s[u] *= f;
+            q.m[u] = mc;
+          }
+          q.s[u] += a.softcap > 0 ? detail::exp_shifted_sum_capped(row, nv, q.m[u], a.softcap)
+                                  : detail::exp_shifted_sum(row, nv, q.m[u]);
+        }
+        GemmParams g;  // acc[nt, C] += p[nt, nv] · w[nv, C]
+        g.m = nt;
+        g.n = ch;
+        g.k = nv;
+        g.beta = 1;
+        gemm(g, q.z.data(), w, q.acc.data());
+      }
+    }
+    for (index_t i = 0; i < nt; ++i) {  // merge the threads' ranges; subtract the label's term
+      const auto u = static_cast<std::size_t>(i);
+      C m = -std::numeric_limits<C>::infinity(), s = 0;
+      const auto threads = std::span(part).first(static_cast<std::size_t>(used));
+      for (const Partial& q : threads) m = std::max(m, q.m[u]);
+      std::vector<C> d(static_cast<std::size_t>(ch), C(0));
+      for (const Partial& q : threads) {
+        const C f = std::exp(q.m[u] - m);
+        s += q.s[u] * f;
+        for (index_t c = 0; c < ch; ++c) d[static_cast<std::size_t>(c)] += q.acc.data()[i * ch + c] * f;
+      }
+      const index_t t = rows[static_cast<std::size_t>(r0 + i)];
+      const std::int32_t label = a.labels[t];
+      const C lse = m + std::log(s), l = label_logit[u];
+      a.lse_out[t] = lse;
+      a.loss_out[t] = lse - l;
+      const C d_label = a.softcap > 0 ? C(1) - (l / a.softcap) * (l / a.softcap) : C(1);
+      for (index_t c = 0; c < ch; ++c)
+        a.d_hidden_sum[t * ch + c] =
+            convert<T>(d[static_cast<std::size_t>(c)] / s - d_label * convert<C>(a.table[label * ch + c]));
+    }
+  }
 }
 }  // namespace cpu
 
@@ -246,8 +380,8 @@ CrossEntropyArgs<T> cross_entropy_args(const Tensor<T, Dn, Dc>& hidden, const Te
   a.tokens = hidden.size(0);
   a.channels = hidden.size(1);
   a.vocab = table.size(0);
-  a.chunk_tokens = std::max<index_t>(1, std::min(a.tokens, p.chunk_tokens ? p.chunk_tokens : (cpu ? 128 : 1024)));
-  a.chunk_vocab = std::max<index_t>(1, std::min(a.vocab, p.chunk_vocab ? p.chunk_vocab : (cpu ? 8192 : 16384)));
+  a.chunk_tokens = std::max<index_t>(1, std::min(a.tokens, p.chunk_tokens ? p.chunk_tokens : (cpu ? 512 : 1024)));
+  a.chunk_vocab = std::max<index_t>(1, std::min(a.vocab, p.chunk_vocab ? p.chunk_vocab : (cpu ? 2048 : 16384)));
   a.softcap = static_cast<compute_t<T>>(p.softcap);
   return a;
 }
@@ -340,16 +474,67 @@ CrossEntropyGrads<T, Dn, Dc, Dv, Ec> cross_entropy_backward(const Tensor<T, Dn, 
   return g;
 }
 
+// What forward-with-gradient gives: forward's result and ∂(Σ loss)/∂hidden (like hidden).
+template <class T, class Dn, class Dc>
+struct CrossEntropyForwardWithGrad : CrossEntropyForward<T> {
+  Tensor<T, Dn, Dc> d_hidden_sum;
+};
+
+// {sum, count, lse} and ∂(Σ loss)/∂hidden in one call. CPU: one pass over the table (cpu::
+// cross_entropy_forward_with_grad). CUDA: the composite — forward, then backward with d_sum = 1.
+template <class T, class Dn, class Dc, class Dv, class Ec>
+CrossEntropyForwardWithGrad<T, Dn, Dc> cross_entropy_forward_with_grad(const Tensor<T, Dn, Dc>& hidden,
+                                                                       const Tensor<T, Dv, Ec>& table,
+                                                                       const Tensor<std::int32_t, Dyn>& labels,
+                                                                       const CrossEntropyParams& p = {}) {
+  CrossEntropyForwardWithGrad<T, Dn, Dc> r;
+  if (!hidden.device().is_cpu()) {
+    static_cast<CrossEntropyForward<T>&>(r) = cross_entropy_forward(hidden, table, labels, p);
+    r.d_hidden_sum = cross_entropy_backward(hidden, table, labels, r.lse, 1.0, false, p).d_hidden;
+    return r;
+  }
+  CrossEntropyArgs<T> a = impl::cross_entropy_args(hidden, table, labels, p, &r.count);
+  r.lse = Tensor<compute_t<T>, Dyn>(Shape<Dyn>(a.tokens), hidden.device());
+  r.d_hidden_sum = Tensor<T, Dn, Dc>(hidden.shape(), hidden.device());
+  Tensor<compute_t<T>, Dyn> loss(Shape<Dyn>(a.tokens), hidden.device());  // [N]
+  a.lse_out = r.lse.data();
+  a.loss_out = loss.data();
+  a.d_hidden_sum = r.d_hidden_sum.data();
+  if (a.tokens == 0) return r;
+  cpu::cross_entropy_forward_with_grad(a);
+  for (const auto l : loss.to_vector()) r.sum += static_cast<double>(l);  // in token order: deterministic
+  return r;
+}
+
 namespace impl {
+// The scalar loss value sum / divisor on `device` (0 when no token has a label: the sum is 0, the divisor 1).
+template <class T>
+Tensor<T> loss_value(const CrossEntropyForward<T>& f, double divisor, const Device& device) {
+  Tensor<T> value = Tensor<T>::full(convert<T>(f.sum / divisor));
+  return device.is_cpu() ? value : value.to(device);
+}
+
 // The loss (sum, or mean over `count`) as a differentiable scalar; gradients reach hidden and, if it needs one, table.
 template <class T, class Dn, class Dc, class Dv, class Ec>
 CrossEntropySum<T> cross_entropy_variable(const Variable<T, Dn, Dc>& hidden, const Variable<T, Dv, Ec>& table,
                                           const Tensor<std::int32_t, Dyn>& labels, const CrossEntropyParams& p,
                                           bool mean) {
+  // Only hidden needs a gradient (the frozen tied embedding): make it in the forward pass, and scale it in backward.
+  if (grad_enabled() && hidden.requires_grad() && !table.requires_grad()) {
+    auto fwd = cross_entropy_forward_with_grad(hidden.value(), table.value(), labels, p);
+    const double divisor = mean ? static_cast<double>(std::max<index_t>(fwd.count, 1)) : 1.0;
+    Tensor<T> value = loss_value<T>(fwd, divisor, hidden.device());
+    auto backward = [d_sum = std::move(fwd.d_hidden_sum), divisor, hn = hidden.node()](const Tensor<T>& d_loss) {
+      const double scale = convert<double>(d_loss.item()) / divisor;
+      Tensor<T, Dn, Dc> d_hidden(d_sum.shape(), d_sum.device());
+      assign(d_hidden, d_sum * scale);
+      accumulate_grad(hn, d_hidden);
+    };
+    return {make_result("cross_entropy", std::move(value), std::move(backward), hidden, table), fwd.count};
+  }
   const auto fwd = cross_entropy_forward(hidden.value(), table.value(), labels, p);
   const double divisor = mean ? static_cast<double>(std::max<index_t>(fwd.count, 1)) : 1.0;
-  Tensor<T> value = Tensor<T>::full(convert<T>(fwd.count || !mean ? fwd.sum / divisor : 0.0));
-  if (!hidden.device().is_cpu()) value = value.to(hidden.device());
+  Tensor<T> value = loss_value<T>(fwd, divisor, hidden.device());
   auto backward = [h = hidden.value(), w = table.value(), labels, lse = fwd.lse, p, divisor, hn = hidden.node(),
                    wn = table.node()](const Tensor<T>& d_loss) {
     const double scale = convert<double>(d_loss.item()) / divisor;

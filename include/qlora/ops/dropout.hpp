@@ -4,6 +4,9 @@
 // application its own offset (e.g. step * layers + layer) and passes p = 0 (or skips the op) in evaluation.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
+
 #include "../autograd/variable.hpp"
 #include "../core/random.hpp"
 #include "../core/tensor.hpp"
@@ -25,23 +28,32 @@ QLORA_HD inline bool dropout_keep(const DropoutParams& d, std::uint64_t index) {
 
 namespace cpu {
 // out[i] = in[i] * keep(i) / (1 - p): forward (in = x) and backward (in = dy) are the same map. One Philox call
-// gives the draws of four consecutive elements (uniform01 uses word i % 4 of counter i / 4), so it runs per group.
+// gives the draws of four consecutive elements (uniform01 uses word i % 4 of counter i / 4); the loop runs
+// kDropoutLanes counters at a time through philox4x32_10_lanes (vectorised), i.e. 64 elements per batch.
+inline constexpr int kDropoutLanes = 16;
+
 template <class T>
 void dropout_apply(const DropoutParams& d, const T* in, T* out, index_t n) {
   using C = compute_t<T>;
   const C scale = C(1) / (C(1) - static_cast<C>(d.p));
-  const index_t groups = (n + 3) / 4;
+  constexpr index_t per_batch = 4 * kDropoutLanes;
+  const index_t batches = (n + per_batch - 1) / per_batch;
+  const auto seed0 = static_cast<std::uint32_t>(d.stream.seed), seed1 = static_cast<std::uint32_t>(d.stream.seed >> 32);
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (index_t g = 0; g < groups; ++g) {
-    const auto counter = static_cast<std::uint64_t>(g);
-    const Philox4x32 r = philox4x32_10(
-        {{static_cast<std::uint32_t>(counter), static_cast<std::uint32_t>(counter >> 32),
-          static_cast<std::uint32_t>(d.stream.offset), static_cast<std::uint32_t>(d.stream.offset >> 32)}},
-        static_cast<std::uint32_t>(d.stream.seed), static_cast<std::uint32_t>(d.stream.seed >> 32));
-    for (index_t j = 0; j < 4 && 4 * g + j < n; ++j) {
-      const index_t i = 4 * g + j;
-      const bool keep = static_cast<float>(r.v[j] >> 8) * (1.0f / 16777216.0f) >= d.p;
-      out[i] = keep ? convert<T>(convert<C>(in[i]) * scale) : convert<T>(0.0f);
+  for (index_t b = 0; b < batches; ++b) {
+    std::uint32_t c[4][kDropoutLanes];
+    for (int j = 0; j < kDropoutLanes; ++j) {
+      const auto counter = static_cast<std::uint64_t>(b * kDropoutLanes + j);
+      c[0][j] = static_cast<std::uint32_t>(counter);
+      c[1][j] = static_cast<std::uint32_t>(counter >> 32);
+      c[2][j] = static_cast<std::uint32_t>(d.stream.offset);
+      c[3][j] = static_cast<std::uint32_t>(d.stream.offset >> 32);
+    }
+    philox4x32_10_lanes(c, seed0, seed1);
+    const index_t i0 = b * per_batch, count = std::min(per_batch, n - i0);
+    for (index_t k = 0; k < count; ++k) {  // element i0 + k: word k % 4 of lane k / 4
+      const bool keep = static_cast<float>(c[k % 4][k / 4] >> 8) * (1.0f / 16777216.0f) >= d.p;
+      out[i0 + k] = keep ? convert<T>(convert<C>(in[i0 + k]) * scale) : convert<T>(0.0f);
     }
   }
 }

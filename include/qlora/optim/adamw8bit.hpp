@@ -94,7 +94,7 @@ namespace cpu {
 // One 8-bit step of n elements: states dequantized, updated, re-quantized (bitsandbytes' CPU rounding).
 inline void adamw8bit_step(const AdamW8bitStep& s, float* p, const float* g, std::uint8_t* q1, float* absmax1,
                            std::uint8_t* q2, float* absmax2, index_t n, const DynamicMap& map1,
-                           const DynamicMap& map2) {
+                           const DynamicMap& map2, const DynamicCodeTable& table1, const DynamicCodeTable& table2) {
   constexpr index_t bs = AdamW8bitConfig::blocksize;
   std::vector<float> m(static_cast<std::size_t>(n)), v(static_cast<std::size_t>(n));
   dequantize_blockwise(q1, n, absmax1, map1, bs, m.data());
@@ -102,8 +102,8 @@ inline void adamw8bit_step(const AdamW8bitStep& s, float* p, const float* g, std
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (index_t i = 0; i < n; ++i)
     adamw8bit_update(s, p[i], g[i], m[static_cast<std::size_t>(i)], v[static_cast<std::size_t>(i)]);
-  quantize_blockwise(m.data(), n, map1, bs, q1, absmax1);
-  quantize_blockwise(v.data(), n, map2, bs, q2, absmax2);
+  quantize_blockwise(m.data(), n, table1, bs, q1, absmax1);
+  quantize_blockwise(v.data(), n, table2, bs, q2, absmax2);
 }
 inline void adamw32bit_step(const AdamW32bitStep& s, float* p, const float* g, float* m, float* v, index_t n) {
   for (index_t i = 0; i < n; ++i) adamw32bit_update(s, p[i], g[i], m[i], v[i]);
@@ -123,7 +123,8 @@ class AdamW8bit {
   };
 
   AdamW8bit(ParameterList params, AdamW8bitConfig config = {})
-      : params_(std::move(params)), config_(config), map1_(create_dynamic_map(true)), map2_(create_dynamic_map(false)) {
+      : params_(std::move(params)), config_(config), map1_(create_dynamic_map(true)), map2_(create_dynamic_map(false)),
+        table1_(map1_), table2_(map2_) {
     for (const auto& p : params_) {
       State s;
       const index_t n = p.numel();
@@ -165,7 +166,8 @@ class AdamW8bit {
       if (p.device().is_cpu()) {
         if (s.eight_bit)
           cpu::adamw8bit_step(AdamW8bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.state1.data(),
-                              s.absmax1.data(), s.state2.data(), s.absmax2.data(), p.numel(), map1_, map2_);
+                              s.absmax1.data(), s.state2.data(), s.absmax2.data(), p.numel(), map1_, map2_, table1_,
+                              table2_);
         else
           cpu::adamw32bit_step(AdamW32bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.m.data(),
                                s.v.data(), p.numel());
@@ -255,6 +257,7 @@ class AdamW8bit {
   ParameterList params_;
   AdamW8bitConfig config_;
   DynamicMap map1_, map2_;
+  DynamicCodeTable table1_, table2_;  // the CPU quantization's lookup tables of map1_, map2_
   std::vector<State> states_;
 };
 

@@ -26,16 +26,19 @@ namespace qlora {
 // Number of uniform bins the CPU backend's lookup table splits [-1, 1] into.
 inline constexpr int kDynamicLookupBins = 65536;
 
-// CPU-backend index of the code for a scaled value s (= x / absmax, not yet clamped). `code`: 256 sorted values.
-QLORA_HD inline std::uint8_t lookup_dynamic_code(const float* code, float s) {
-  if (s != s) return 0;  // NaN: cpu_ops.cpp's float->int conversion of NaN gives 0x80000000, whose low 16 bits are 0
+// The CPU backend's lookup bin of a scaled value s (= x / absmax, not yet clamped); NaN is the caller's case.
+QLORA_HD inline int dynamic_lookup_bin(float s) {
   s = s < -1.0f ? -1.0f : (s > 1.0f ? 1.0f : s);
   // norm_to_lut_index: (uint16)((s + 1) * 0.5f * 65535 + 0.5f); the library is built with fp-contract=fast and the
   // last multiply-add is one fma (checked in the disassembly of libbitsandbytes_cpu.so), so it is spelled out here.
-  const int bin = static_cast<int>(::fmaf((s + 1.0f) * 0.5f, static_cast<float>(kDynamicLookupBins - 1), 0.5f));
-  // build_quantize_lut: bin i stands for v = -1 + 2i/65535 and holds the number of code midpoints strictly below v.
+  return static_cast<int>(::fmaf((s + 1.0f) * 0.5f, static_cast<float>(kDynamicLookupBins - 1), 0.5f));
+}
+
+// The code index bin `bin` holds. build_quantize_lut: bin i stands for v = -1 + 2i/65535 and holds the number of
+// code midpoints strictly below v (binary search over the 255 midpoints 0.5f * (code[k] + code[k+1])).
+QLORA_HD inline std::uint8_t dynamic_code_of_bin(const float* code, int bin) {
   const float v = -1.0f + (2.0f * static_cast<float>(bin)) / static_cast<float>(kDynamicLookupBins - 1);
-  int lo = 0, hi = kDynamicMapSize - 1;  // binary search over the 255 midpoints 0.5f * (code[k] + code[k+1])
+  int lo = 0, hi = kDynamicMapSize - 1;
   while (lo < hi) {
     const int mid = (lo + hi) / 2;
     if (0.5f * (code[mid] + code[mid + 1]) < v) lo = mid + 1;
@@ -43,6 +46,25 @@ QLORA_HD inline std::uint8_t lookup_dynamic_code(const float* code, float s) {
   }
   return static_cast<std::uint8_t>(lo);
 }
+
+// CPU-backend index of the code for a scaled value s (= x / absmax, not yet clamped). `code`: 256 sorted values.
+QLORA_HD inline std::uint8_t lookup_dynamic_code(const float* code, float s) {
+  if (s != s) return 0;  // NaN: cpu_ops.cpp's float->int conversion of NaN gives 0x80000000, whose low 16 bits are 0
+  return dynamic_code_of_bin(code, dynamic_lookup_bin(s));
+}
+
+// The CPU backend's table itself: the code index of each of the 65536 bins, built once per map (64 KiB), so
+// quantizing is one multiply-add and one load per value instead of a binary search — what the 8-bit optimizers use.
+struct DynamicCodeTable {
+  std::vector<std::uint8_t> index;  // [kDynamicLookupBins]
+
+  explicit DynamicCodeTable(const DynamicMap& code) : index(kDynamicLookupBins) {
+    for (int bin = 0; bin < kDynamicLookupBins; ++bin) index[static_cast<std::size_t>(bin)] = dynamic_code_of_bin(code.data(), bin);
+  }
+  std::uint8_t operator()(float s) const {  // = lookup_dynamic_code(code, s)
+    return s != s ? std::uint8_t{0} : index[static_cast<std::size_t>(dynamic_lookup_bin(s))];
+  }
+};
 
 // CUDA-kernel index of the code nearest to s (kernels.cu dQuantize<0> with the general 8-bit map).
 QLORA_HD inline std::uint8_t nearest_dynamic_code(const float* code, float s) {
@@ -81,10 +103,10 @@ inline void check_blockwise8_args(const void* in, const void* out, const float* 
 
 inline index_t blockwise_block_count(index_t n, index_t blocksize) { return (n + blocksize - 1) / blocksize; }
 
-// x: [n] -> codes: [n] uint8, absmax: [ceil(n / blocksize)] float32. `code`: 256 sorted values.
-inline void quantize_blockwise(const float* x, index_t n, const DynamicMap& code, index_t blocksize,
-                               std::uint8_t* codes, float* absmax,
-                               DynamicRounding rounding = DynamicRounding::cpu_lookup_table) {
+namespace detail {
+// absmax[b] = max |x| of each block and codes[i] = pick(x[i] / absmax) (all 0 in a block whose absmax is 0).
+template <class Pick>
+void quantize_blocks(const float* x, index_t n, index_t blocksize, std::uint8_t* codes, float* absmax, Pick pick) {
   detail::check_blockwise8_args(x, codes, absmax, n, blocksize);
   for (index_t b = 0; b * blocksize < n; ++b) {
     const index_t begin = b * blocksize, end = std::min(n, begin + blocksize);
@@ -96,11 +118,24 @@ inline void quantize_blockwise(const float* x, index_t n, const DynamicMap& code
       continue;
     }
     const float inv = 1.0f / block_max;
-    for (index_t i = begin; i < end; ++i) {
-      codes[i] = rounding == DynamicRounding::cpu_lookup_table ? lookup_dynamic_code(code.data(), x[i] * inv)
-                                                               : nearest_dynamic_code(code.data(), x[i] * inv);
-    }
+    for (index_t i = begin; i < end; ++i) codes[i] = pick(x[i] * inv);
   }
+}
+}  // namespace detail
+
+// x: [n] -> codes: [n] uint8, absmax: [ceil(n / blocksize)] float32. `code`: 256 sorted values.
+inline void quantize_blockwise(const float* x, index_t n, const DynamicMap& code, index_t blocksize,
+                               std::uint8_t* codes, float* absmax,
+                               DynamicRounding rounding = DynamicRounding::cpu_lookup_table) {
+  if (rounding == DynamicRounding::cpu_lookup_table)
+    detail::quantize_blocks(x, n, blocksize, codes, absmax, [&](float s) { return lookup_dynamic_code(code.data(), s); });
+  else
+    detail::quantize_blocks(x, n, blocksize, codes, absmax, [&](float s) { return nearest_dynamic_code(code.data(), s); });
+}
+// The same as the CPU lookup rounding above, through a prebuilt table.
+inline void quantize_blockwise(const float* x, index_t n, const DynamicCodeTable& table, index_t blocksize,
+                               std::uint8_t* codes, float* absmax) {
+  detail::quantize_blocks(x, n, blocksize, codes, absmax, [&](float s) { return table(s); });
 }
 
 // codes: [n], absmax: [ceil(n / blocksize)] -> out: [n] = code[q] * absmax[block] (float32 multiply).
