@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "config.hpp"
 
@@ -33,26 +34,44 @@ QLORA_HD inline Philox4x32 philox4x32_10(Philox4x32 counter, std::uint32_t key0,
   return {{c0, c1, c2, c3}};
 }
 
-// N counters at once, in place: c[w][j] is word w of counter j. The same rounds as philox4x32_10, written lane by
-// lane so the compiler vectorises them (the CPU dropout loop; 16 lanes fill an AVX-512 register).
-template <int N>
-inline void philox4x32_10_lanes(std::uint32_t (&c)[4][N], std::uint32_t key0, std::uint32_t key1) {
+// 16 counters at once, in place: c[w][j] is word w of counter j. The same rounds as philox4x32_10 on whole
+// registers (GCC/Clang vector types: 16 × 32 bits, the 32 × 32 → 64 products on the even and the odd lanes), for
+// the CPU dropout loop; other compilers run philox4x32_10 per counter.
+inline void philox4x32_10_lanes(std::uint32_t (&c)[4][16], std::uint32_t key0, std::uint32_t key1) {
   constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
   constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+#if defined(__GNUC__) && !defined(__CUDACC__)
+  typedef std::uint32_t u32x16 __attribute__((vector_size(64)));
+  typedef std::uint64_t u64x8 __attribute__((vector_size(64)));
+  const auto mulhi = [](u32x16 a, std::uint64_t m) {  // the high words of a · m, lane by lane
+    const u64x8 even = ((u64x8)a & 0xffffffffull) * m, odd = ((u64x8)a >> 32) * m;
+    return (u32x16)((even >> 32) | (odd & 0xffffffff00000000ull));
+  };
+  u32x16 c0, c1, c2, c3;
+  std::memcpy(&c0, c[0], sizeof c0);
+  std::memcpy(&c1, c[1], sizeof c1);
+  std::memcpy(&c2, c[2], sizeof c2);
+  std::memcpy(&c3, c[3], sizeof c3);
   for (int round = 0; round < 10; ++round) {
-    for (int j = 0; j < N; ++j) {
-      const std::uint64_t p0 = std::uint64_t{kMul0} * c[0][j];
-      const std::uint64_t p1 = std::uint64_t{kMul1} * c[2][j];
-      const auto hi0 = static_cast<std::uint32_t>(p0 >> 32), lo0 = static_cast<std::uint32_t>(p0);
-      const auto hi1 = static_cast<std::uint32_t>(p1 >> 32), lo1 = static_cast<std::uint32_t>(p1);
-      c[0][j] = hi1 ^ c[1][j] ^ key0;
-      c[1][j] = lo1;
-      c[2][j] = hi0 ^ c[3][j] ^ key1;
-      c[3][j] = lo0;
-    }
+    const u32x16 hi0 = mulhi(c0, kMul0), hi1 = mulhi(c2, kMul1), lo0 = c0 * kMul0, lo1 = c2 * kMul1;
+    c0 = hi1 ^ c1 ^ key0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ key1;
+    c3 = lo0;
     key0 += kWeyl0;
     key1 += kWeyl1;
   }
+  std::memcpy(c[0], &c0, sizeof c0);
+  std::memcpy(c[1], &c1, sizeof c1);
+  std::memcpy(c[2], &c2, sizeof c2);
+  std::memcpy(c[3], &c3, sizeof c3);
+#else
+  for (int j = 0; j < 16; ++j) {
+    const Philox4x32 r = philox4x32_10({{c[0][j], c[1][j], c[2][j], c[3][j]}}, key0, key1);
+    for (int w = 0; w < 4; ++w) c[w][j] = r.v[w];
+  }
+  (void)kMul0, (void)kMul1, (void)kWeyl0, (void)kWeyl1;
+#endif
 }
 
 // Where a stream of random numbers starts: the seed (the key) and an offset (the high half of the counter).

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "../autograd/variable.hpp"
@@ -36,9 +37,12 @@ template <class T>
 void dropout_apply(const DropoutParams& d, const T* in, T* out, index_t n) {
   using C = compute_t<T>;
   const C scale = C(1) / (C(1) - static_cast<C>(d.p));
+  // keep ⟺ (r >> 8) · 2⁻²⁴ ≥ p ⟺ (r >> 8) ≥ ⌈p · 2²⁴⌉ (both sides exact): an integer compare that vectorises.
+  const auto threshold = static_cast<std::uint32_t>(std::ceil(static_cast<double>(d.p) * 16777216.0));
   constexpr index_t per_batch = 4 * kDropoutLanes;
   const index_t batches = (n + per_batch - 1) / per_batch;
   const auto seed0 = static_cast<std::uint32_t>(d.stream.seed), seed1 = static_cast<std::uint32_t>(d.stream.seed >> 32);
+  const auto offset0 = static_cast<std::uint32_t>(d.stream.offset), offset1 = static_cast<std::uint32_t>(d.stream.offset >> 32);
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (index_t b = 0; b < batches; ++b) {
     std::uint32_t c[4][kDropoutLanes];
@@ -46,14 +50,17 @@ void dropout_apply(const DropoutParams& d, const T* in, T* out, index_t n) {
       const auto counter = static_cast<std::uint64_t>(b * kDropoutLanes + j);
       c[0][j] = static_cast<std::uint32_t>(counter);
       c[1][j] = static_cast<std::uint32_t>(counter >> 32);
-      c[2][j] = static_cast<std::uint32_t>(d.stream.offset);
-      c[3][j] = static_cast<std::uint32_t>(d.stream.offset >> 32);
+      c[2][j] = offset0;
+      c[3][j] = offset1;
     }
     philox4x32_10_lanes(c, seed0, seed1);
+    std::uint32_t r[per_batch];  // element i0 + k draws word k % 4 of lane k / 4
+    for (int k = 0; k < per_batch; ++k) r[k] = c[k % 4][k / 4];
     const index_t i0 = b * per_batch, count = std::min(per_batch, n - i0);
-    for (index_t k = 0; k < count; ++k) {  // element i0 + k: word k % 4 of lane k / 4
-      const bool keep = static_cast<float>(c[k % 4][k / 4] >> 8) * (1.0f / 16777216.0f) >= d.p;
-      out[i0 + k] = keep ? convert<T>(convert<C>(in[i0 + k]) * scale) : convert<T>(0.0f);
+    for (index_t k = 0; k < count; ++k) {
+      const bool keep = (r[k] >> 8) >= threshold;
+      const C x = convert<C>(in[i0 + k]) * scale;
+      out[i0 + k] = convert<T>(keep ? x : C(0));
     }
   }
 }
