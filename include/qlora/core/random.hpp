@@ -15,22 +15,35 @@ struct Philox4x32 {
   std::uint32_t v[4];
 };
 
-QLORA_HD inline Philox4x32 philox4x32_10(Philox4x32 counter, std::uint32_t key0, std::uint32_t key1) {
-  constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;      // round multipliers
-  constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;    // key schedule increments
-  std::uint32_t c0 = counter.v[0], c1 = counter.v[1], c2 = counter.v[2], c3 = counter.v[3];
+namespace detail {
+inline constexpr std::uint32_t kPhiloxMul0 = 0xD2511F53u, kPhiloxMul1 = 0xCD9E8D57u;   // round multipliers
+inline constexpr std::uint32_t kPhiloxWeyl0 = 0x9E3779B9u, kPhiloxWeyl1 = 0xBB67AE85u;  // key schedule increments
+
+// The ten rounds on the words c0..c3 of one counter (V = uint32) or of many (V = a vector of uint32 lanes);
+// mulhi(a, m) gives the high words of the 32 × 32 → 64 products a · m (the low words are a · m in 32 bits).
+template <class V, class MulHi>
+QLORA_HD inline void philox_rounds(V& c0, V& c1, V& c2, V& c3, std::uint32_t key0, std::uint32_t key1, MulHi mulhi) {
   for (int round = 0; round < 10; ++round) {
-    const std::uint64_t p0 = std::uint64_t{kMul0} * c0;
-    const std::uint64_t p1 = std::uint64_t{kMul1} * c2;
-    const auto hi0 = static_cast<std::uint32_t>(p0 >> 32), lo0 = static_cast<std::uint32_t>(p0);
-    const auto hi1 = static_cast<std::uint32_t>(p1 >> 32), lo1 = static_cast<std::uint32_t>(p1);
+    const V hi0 = mulhi(c0, kPhiloxMul0), hi1 = mulhi(c2, kPhiloxMul1);
+    const V lo0 = c0 * kPhiloxMul0, lo1 = c2 * kPhiloxMul1;
     c0 = hi1 ^ c1 ^ key0;
     c1 = lo1;
     c2 = hi0 ^ c3 ^ key1;
     c3 = lo0;
-    key0 += kWeyl0;
-    key1 += kWeyl1;
+    key0 += kPhiloxWeyl0;
+    key1 += kPhiloxWeyl1;
   }
+}
+struct ScalarMulHi {
+  QLORA_HD std::uint32_t operator()(std::uint32_t a, std::uint32_t m) const {
+    return static_cast<std::uint32_t>((std::uint64_t{m} * a) >> 32);
+  }
+};
+}  // namespace detail
+
+QLORA_HD inline Philox4x32 philox4x32_10(Philox4x32 counter, std::uint32_t key0, std::uint32_t key1) {
+  std::uint32_t c0 = counter.v[0], c1 = counter.v[1], c2 = counter.v[2], c3 = counter.v[3];
+  detail::philox_rounds(c0, c1, c2, c3, key0, key1, detail::ScalarMulHi{});
   return {{c0, c1, c2, c3}};
 }
 
@@ -38,39 +51,22 @@ QLORA_HD inline Philox4x32 philox4x32_10(Philox4x32 counter, std::uint32_t key0,
 // registers (GCC/Clang vector types: 16 × 32 bits, the 32 × 32 → 64 products on the even and the odd lanes), for
 // the CPU dropout loop; other compilers run philox4x32_10 per counter.
 inline void philox4x32_10_lanes(std::uint32_t (&c)[4][16], std::uint32_t key0, std::uint32_t key1) {
-  constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
-  constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
 #if defined(__GNUC__) && !defined(__CUDACC__)
   typedef std::uint32_t u32x16 __attribute__((vector_size(64)));
   typedef std::uint64_t u64x8 __attribute__((vector_size(64)));
-  const auto mulhi = [](u32x16 a, std::uint64_t m) {  // the high words of a · m, lane by lane
+  const auto mulhi = [](u32x16 a, std::uint32_t m) {  // the high words of a · m, lane by lane
     const u64x8 even = ((u64x8)a & 0xffffffffull) * m, odd = ((u64x8)a >> 32) * m;
     return (u32x16)((even >> 32) | (odd & 0xffffffff00000000ull));
   };
-  u32x16 c0, c1, c2, c3;
-  std::memcpy(&c0, c[0], sizeof c0);
-  std::memcpy(&c1, c[1], sizeof c1);
-  std::memcpy(&c2, c[2], sizeof c2);
-  std::memcpy(&c3, c[3], sizeof c3);
-  for (int round = 0; round < 10; ++round) {
-    const u32x16 hi0 = mulhi(c0, kMul0), hi1 = mulhi(c2, kMul1), lo0 = c0 * kMul0, lo1 = c2 * kMul1;
-    c0 = hi1 ^ c1 ^ key0;
-    c1 = lo1;
-    c2 = hi0 ^ c3 ^ key1;
-    c3 = lo0;
-    key0 += kWeyl0;
-    key1 += kWeyl1;
-  }
-  std::memcpy(c[0], &c0, sizeof c0);
-  std::memcpy(c[1], &c1, sizeof c1);
-  std::memcpy(c[2], &c2, sizeof c2);
-  std::memcpy(c[3], &c3, sizeof c3);
+  u32x16 w[4];
+  std::memcpy(w, c, sizeof w);
+  detail::philox_rounds(w[0], w[1], w[2], w[3], key0, key1, mulhi);
+  std::memcpy(c, w, sizeof w);
 #else
   for (int j = 0; j < 16; ++j) {
     const Philox4x32 r = philox4x32_10({{c[0][j], c[1][j], c[2][j], c[3][j]}}, key0, key1);
     for (int w = 0; w < 4; ++w) c[w][j] = r.v[w];
   }
-  (void)kMul0, (void)kMul1, (void)kWeyl0, (void)kWeyl1;
 #endif
 }
 

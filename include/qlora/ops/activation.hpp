@@ -85,6 +85,16 @@ namespace cpu {
 // The CPU loops run over blocks of kGegluBlock elements: u for the block, its tanh vectorised, then the outputs.
 inline constexpr index_t kGegluBlock = 256;
 
+// x[j] = gate[j] in the compute type and t[j] = tanh(u(x[j])), for one block of nb ≤ kGegluBlock elements.
+template <class T, class C>
+void gelu_block(const T* gate, index_t nb, C* x, C* t) {
+  for (index_t j = 0; j < nb; ++j) {
+    x[j] = convert<C>(gate[j]);
+    t[j] = gelu_tanh_inner(x[j]);
+  }
+  tanh_n(t, t, nb);
+}
+
 // gate, up, out: [n].
 template <class T>
 void geglu_forward(const T* gate, const T* up, T* out, index_t n) {
@@ -94,11 +104,7 @@ void geglu_forward(const T* gate, const T* up, T* out, index_t n) {
   for (index_t b = 0; b < blocks; ++b) {
     const index_t i0 = b * kGegluBlock, nb = std::min(kGegluBlock, n - i0);
     C x[kGegluBlock], t[kGegluBlock];
-    for (index_t j = 0; j < nb; ++j) {
-      x[j] = convert<C>(gate[i0 + j]);
-      t[j] = gelu_tanh_inner(x[j]);
-    }
-    tanh_n(t, t, nb);
+    gelu_block(gate + i0, nb, x, t);
     for (index_t j = 0; j < nb; ++j) {
       const C act = convert<C>(convert<T>(gelu_tanh_from(x[j], t[j])));  // as geglu_element
       out[i0 + j] = convert<T>(act * convert<C>(up[i0 + j]));
@@ -114,11 +120,7 @@ void geglu_backward(const T* gate, const T* up, const T* dy, T* d_gate, T* d_up,
   for (index_t b = 0; b < blocks; ++b) {
     const index_t i0 = b * kGegluBlock, nb = std::min(kGegluBlock, n - i0);
     C x[kGegluBlock], t[kGegluBlock];
-    for (index_t j = 0; j < nb; ++j) {
-      x[j] = convert<C>(gate[i0 + j]);
-      t[j] = gelu_tanh_inner(x[j]);
-    }
-    tanh_n(t, t, nb);
+    gelu_block(gate + i0, nb, x, t);
     for (index_t j = 0; j < nb; ++j) {  // as geglu_element_backward
       const C d = convert<C>(dy[i0 + j]);
       if (d_up) d_up[i0 + j] = convert<T>(d * convert<C>(convert<T>(gelu_tanh_from(x[j], t[j]))));
