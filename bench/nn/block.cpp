@@ -1,4 +1,4 @@
-// One Gemma3Block (layer 0: local attention, window 512) at the Gemma 3 270M and 1B shapes, 512 tokens, NF4 base
+// One Gemma3Block (layer 0: local attention) at the Gemma 3 270M, 1B and 4B shapes, 512 tokens, NF4 base
 // with LoRA r 16 on all seven projections (lora_alpha 32, lora_dropout 0.05), random weights of the real shape
 // (Gemma3WeightSource::random). Forward alone (training mode, dropout on), and forward + backward (d_x and the LoRA
 // gradients).
@@ -66,9 +66,13 @@ void BM_gemma3_block_forward_270m(benchmark::State& s) { block_step<Gemma3_270M>
 void BM_gemma3_block_forward_backward_270m(benchmark::State& s) { block_step<Gemma3_270M>(s, true); }
 void BM_gemma3_block_forward_1b(benchmark::State& s) { block_step<Gemma3_1B>(s, false); }
 void BM_gemma3_block_forward_backward_1b(benchmark::State& s) { block_step<Gemma3_1B>(s, true); }
+void BM_gemma3_block_forward_4b(benchmark::State& s) { block_step<Gemma3_4B>(s, false); }
+void BM_gemma3_block_forward_backward_4b(benchmark::State& s) { block_step<Gemma3_4B>(s, true); }
 }  // namespace
 
 BENCHMARK(BM_gemma3_block_forward_270m)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_gemma3_block_forward_backward_270m)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_gemma3_block_forward_1b)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_gemma3_block_forward_backward_1b)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_gemma3_block_forward_4b)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_gemma3_block_forward_backward_4b)->UseRealTime()->Unit(benchmark::kMillisecond);

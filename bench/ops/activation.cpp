@@ -1,8 +1,10 @@
-// GeGLU on the CPU at the Gemma 3 270M MLP shape ([512 tokens, intermediate 2048]), forward (reads gate, up; writes
+// GeGLU on the CPU at the MLP shapes of Gemma 3 270M, 1B and 4B ([512 tokens, intermediate]), forward (reads gate, up; writes
 // out) and backward (reads gate, up, dy; writes d_gate, d_up), fp32 and bf16. bytes/s counts those tensors once.
 #include <benchmark/benchmark.h>
 
 #include <qlora/ops/activation.hpp>
+
+#include "../shapes.hpp"
 
 namespace {
 using qlora::Dyn;
@@ -32,8 +34,10 @@ void BM_geglu_backward(benchmark::State& state) {
 }
 }  // namespace
 
-// Gemma 3 270M: intermediate 2048, 512 tokens.
-BENCHMARK(BM_geglu_forward<float>)->Args({512, 2048})->UseRealTime();
-BENCHMARK(BM_geglu_forward<qlora::bf16>)->Args({512, 2048})->UseRealTime();
-BENCHMARK(BM_geglu_backward<float>)->Args({512, 2048})->UseRealTime();
-BENCHMARK(BM_geglu_backward<qlora::bf16>)->Args({512, 2048})->UseRealTime();
+static bench::ArgLists mlp(const bench::ConfigShape& c) {
+  return bench::ArgLists{{bench::kTokens, c.intermediate}};
+}
+BENCHMARK(BM_geglu_forward<float>)->ArgNames({"tokens", "intermediate"})->Apply(bench::each_config<mlp>)->UseRealTime();
+BENCHMARK(BM_geglu_forward<qlora::bf16>)->ArgNames({"tokens", "intermediate"})->Args({512, 2048})->UseRealTime();
+BENCHMARK(BM_geglu_backward<float>)->ArgNames({"tokens", "intermediate"})->Apply(bench::each_config<mlp>)->UseRealTime();
+BENCHMARK(BM_geglu_backward<qlora::bf16>)->ArgNames({"tokens", "intermediate"})->Args({512, 2048})->UseRealTime();

@@ -1,6 +1,9 @@
-// matmul on the CPU at Gemma 3 270M shapes (hidden 640, MLP 2048, 512 tokens), forward (x·Wᵀ) and the two backward
-// GEMMs, plus a square GEMM for the machine's Eigen peak. Counter FLOP/s = 2·M·N·K per call.
+// matmul on the CPU at the projections of Gemma 3 270M, 1B and 4B (512 tokens; q_proj, k/v_proj, o_proj, gate/up,
+// down), forward (x·Wᵀ) and the input gradient (dy·W; W is frozen under QLoRA), the weight gradient at the 270M MLP,
+// plus a square GEMM for the machine's Eigen peak. Counter FLOP/s = 2·M·N·K per call.
 #include <benchmark/benchmark.h>
+
+#include "../shapes.hpp"
 
 #include <qlora/qlora.hpp>
 
@@ -50,8 +53,15 @@ void BM_matmul_square(benchmark::State& state) {
 }
 }  // namespace
 
-// Gemma 3 270M: q_proj 640 -> 1024 (4 heads × 256), gate/up 640 -> 2048, down 2048 -> 640; 512 tokens.
-BENCHMARK(BM_matmul_linear_forward)->Args({512, 640, 1024})->Args({512, 640, 2048})->Args({512, 2048, 640})->UseRealTime();
-BENCHMARK(BM_matmul_linear_grad_input)->Args({512, 640, 2048})->UseRealTime();
+// {tokens, in, out} of the seven projections' four distinct shapes, per config.
+static bench::ArgLists projections(const bench::ConfigShape& c) {
+  return bench::ArgLists{{bench::kTokens, c.hidden, c.q_dim},
+                                                {bench::kTokens, c.hidden, c.kv_dim},
+                                                {bench::kTokens, c.q_dim, c.hidden},
+                                                {bench::kTokens, c.hidden, c.intermediate},
+                                                {bench::kTokens, c.intermediate, c.hidden}};
+}
+BENCHMARK(BM_matmul_linear_forward)->ArgNames({"tokens", "in", "out"})->Apply(bench::each_config<projections>)->UseRealTime();
+BENCHMARK(BM_matmul_linear_grad_input)->ArgNames({"tokens", "in", "out"})->Apply(bench::each_config<projections>)->UseRealTime();
 BENCHMARK(BM_matmul_linear_grad_weight)->Args({512, 640, 2048})->UseRealTime();
 BENCHMARK(BM_matmul_square)->Arg(1024)->Arg(2048)->UseRealTime();

@@ -1,8 +1,10 @@
-// Gemma RMSNorm on the CPU at Gemma 3 270M shapes: the hidden norms ([512 tokens, 640]) and the per-head q-norm
-// ([512 · 4 heads, 256]), forward and backward, fp32 and bf16. bytes/s counts the tensors read and written once.
+// Gemma RMSNorm on the CPU at Gemma 3 270M, 1B and 4B shapes: the hidden norms ([512 tokens, hidden]) and the
+// per-head q-norm ([512 · heads, head_dim]), forward and backward, fp32 (bf16 at the 270M). bytes/s counts the tensors read and written once.
 #include <benchmark/benchmark.h>
 
 #include <qlora/ops/rmsnorm.hpp>
+
+#include "../shapes.hpp"
 
 namespace {
 using qlora::Dyn;
@@ -39,7 +41,17 @@ void BM_rmsnorm_backward(benchmark::State& state) {
 }
 }  // namespace
 
-// Gemma 3 270M: hidden norms [512, 640]; q-norm [512 tokens × 4 heads, 256].
-BENCHMARK(BM_rmsnorm_forward<float>)->Args({512, 640})->Args({2048, 256})->UseRealTime();
-BENCHMARK(BM_rmsnorm_forward<qlora::bf16>)->Args({512, 640})->UseRealTime();
-BENCHMARK(BM_rmsnorm_backward<float>)->Args({512, 640, 0})->Args({512, 640, 1})->Args({2048, 256, 0})->UseRealTime();
+// {rows, cols} of the hidden norms and the q-norm; backward with and without dw (the norm weights are frozen).
+static bench::ArgLists norms(const bench::ConfigShape& c) {
+  return bench::ArgLists{{bench::kTokens, c.hidden}, {bench::kTokens * c.heads, c.head_dim}};
+}
+static bench::ArgLists norms_backward(const bench::ConfigShape& c) {
+  return bench::ArgLists{
+      {bench::kTokens, c.hidden, 0}, {bench::kTokens, c.hidden, 1}, {bench::kTokens * c.heads, c.head_dim, 0}};
+}
+BENCHMARK(BM_rmsnorm_forward<float>)->ArgNames({"rows", "cols"})->Apply(bench::each_config<norms>)->UseRealTime();
+BENCHMARK(BM_rmsnorm_forward<qlora::bf16>)->ArgNames({"rows", "cols"})->Args({512, 640})->UseRealTime();
+BENCHMARK(BM_rmsnorm_backward<float>)
+    ->ArgNames({"rows", "cols", "dw"})
+    ->Apply(bench::each_config<norms_backward>)
+    ->UseRealTime();

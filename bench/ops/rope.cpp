@@ -1,10 +1,12 @@
-// RoPE on the CPU at Gemma 3 270M shapes: q [512 tokens, 4 heads, 256] and k [512, 1, 256], forward and backward,
-// fp32 and bf16, local (theta 1e4) frequencies. bytes/s counts x read and out written once.
+// RoPE on the CPU at Gemma 3 270M, 1B and 4B shapes: q [512 tokens, heads, 256] and k [512, kv_heads, 256], forward
+// and backward, fp32 (bf16 at the 270M), local (theta 1e4) frequencies. bytes/s counts x read and out written once.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 
 #include <qlora/ops/rope.hpp>
+
+#include "../shapes.hpp"
 
 namespace {
 using qlora::Dim;
@@ -28,6 +30,10 @@ void BM_rope(benchmark::State& state) {
 }
 }  // namespace
 
-// Gemma 3 270M: 4 query heads, 1 key/value head, head_dim 256; 512 tokens. range(2): 0 forward, 1 backward.
-BENCHMARK(BM_rope<float>)->Args({512, 4, 0})->Args({512, 1, 0})->Args({512, 4, 1})->UseRealTime();
-BENCHMARK(BM_rope<qlora::bf16>)->Args({512, 4, 0})->UseRealTime();
+// {tokens, heads, backward}: q and k forward, q backward; head_dim is 256 in all three configs.
+static bench::ArgLists heads(const bench::ConfigShape& c) {
+  return bench::ArgLists{{bench::kTokens, c.heads, 0}, {bench::kTokens, c.kv_heads, 0},
+                                                {bench::kTokens, c.heads, 1}};
+}
+BENCHMARK(BM_rope<float>)->ArgNames({"tokens", "heads", "backward"})->Apply(bench::each_config<heads>)->UseRealTime();
+BENCHMARK(BM_rope<qlora::bf16>)->ArgNames({"tokens", "heads", "backward"})->Args({512, 4, 0})->UseRealTime();

@@ -92,6 +92,26 @@ TEST_SUITE("core") {
     CHECK(a.stats().peak_bytes >= before + (4u << 20));
   }
 
+  TEST_CASE("the CPU allocator hands a freed large block back for the same size and counts it as reserved") {
+    CpuAllocator& a = cpu_allocator();
+    const std::size_t bytes = 3u << 20;  // 3 MiB: cached on free
+    void* first = a.allocate(bytes);
+    const std::size_t live = a.stats().current_bytes;
+    a.deallocate(first, bytes);
+    CHECK(a.stats().current_bytes == live - bytes);
+    CHECK(a.cached_bytes() >= bytes);
+    CHECK(a.stats().reserved_bytes >= a.stats().current_bytes + bytes);
+    void* again = a.allocate(bytes);
+    CHECK(again == first);
+    a.deallocate(again, bytes);
+    a.release_cached();
+    CHECK(a.cached_bytes() == 0);
+    CHECK(a.stats().reserved_bytes == a.stats().current_bytes);
+    void* small = a.allocate(1000);  // below the cached size: straight from and back to malloc
+    a.deallocate(small, 1000);
+    CHECK(a.cached_bytes() == 0);
+  }
+
   TEST_CASE("rank-0 tensors hold one value") {
     Tensor<float> s(Shape<>{});
     CHECK(s.numel() == 1);

@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <new>
 #include <ostream>
 #include <string>
@@ -66,23 +68,50 @@ class Allocator {
   std::atomic<std::size_t> current_{0}, peak_{0}, reserved_{0}, allocations_{0};
 };
 
-// 64-byte aligned host memory (a cache line, and the widest AVX-512 load).
+// 64-byte aligned host memory (a cache line, and the widest AVX-512 load). Freed blocks of 1 MiB and more are kept
+// for the next request of the same rounded size, up to kCacheLimit bytes in all: a training step allocates the same
+// large shapes every time (dequantized weights, activations), and fresh memory from the system costs a page fault
+// per 4 KiB (the C library maps blocks above 32 MiB anew on every call). current_bytes counts live tensors only;
+// reserved_bytes adds the cached blocks. release_cached() hands them back to the system.
 class CpuAllocator final : public Allocator {
  public:
   static constexpr std::size_t alignment = 64;
+  static constexpr std::size_t kCacheMinBlock = std::size_t{1} << 20;  // smaller blocks go straight to malloc
+  static constexpr std::size_t kCacheLimit = std::size_t{512} << 20;   // cached bytes at most
+
   DeviceKind kind() const override { return DeviceKind::cpu; }
   void* allocate(std::size_t bytes) override {
-    const std::size_t rounded = std::max<std::size_t>(alignment, (bytes + alignment - 1) / alignment * alignment);
-    void* p = std::aligned_alloc(alignment, rounded);
+    const std::size_t rounded = round(bytes);
+    void* p = rounded >= kCacheMinBlock ? take_cached(rounded) : nullptr;
+    if (!p) p = std::aligned_alloc(alignment, rounded);
+    if (!p) {  // the cache may hold what the system lacks
+      release_cached();
+      p = std::aligned_alloc(alignment, rounded);
+    }
     if (!p) fail("memory", "out of host memory allocating ", bytes, " bytes");
     count_allocation(bytes);
-    set_reserved(stats().current_bytes);
+    update_reserved();
     return p;
   }
   void deallocate(void* ptr, std::size_t bytes) noexcept override {
-    std::free(ptr);
+    const std::size_t rounded = round(bytes);
+    if (rounded < kCacheMinBlock || !keep_cached(ptr, rounded)) std::free(ptr);
     count_deallocation(bytes);
-    set_reserved(stats().current_bytes);
+    update_reserved();
+  }
+  // Frees every cached block.
+  void release_cached() noexcept {
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex_);
+      for (const auto& [size, p] : cache_) std::free(p);
+      cache_.clear();
+      cached_bytes_ = 0;
+    }
+    update_reserved();
+  }
+  std::size_t cached_bytes() const {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    return cached_bytes_;
   }
   void fill_zero(void* ptr, std::size_t bytes) override { std::memset(ptr, 0, bytes); }
   void copy_from_host(void* dst, const void* src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
@@ -98,6 +127,35 @@ class CpuAllocator final : public Allocator {
   }
 
  private:
+  static std::size_t round(std::size_t bytes) {
+    return std::max<std::size_t>(alignment, (bytes + alignment - 1) / alignment * alignment);
+  }
+  void* take_cached(std::size_t rounded) {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    const auto it = cache_.find(rounded);
+    if (it == cache_.end()) return nullptr;
+    void* p = it->second;
+    cache_.erase(it);
+    cached_bytes_ -= rounded;
+    return p;
+  }
+  bool keep_cached(void* p, std::size_t rounded) noexcept {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cached_bytes_ + rounded > kCacheLimit) return false;
+    try {
+      cache_.emplace(rounded, p);
+    } catch (...) {
+      return false;
+    }
+    cached_bytes_ += rounded;
+    return true;
+  }
+  void update_reserved() { set_reserved(stats().current_bytes + cached_bytes()); }
+
+  mutable std::mutex cache_mutex_;
+  std::multimap<std::size_t, void*> cache_;  // rounded size -> free block
+  std::size_t cached_bytes_ = 0;
+
   template <class T>
   static void add_into(T* dst, const T* src, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) dst[i] = convert<T>(convert<float>(dst[i]) + convert<float>(src[i]));
@@ -109,8 +167,9 @@ class CpuAllocator final : public Allocator {
 
 // The process's host allocator (one instance, so its statistics cover every CPU tensor).
 inline CpuAllocator& cpu_allocator() {
-  static CpuAllocator allocator;
-  return allocator;
+  // Never destroyed: tensors held by other static objects may still free into it while the program exits.
+  static CpuAllocator* const allocator = new CpuAllocator;
+  return *allocator;
 }
 
 class Device {
