@@ -40,28 +40,14 @@ std::pair<double, index_t> materialised(const H& hidden, const H& table, const L
   return {sum, count};
 }
 
-// tests/golden/gemma3_attention.py's hash_uniform (see tests/ops/attention.cpp).
-Tensor<float, Dyn, Dyn> hash_uniform(std::uint64_t seed, double amplitude, index_t rows, index_t cols) {
-  auto t = Tensor<float, Dyn, Dyn>::zeros(rows, cols);
-  for (index_t i = 0; i < t.numel(); ++i) {
-    std::uint64_t u = (static_cast<std::uint64_t>(i) * 2654435761u + seed * 40503u) & 0xffffffffu;
-    u ^= u >> 15;
-    u = (u * 2246822519u) & 0xffffffffu;
-    u ^= u >> 13;
-    u = (u * 3266489917u) & 0xffffffffu;
-    u ^= u >> 16;
-    t.data()[i] = static_cast<float>((static_cast<double>(u >> 8) / 8388608.0 - 1.0) * amplitude);
-  }
-  return t;
-}
-
 void check_golden_case(const std::string& name) {
   const test::GoldenSet set("gemma3_attention");
   const auto& prm = set.params(name);
   const auto seed = prm.at("seed").get<std::uint64_t>();
   const index_t n = prm.at("tokens"), c = prm.at("hidden"), vocab = prm.at("vocab");
-  auto hidden = Variable<float, Dyn, Dyn>::leaf(hash_uniform(seed, prm.at("amplitudes").at("hidden"), n, c));
-  const auto table = Variable<float, Dyn, Dyn>(hash_uniform(seed + 1, 1.0, vocab, c));  // frozen, as under QLoRA
+  auto hidden = Variable<float, Dyn, Dyn>::leaf(
+      test::hash_uniform<Tensor<float, Dyn, Dyn>>(seed, prm.at("amplitudes").at("hidden"), n, c));
+  const auto table = Variable<float, Dyn, Dyn>(test::hash_uniform<Tensor<float, Dyn, Dyn>>(seed + 1, 1.0, vocab, c));  // frozen
   const auto labels = set.ints(name + "_labels");
   CrossEntropyParams p;
   p.softcap = prm.at("softcap");

@@ -80,6 +80,24 @@ class GoldenSet {
   nlohmann::json manifest_;
 };
 
+// tests/golden/gemma3_attention.py's hash_uniform: amplitude · (u / 2^23 − 1), u the top 24 bits of a 32-bit hash of
+// the element index and the seed — inputs the golden scripts and the tests make alike without storing them.
+template <class TensorType, class... Ns>
+TensorType hash_uniform(std::uint64_t seed, double amplitude, Ns... extents) {
+  auto t = TensorType::zeros(extents...);
+  for (index_t i = 0; i < t.numel(); ++i) {
+    std::uint64_t u = (static_cast<std::uint64_t>(i) * 2654435761u + seed * 40503u) & 0xffffffffu;
+    u ^= u >> 15;
+    u = (u * 2246822519u) & 0xffffffffu;
+    u ^= u >> 13;
+    u = (u * 3266489917u) & 0xffffffffu;
+    u ^= u >> 16;
+    const double x = (static_cast<double>(u >> 8) / 8388608.0 - 1.0) * amplitude;
+    t.data()[i] = convert<typename TensorType::value_type>(static_cast<float>(x));
+  }
+  return t;
+}
+
 }  // namespace qlora::test
 
 // Compares a result with its golden reference (|got - want| <= atol + rtol |want|), printing the worst error.
