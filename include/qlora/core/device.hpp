@@ -109,10 +109,7 @@ class CpuAllocator final : public Allocator {
     }
     update_reserved();
   }
-  std::size_t cached_bytes() const {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    return cached_bytes_;
-  }
+  std::size_t cached_bytes() const { return cached_bytes_.load(); }
   void fill_zero(void* ptr, std::size_t bytes) override { std::memset(ptr, 0, bytes); }
   void copy_from_host(void* dst, const void* src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy_to_host(void* dst, const void* src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
@@ -141,7 +138,7 @@ class CpuAllocator final : public Allocator {
   }
   bool keep_cached(void* p, std::size_t rounded) noexcept {
     std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cached_bytes_ + rounded > kCacheLimit) return false;
+    if (cached_bytes_.load() + rounded > kCacheLimit) return false;
     try {
       cache_.emplace(rounded, p);
     } catch (...) {
@@ -152,9 +149,9 @@ class CpuAllocator final : public Allocator {
   }
   void update_reserved() { set_reserved(stats().current_bytes + cached_bytes()); }
 
-  mutable std::mutex cache_mutex_;
+  std::mutex cache_mutex_;
   std::multimap<std::size_t, void*> cache_;  // rounded size -> free block
-  std::size_t cached_bytes_ = 0;
+  std::atomic<std::size_t> cached_bytes_{0};  // changed under cache_mutex_, read without it
 
   template <class T>
   static void add_into(T* dst, const T* src, std::size_t n) {

@@ -8,29 +8,16 @@
 
 namespace qlora::cpu {
 
-// Threads a `#pragma omp parallel` region started here would get (1 without OpenMP).
-inline int max_threads() {
+// Threads a `#pragma omp parallel` region started here would get; this thread's index in its team and the team's
+// size (0 and 1 outside a parallel region). Without OpenMP: 1, 0 and 1.
 #if defined(_OPENMP)
-  return omp_get_max_threads();
+inline int max_threads() { return omp_get_max_threads(); }
+inline int thread_index() { return omp_get_thread_num(); }
+inline int team_size() { return omp_get_num_threads(); }
 #else
-  return 1;
+inline int max_threads() { return 1; }
+inline int thread_index() { return 0; }
+inline int team_size() { return 1; }
 #endif
-}
-
-// This thread's index in its team and the team's size (0 and 1 outside a parallel region or without OpenMP).
-inline int thread_index() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-inline int team_size() {
-#if defined(_OPENMP)
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
 
 }  // namespace qlora::cpu

@@ -1,6 +1,7 @@
 // Fused GeGLU kernels for ops/activation.hpp: one grid-stride pass reads gate and up and writes
 // gelu_tanh(gate) · up (forward), or reads gate, up and dy and writes d_gate and/or d_up (backward). The per-element
-// arithmetic is ops/activation.hpp's geglu_element(_backward), shared with the CPU loop, so both round alike.
+// arithmetic is ops/activation.hpp's geglu_from / geglu_backward_from (through geglu_element(_backward)), which the
+// CPU loops call too, so both round alike.
 #pragma once
 
 #include <algorithm>

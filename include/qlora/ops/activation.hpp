@@ -57,19 +57,30 @@ QLORA_HD inline C gelu_tanh_derivative(C x) {
   return gelu_tanh_derivative_from(x, std::tanh(gelu_tanh_inner(x)));
 }
 
-// One element of GeGLU forward and backward (shared by the CPU loop and the CUDA kernel).
+// One element of GeGLU forward and backward from x = gate in the compute type and t = tanh(u(x)), with torch's bf16
+// roundings (shared by the CPU loops, which compute t vectorised, and by the per-element forms below).
+template <class T, class C>
+QLORA_HD inline T geglu_from(C x, C t, T up) {
+  const C act = convert<C>(convert<T>(gelu_tanh_from(x, t)));
+  return convert<T>(act * convert<C>(up));
+}
+template <class T, class C>
+QLORA_HD inline void geglu_backward_from(C x, C t, T up, T dy, T* d_gate, T* d_up) {
+  const C d = convert<C>(dy);
+  if (d_up) *d_up = convert<T>(d * convert<C>(convert<T>(gelu_tanh_from(x, t))));
+  if (d_gate) *d_gate = convert<T>(gelu_tanh_derivative_from(x, t) * convert<C>(convert<T>(d * convert<C>(up))));
+}
+
+// The same for one element on its own (the CUDA kernels).
 template <class T>
 QLORA_HD inline T geglu_element(T gate, T up) {
-  using C = compute_t<T>;
-  const C act = convert<C>(convert<T>(gelu_tanh(convert<C>(gate))));
-  return convert<T>(act * convert<C>(up));
+  const compute_t<T> x = convert<compute_t<T>>(gate);
+  return geglu_from(x, std::tanh(gelu_tanh_inner(x)), up);
 }
 template <class T>
 QLORA_HD inline void geglu_element_backward(T gate, T up, T dy, T* d_gate, T* d_up) {
-  using C = compute_t<T>;
-  const C g = convert<C>(gate), d = convert<C>(dy), t = std::tanh(gelu_tanh_inner(g));
-  if (d_up) *d_up = convert<T>(d * convert<C>(convert<T>(gelu_tanh_from(g, t))));
-  if (d_gate) *d_gate = convert<T>(gelu_tanh_derivative_from(g, t) * convert<C>(convert<T>(d * convert<C>(up))));
+  const compute_t<T> x = convert<compute_t<T>>(gate);
+  geglu_backward_from(x, std::tanh(gelu_tanh_inner(x)), up, dy, d_gate, d_up);
 }
 
 }  // namespace qlora
@@ -105,10 +116,7 @@ void geglu_forward(const T* gate, const T* up, T* out, index_t n) {
     const index_t i0 = b * kGegluBlock, nb = std::min(kGegluBlock, n - i0);
     C x[kGegluBlock], t[kGegluBlock];
     gelu_block(gate + i0, nb, x, t);
-    for (index_t j = 0; j < nb; ++j) {
-      const C act = convert<C>(convert<T>(gelu_tanh_from(x[j], t[j])));  // as geglu_element
-      out[i0 + j] = convert<T>(act * convert<C>(up[i0 + j]));
-    }
+    for (index_t j = 0; j < nb; ++j) out[i0 + j] = geglu_from(x[j], t[j], up[i0 + j]);
   }
 }
 // d_gate, d_up: [n], either may be null.
@@ -121,12 +129,9 @@ void geglu_backward(const T* gate, const T* up, const T* dy, T* d_gate, T* d_up,
     const index_t i0 = b * kGegluBlock, nb = std::min(kGegluBlock, n - i0);
     C x[kGegluBlock], t[kGegluBlock];
     gelu_block(gate + i0, nb, x, t);
-    for (index_t j = 0; j < nb; ++j) {  // as geglu_element_backward
-      const C d = convert<C>(dy[i0 + j]);
-      if (d_up) d_up[i0 + j] = convert<T>(d * convert<C>(convert<T>(gelu_tanh_from(x[j], t[j]))));
-      if (d_gate)
-        d_gate[i0 + j] = convert<T>(gelu_tanh_derivative_from(x[j], t[j]) * convert<C>(convert<T>(d * convert<C>(up[i0 + j]))));
-    }
+    for (index_t j = 0; j < nb; ++j)
+      geglu_backward_from(x[j], t[j], up[i0 + j], dy[i0 + j], d_gate ? d_gate + i0 + j : nullptr,
+                          d_up ? d_up + i0 + j : nullptr);
   }
 }
 }  // namespace cpu

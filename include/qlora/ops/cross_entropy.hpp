@@ -305,12 +305,13 @@ void cross_entropy_forward_with_grad(const CrossEntropyArgs<T>& a) {
         gemm(g, q.z.data(), w, q.acc.data());
       }
     }
+    const auto threads = std::span(part).first(static_cast<std::size_t>(used));
+    std::vector<C> d(static_cast<std::size_t>(ch));  // one row's merged acc
     for (index_t i = 0; i < nt; ++i) {  // merge the threads' ranges; subtract the label's term
       const auto u = static_cast<std::size_t>(i);
       C m = -std::numeric_limits<C>::infinity(), s = 0;
-      const auto threads = std::span(part).first(static_cast<std::size_t>(used));
       for (const Partial& q : threads) m = std::max(m, q.m[u]);
-      std::vector<C> d(static_cast<std::size_t>(ch), C(0));
+      std::fill(d.begin(), d.end(), C(0));
       for (const Partial& q : threads) {
         const C f = std::exp(q.m[u] - m);
         s += q.s[u] * f;

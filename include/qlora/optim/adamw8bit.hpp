@@ -157,35 +157,33 @@ class AdamW8bit {
 
  private:
   void step_one(std::size_t i, double lr) {
-    {
-      const Parameter& p = params_[i];
-      const Tensor<float, Dyn> g = p.grad();
-      if (!g.defined()) return;
-      State& s = states_[i];
-      ++s.step;
-      if (p.device().is_cpu()) {
-        if (s.eight_bit)
-          cpu::adamw8bit_step(AdamW8bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.state1.data(),
-                              s.absmax1.data(), s.state2.data(), s.absmax2.data(), p.numel(), map1_, map2_, table1_,
-                              table2_);
-        else
-          cpu::adamw32bit_step(AdamW32bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.m.data(),
-                               s.v.data(), p.numel());
-        return;
-      }
-#if defined(__CUDACC__)
+    const Parameter& p = params_[i];
+    const Tensor<float, Dyn> g = p.grad();
+    if (!g.defined()) return;
+    State& s = states_[i];
+    ++s.step;
+    if (p.device().is_cpu()) {
       if (s.eight_bit)
-        cuda::adamw8bit_step(AdamW8bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.state1.data(),
-                             s.absmax1.data(), s.state2.data(), s.absmax2.data(), p.numel(), code_on(p.device(), 1),
-                             code_on(p.device(), 2));
+        cpu::adamw8bit_step(AdamW8bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.state1.data(),
+                            s.absmax1.data(), s.state2.data(), s.absmax2.data(), p.numel(), map1_, map2_, table1_,
+                            table2_);
       else
-        cuda::adamw32bit_step(AdamW32bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.m.data(),
-                              s.v.data(), p.numel());
-#else
-      fail("adamw8bit", "parameter '", p.name(), "' is on ", p.device().str(),
-           " but this translation unit was compiled without CUDA");
-#endif
+        cpu::adamw32bit_step(AdamW32bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.m.data(),
+                             s.v.data(), p.numel());
+      return;
     }
+#if defined(__CUDACC__)
+    if (s.eight_bit)
+      cuda::adamw8bit_step(AdamW8bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.state1.data(),
+                           s.absmax1.data(), s.state2.data(), s.absmax2.data(), p.numel(), code_on(p.device(), 1),
+                           code_on(p.device(), 2));
+    else
+      cuda::adamw32bit_step(AdamW32bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.m.data(),
+                            s.v.data(), p.numel());
+#else
+    fail("adamw8bit", "parameter '", p.name(), "' is on ", p.device().str(),
+         " but this translation unit was compiled without CUDA");
+#endif
   }
 
  public:
