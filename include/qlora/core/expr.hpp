@@ -150,7 +150,7 @@ template <class Op, class E>
 struct Unary : Node<Unary<Op, E>> {
   using value_type = typename E::value_type;
   E inner;
-  explicit Unary(E e) : inner(e) {}
+  explicit Unary(const E& e) : inner(e) {}
   Dims dims() const { return inner.dims(); }
   void bind(const Dims& out, Target t) { inner.bind(out, t); }
   QLORA_HD void prepare_row(index_t r) { inner.prepare_row(r); }
@@ -164,7 +164,9 @@ struct Binary : Node<Binary<Op, L, R>> {
   using value_type = typename L::value_type;
   L lhs;
   R rhs;
-  Binary(L l, R r) : lhs(l), rhs(r) {}
+  // Operands by reference: a node passed by value is classified by each target's calling convention (on aarch64
+  // Scalar<float>, an empty base plus one float, is the case whose passing GCC 10 changed, and GCC says so).
+  Binary(const L& l, const R& r) : lhs(l), rhs(r) {}
   Dims dims() const { return broadcast(lhs.dims(), rhs.dims()); }
   void bind(const Dims& out, Target t) {
     lhs.bind(out, t);
@@ -184,7 +186,7 @@ struct RowReduce : Node<RowReduce<Op, E>> {
   E inner;
   Dims inner_dims;
   value_type result{};
-  explicit RowReduce(E e) : inner(e), inner_dims(e.dims()) {}
+  explicit RowReduce(const E& e) : inner(e), inner_dims(e.dims()) {}
   Dims dims() const {
     Dims d = inner_dims;
     if (d.rank == 0) d.rank = 1;

@@ -19,55 +19,40 @@ namespace detail {
 inline constexpr std::uint32_t kPhiloxMul0 = 0xD2511F53u, kPhiloxMul1 = 0xCD9E8D57u;   // round multipliers
 inline constexpr std::uint32_t kPhiloxWeyl0 = 0x9E3779B9u, kPhiloxWeyl1 = 0xBB67AE85u;  // key schedule increments
 
-// The ten rounds on the words c0..c3 of one counter (V = uint32) or of many (V = a vector of uint32 lanes);
-// mulhi(a, m) gives the high words of the 32 × 32 → 64 products a · m (the low words are a · m in 32 bits).
-template <class V, class MulHi>
-QLORA_HD inline void philox_rounds(V& c0, V& c1, V& c2, V& c3, std::uint32_t key0, std::uint32_t key1, MulHi mulhi) {
-  for (int round = 0; round < 10; ++round) {
-    const V hi0 = mulhi(c0, kPhiloxMul0), hi1 = mulhi(c2, kPhiloxMul1);
-    const V lo0 = c0 * kPhiloxMul0, lo1 = c2 * kPhiloxMul1;
-    c0 = hi1 ^ c1 ^ key0;
-    c1 = lo1;
-    c2 = hi0 ^ c3 ^ key1;
-    c3 = lo0;
-    key0 += kPhiloxWeyl0;
-    key1 += kPhiloxWeyl1;
-  }
+// One round on the words c0..c3 of one counter: the 32 × 32 → 64 products of c0 and c2 with the multipliers, their
+// high words mixed with c1, c3 and the key, their low words carried over.
+QLORA_HD inline void philox_round(std::uint32_t& c0, std::uint32_t& c1, std::uint32_t& c2, std::uint32_t& c3,
+                                  std::uint32_t key0, std::uint32_t key1) {
+  const std::uint64_t p0 = std::uint64_t{kPhiloxMul0} * c0, p1 = std::uint64_t{kPhiloxMul1} * c2;
+  const std::uint32_t n0 = static_cast<std::uint32_t>(p1 >> 32) ^ c1 ^ key0;
+  const std::uint32_t n2 = static_cast<std::uint32_t>(p0 >> 32) ^ c3 ^ key1;
+  c0 = n0;
+  c1 = static_cast<std::uint32_t>(p1);
+  c2 = n2;
+  c3 = static_cast<std::uint32_t>(p0);
 }
-struct ScalarMulHi {
-  QLORA_HD std::uint32_t operator()(std::uint32_t a, std::uint32_t m) const {
-    return static_cast<std::uint32_t>((std::uint64_t{m} * a) >> 32);
-  }
-};
 }  // namespace detail
 
 QLORA_HD inline Philox4x32 philox4x32_10(Philox4x32 counter, std::uint32_t key0, std::uint32_t key1) {
   std::uint32_t c0 = counter.v[0], c1 = counter.v[1], c2 = counter.v[2], c3 = counter.v[3];
-  detail::philox_rounds(c0, c1, c2, c3, key0, key1, detail::ScalarMulHi{});
+  for (int round = 0; round < 10; ++round) {
+    detail::philox_round(c0, c1, c2, c3, key0, key1);
+    key0 += detail::kPhiloxWeyl0;
+    key1 += detail::kPhiloxWeyl1;
+  }
   return {{c0, c1, c2, c3}};
 }
 
-// 16 counters at once, in place: c[w][j] is word w of counter j. The same rounds as philox4x32_10 on whole
-// registers (GCC/Clang vector types: 16 × 32 bits, the 32 × 32 → 64 products on the even and the odd lanes), for
-// the CPU dropout loop; other compilers run philox4x32_10 per counter.
+// 16 counters at once, in place: c[w][j] is word w of counter j. The same rounds as philox4x32_10, each applied to
+// the 16 counters in a plain loop that compilers vectorise for the target at hand: the widening products become
+// pmuludq on SSE2 and AVX2, vpmullq on AVX-512, umull/umull2 on NEON (16 lanes = 4 SSE/NEON, 2 AVX2 or 1 AVX-512
+// registers per word). No vector types and no intrinsics, so nothing here depends on the build machine's ISA.
 inline void philox4x32_10_lanes(std::uint32_t (&c)[4][16], std::uint32_t key0, std::uint32_t key1) {
-#if defined(__GNUC__) && !defined(__CUDACC__)
-  typedef std::uint32_t u32x16 __attribute__((vector_size(64)));
-  typedef std::uint64_t u64x8 __attribute__((vector_size(64)));
-  const auto mulhi = [](u32x16 a, std::uint32_t m) {  // the high words of a · m, lane by lane
-    const u64x8 even = ((u64x8)a & 0xffffffffull) * m, odd = ((u64x8)a >> 32) * m;
-    return (u32x16)((even >> 32) | (odd & 0xffffffff00000000ull));
-  };
-  u32x16 w[4];
-  std::memcpy(w, c, sizeof w);
-  detail::philox_rounds(w[0], w[1], w[2], w[3], key0, key1, mulhi);
-  std::memcpy(c, w, sizeof w);
-#else
-  for (int j = 0; j < 16; ++j) {
-    const Philox4x32 r = philox4x32_10({{c[0][j], c[1][j], c[2][j], c[3][j]}}, key0, key1);
-    for (int w = 0; w < 4; ++w) c[w][j] = r.v[w];
+  for (int round = 0; round < 10; ++round) {
+    for (int j = 0; j < 16; ++j) detail::philox_round(c[0][j], c[1][j], c[2][j], c[3][j], key0, key1);
+    key0 += detail::kPhiloxWeyl0;
+    key1 += detail::kPhiloxWeyl1;
   }
-#endif
 }
 
 // Where a stream of random numbers starts: the seed (the key) and an offset (the high half of the counter).

@@ -538,7 +538,7 @@ class GgufWriter {
     out.write_value(static_cast<std::uint64_t>(a.size()));
     std::visit(
         [&](const auto& v) {
-          for (const auto& x : v) write_value(out, static_cast<const std::decay_t<decltype(v)>::value_type&>(x));
+          for (const auto& x : v) write_value(out, static_cast<const typename std::decay_t<decltype(v)>::value_type&>(x));
         },
         a.elements);
   }
