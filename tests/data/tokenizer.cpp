@@ -29,7 +29,7 @@ Vocabulary tiny_vocabulary() {
     std::snprintf(name, sizeof name, "<0x%02X>", b);
     add(name, 0, 6);
   }
-  const char* pieces[] = {"\xE2\x96\x81", "a", "b", "c", "ab", "\xE2\x96\x81" "ab", "abc", "h", "i", "hi"};
+  const char* pieces[] = {"\u2581", "a", "b", "c", "ab", "\u2581ab", "abc", "h", "i", "hi"};  // U+2581 in UTF-8
   float score = -1;
   for (const char* p : pieces) add(p, score--, 1);
   return v;

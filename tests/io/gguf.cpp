@@ -69,7 +69,7 @@ nlohmann::json array_json(const GgufArray& a) {
   std::visit(
       [&](const auto& vec) {
         for (const auto& x : vec) {
-          using E = std::decay_t<decltype(vec)>::value_type;
+          using E = typename std::decay_t<decltype(vec)>::value_type;
           if constexpr (std::is_same_v<E, GgufArray>)
             values.push_back(array_json(x));
           else if constexpr (std::is_same_v<E, bool>)

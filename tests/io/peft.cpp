@@ -89,7 +89,9 @@ TEST_SUITE("io") {
     c.lora_dropout = 0.05;
     c.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
     const auto ours = nlohmann::json::parse(peft::adapter_config_text(c, ""));
-    for (const auto& [key, value] : ours.items()) {
+    for (const auto& item : ours.items()) {
+      const std::string& key = item.key();
+      const auto& value = item.value();
       INFO("key " << key);
       REQUIRE(theirs.contains(key));
       if (key == "target_modules") {

@@ -89,13 +89,17 @@ std::string open_error(const fs::path& p, std::string_view bytes) {
 TEST_SUITE("io") {
   TEST_CASE("safetensors files from the package: dtypes, shapes, metadata and values") {
     const auto m = manifest();
-    for (const auto& [file, expected] : m.at("files").items()) {
+    for (const auto& file_item : m.at("files").items()) {
+      const std::string& file = file_item.key();
+      const auto& expected = file_item.value();
       INFO("file ", file);
       SafetensorsFile f(kDir / file);
       CHECK(f.has_metadata() == !expected.at("metadata").is_null());
       if (f.has_metadata()) CHECK(nlohmann::json(f.metadata()) == expected.at("metadata"));
       CHECK(f.tensors().size() == expected.at("tensors").size());
-      for (const auto& [name, e] : expected.at("tensors").items()) {
+      for (const auto& tensor_item : expected.at("tensors").items()) {
+        const std::string& name = tensor_item.key();
+        const auto& e = tensor_item.value();
         INFO("tensor ", name);
         const auto& info = f.info(name);
         CHECK(safetensors_dtype_name(info.dtype) == e.at("dtype").get<std::string>());
@@ -165,7 +169,9 @@ TEST_SUITE("io") {
     CHECK(c.shards().size() == 2);
     CHECK(c.names().size() == m.at("weight_map").size());
     CHECK(c.index_metadata().at("total_size") == 424);
-    for (const auto& [name, shard] : m.at("weight_map").items()) {
+    for (const auto& item : m.at("weight_map").items()) {
+      const std::string& name = item.key();
+      const auto& shard = item.value();
       INFO("tensor ", name);
       CHECK(c.file_of(name).path().filename() == shard.get<std::string>());
       CHECK(c.info(name).shape == m.at("shapes").at(name).get<std::vector<index_t>>());

@@ -73,7 +73,8 @@ TEST_SUITE("ops") {
     const Labels labels = labels_of(ids);
     for (double cap : {0.0, 2.5}) {
       const auto [want, want_count] = materialised(hidden, table, labels, cap);
-      for (auto [nt, nv] : {std::pair<index_t, index_t>{0, 0}, {1, 1}, {5, 64}, {37, 301}, {100, 1000}, {8, 300}}) {
+      for (const auto& chunk : {std::pair<index_t, index_t>{0, 0}, {1, 1}, {5, 64}, {37, 301}, {100, 1000}, {8, 300}}) {
+        const index_t nt = chunk.first, nv = chunk.second;
         CAPTURE(cap);
         CAPTURE(nt);
         CAPTURE(nv);
@@ -105,7 +106,8 @@ TEST_SUITE("ops") {
     for (std::size_t t = 0; t < ids.size(); ++t) ids[t] = t % 5 == 2 ? kIgnoreIndex : static_cast<std::int32_t>(t * 89 % 301);
     const Labels labels = labels_of(ids);
     for (double cap : {0.0, 2.5}) {
-      for (auto [nt, nv] : {std::pair<index_t, index_t>{0, 0}, {1, 1}, {5, 64}, {37, 301}, {8, 300}, {512, 7}}) {
+      for (const auto& chunk : {std::pair<index_t, index_t>{0, 0}, {1, 1}, {5, 64}, {37, 301}, {8, 300}, {512, 7}}) {
+        const index_t nt = chunk.first, nv = chunk.second;
         CAPTURE(cap);
         CAPTURE(nt);
         CAPTURE(nv);
@@ -127,7 +129,8 @@ TEST_SUITE("ops") {
     const auto table = Variable<double, Dyn, Dyn>(test::random_tensor<M>(14, -3, 3, 13, 5));
     const Labels labels = labels_of({3, kIgnoreIndex, 0, 12, 7, kIgnoreIndex, 3, 11, 1});
     for (double cap : {0.0, 1.5}) {
-      for (auto [nt, nv] : {std::pair<index_t, index_t>{2, 3}, {9, 13}, {4, 1}}) {
+      for (const auto& chunk : {std::pair<index_t, index_t>{2, 3}, {9, 13}, {4, 1}}) {
+        const index_t nt = chunk.first, nv = chunk.second;
         CAPTURE(cap);
         CAPTURE(nt);
         CAPTURE(nv);
