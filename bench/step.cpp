@@ -8,6 +8,11 @@
 // Model FLOPs per token (no recomputation counted): 4·N_base + 6·N_lora over the projections (forward 2·N, backward
 // d_x only for the frozen base, d_x + d_A/d_B for LoRA), attention 12·Hq·D·ctx (QKᵀ and PV forward, twice that
 // backward; ctx = mean visible keys under the causal mask and window), LM head 4·V·C (logits and d_hidden).
+//
+// Every run also measures the host's fp32 GEMM rate in the same process, after the steps (the library's matmul, a
+// 2048³ product with the same threads, best of 5) and prints the step's GFLOP/s as a fraction of it, with the
+// instruction sets the binary was compiled for (Eigen's list): figures from different hosts, builds or hours are
+// compared through that fraction.
 #include <sys/resource.h>
 
 #include <omp.h>
@@ -28,6 +33,27 @@
 namespace {
 using namespace qlora;
 using Clock = std::chrono::steady_clock;
+
+// The host's fp32 GEMM rate through the library's own matmul (Eigen's kernel for this build's ISA): 2048³, best of 5
+// after a warm-up, in GFLOP/s.
+double host_gemm_gflops() {
+  constexpr index_t n = 2048;
+  using M = Tensor<float, Dyn, Dyn>;
+  M a = M::zeros(n, n), b = M::zeros(n, n);
+  for (index_t i = 0; i < n * n; ++i) {
+    a.data()[i] = uniform01({1, 0}, static_cast<std::uint64_t>(i)) - 0.5f;
+    b.data()[i] = uniform01({2, 0}, static_cast<std::uint64_t>(i)) - 0.5f;
+  }
+  double best = 1e300;
+  for (int r = 0; r < 6; ++r) {
+    const auto t0 = Clock::now();
+    const M c = matmul(a, b);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (c.data()[0] != c.data()[0]) std::abort();  // keeps the product alive
+    if (r > 0) best = std::min(best, s);
+  }
+  return 2.0 * n * n * n / best / 1e9;
+}
 
 struct Options {
   std::string config = "270m";
@@ -212,17 +238,20 @@ int run(const Options& o) {
   const double gflops = flops_per_token<Cfg, R>(o.seq) * tokens / step_s / 1e9;
   const long hwm_steps = status_kib("VmHWM"), hwm = std::max(hwm_load, hwm_steps);
   if (o.breakdown) breakdown(*model, in, label_tokens, o);
+  const double gemm_gflops = host_gemm_gflops();
+  const std::string isa = Eigen::SimdInstructionSetsInUse();
   const double mib = 1.0 / 1024.0;
   if (o.json) {
     std::printf("{\"framework\": \"qlora\", \"model\": \"%s\", \"config\": \"%s\", \"seq\": %ld, \"batch\": %ld, "
                 "\"rank\": %ld, \"steps\": %ld, \"threads\": %d, \"gradient_checkpointing\": %s, \"base\": \"nf4\", "
                 "\"load_s\": %.3f, \"step_s\": %.4f, \"best_step_s\": %.4f, \"forward_s\": %.4f, \"backward_s\": %.4f, "
                 "\"optimizer_s\": %.4f, \"tokens_per_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mib\": %.1f, "
-                "\"step_peak_rss_mib\": %.1f, \"loaded_rss_mib\": %.1f, \"first_loss\": %.4f, \"last_loss\": %.4f}\n",
+                "\"step_peak_rss_mib\": %.1f, \"loaded_rss_mib\": %.1f, \"first_loss\": %.4f, \"last_loss\": %.4f, "
+                "\"gemm_gflops\": %.1f, \"gemm_fraction\": %.3f, \"isa\": \"%s\"}\n",
                 source_name.c_str(), std::string(Cfg::name).c_str(), o.seq, o.batch, o.rank, o.steps,
                 omp_get_max_threads(), o.gradient_checkpointing ? "true" : "false", load_s, step_s, best, fwd / n,
                 bwd / n, opt / n, tokens / step_s, gflops, hwm * mib, peak_reset ? hwm_steps * mib : -1.0,
-                rss_loaded * mib, first_loss, last_loss);
+                rss_loaded * mib, first_loss, last_loss, gemm_gflops, gflops / gemm_gflops, isa.c_str());
     return 0;
   }
   std::printf("qlora step: %s (%s), NF4 base + LoRA r %ld on all 7 projections, batch %ld x seq %ld, %d threads%s\n",
@@ -234,6 +263,8 @@ int run(const Options& o) {
               step_s, best, fwd / n, bwd / n, opt / n, o.steps, o.warmup);
   std::printf("  %.1f tokens/s, %.1f GFLOP/s (%.2f GFLOP/token)\n", tokens / step_s, gflops,
               flops_per_token<Cfg, R>(o.seq) / 1e9);
+  std::printf("  host fp32 GEMM (2048^3, this build: %s): %.1f GFLOP/s; the step runs at %.0f %% of it\n", isa.c_str(),
+              gemm_gflops, 100.0 * gflops / gemm_gflops);
   std::printf("  peak RSS %.1f MiB (after loading %.1f MiB, peak during the steps %.1f MiB)\n", hwm * mib,
               rss_loaded * mib, peak_reset ? hwm_steps * mib : -1.0);
   return 0;

@@ -3,10 +3,18 @@
 
 Runs build/bin/qlora_step_bench --json and bench/compare/hf_step.py (each in its own process, one after the other,
 with the same thread count) for every variant asked for, and prints a Markdown table with tokens/s, seconds/step,
-peak RSS and the ratios qlora / transformers. Example (the table in docs/benchmarks.md):
+peak RSS and the ratios qlora / transformers. Each process also measures the host's fp32 GEMM rate as it reaches it
+(qlora: its matmul for the ISA it was built for; torch: its BLAS), so every step is reported as a fraction of that.
+Example (the table in docs/benchmarks.md):
 
   QLORA_MODEL=$(scripts/fetch-model) python3 bench/compare/compare.py --seq 512 --rank 16 --steps 5 \\
       --hf-base fp32 --hf-base nf4
+
+Several qlora builds side by side (e.g. the native build and an AVX2 one, scripts/bench-isa builds both), with
+torch held to AVX2 as on a machine without AVX-512:
+
+  python3 bench/compare/compare.py --qlora native=build/bin/qlora_step_bench \\
+      --qlora x86-64-v3=build-bench-x86-64-v3/bin/qlora_step_bench --hf-base fp32 --hf-base nf4 --hf-isa avx2
 """
 import argparse
 import json
@@ -30,7 +38,13 @@ def run_json(cmd, env):
 
 def main():
     a = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    a.add_argument("--bin", default=os.path.join(ROOT, "build", "bin", "qlora_step_bench"))
+    a.add_argument("--bin", default=os.path.join(ROOT, "build", "bin", "qlora_step_bench"),
+                   help="the qlora_step_bench to run (when no --qlora is given)")
+    a.add_argument("--qlora", action="append", metavar="LABEL=PATH",
+                   help="a qlora_step_bench build to run, with its label; repeat for several builds")
+    a.add_argument("--hf-isa", choices=["default", "avx2"], default="default",
+                   help="avx2: hold torch, oneDNN and MKL to AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, "
+                        "MKL_ENABLE_INSTRUCTIONS), as on a CPU without AVX-512")
     a.add_argument("--model", default=os.environ.get("QLORA_MODEL", ""), help="the 270M GGUF; empty: random weights")
     a.add_argument("--config", default="270m")
     a.add_argument("--seq", type=int, default=512)
@@ -46,37 +60,57 @@ def main():
     bases = args.hf_base or ["fp32"]
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    hf_env = dict(env)
+    if args.hf_isa == "avx2":
+        hf_env.update(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2")
     common = ["--seq", str(args.seq), "--batch", str(args.batch), "--rank", str(args.rank), "--steps", str(args.steps),
               "--warmup", str(args.warmup)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
     model = ["--model", args.model] if args.model else []
-    q = run_json([args.bin, "--json", "--config", args.config] + model + common, env)
+    builds = [b.split("=", 1) for b in args.qlora] if args.qlora else [["qlora", args.bin]]
+    q = {}
+    for label, path in builds:
+        q[label] = run_json([path, "--json", "--config", args.config] + model + common, env)
+        if q[label] is None:
+            sys.exit(f"qlora_step_bench ({label}) failed")
     hf = {}
     for base in bases:
         hf[base] = run_json([sys.executable, os.path.join(HERE, "hf_step.py"), "--threads", str(args.threads),
-                             "--base", base, "--config", args.config] + (model or ["--random"]) + common, env)
+                             "--base", base, "--config", args.config] + (model or ["--random"]) + common, hf_env)
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"qlora": q, "hf": hf}, f, indent=1)
-    if q is None:
-        sys.exit("qlora_step_bench failed")
+            json.dump({"qlora": q, "hf": hf, "hf_isa": args.hf_isa}, f, indent=1)
 
+    first = next(iter(q.values()))
+    flop_per_token = first["gflops"] * 1e9 / first["tokens_per_s"]  # the model FLOPs per token, counted by qlora
+    best_hf = max((r for r in hf.values() if r), key=lambda r: r["tokens_per_s"], default=None)
     print(f"\n{args.config}, seq {args.seq}, batch {args.batch}, LoRA r {args.rank} on all 7 projections, "
-          f"{args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up\n")
-    print("| run | base | tokens/s | s/step (fwd / bwd / opt) | peak RSS MiB (steps) | tokens/s ratio | peak RSS ratio |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+          f"{args.threads} threads, mean of {args.steps} steps after {args.warmup} warm-up; "
+          f"{flop_per_token / 1e9:.2f} GFLOP/token; torch ISA: {args.hf_isa}\n")
+    print("| run | ISA | base | tokens/s | s/step (fwd / bwd / opt) | step GFLOP/s | host GEMM GFLOP/s "
+          "| fraction | peak RSS MiB | vs best transformers: tokens/s | peak RSS |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
-    def row(name, r, ratio_t="", ratio_m=""):
-        print(f"| {name} | {r['base']} | {r['tokens_per_s']:.1f} | {r['step_s']:.2f} ({r['forward_s']:.2f} / "
-              f"{r['backward_s']:.2f} / {r['optimizer_s']:.2f}) | {r['peak_rss_mib']:.0f} ({r['step_peak_rss_mib']:.0f}) "
-              f"| {ratio_t} | {ratio_m} |")
+    def row(name, r):
+        gflops = flop_per_token * r["tokens_per_s"] / 1e9
+        ratio_t = ratio_m = ""
+        if best_hf and r is not best_hf:
+            ratio_t = f"{r['tokens_per_s'] / best_hf['tokens_per_s']:.2f}×"
+            ratio_m = f"{r['peak_rss_mib'] / best_hf['peak_rss_mib']:.2f}×"
+        gemm = r.get("gemm_gflops", 0)
+        print(f"| {name} | {r.get('isa', '')} | {r['base']} | {r['tokens_per_s']:.1f} | {r['step_s']:.2f} "
+              f"({r['forward_s']:.2f} / {r['backward_s']:.2f} / {r['optimizer_s']:.2f}) | {gflops:.1f} | {gemm:.1f} "
+              f"| {100 * gflops / gemm:.0f} % | {r['peak_rss_mib']:.0f} | {ratio_t} | {ratio_m} |")
 
-    row("qlora", q, "1", "1")
+    for label, r in q.items():
+        row(f"qlora ({label})", r)
     for base, r in hf.items():
         if r is None:
-            print(f"| transformers + PEFT | {base} | failed | | | | |")
+            print(f"| transformers + PEFT | | {base} | failed | | | | | | | |")
             continue
-        row("transformers + PEFT", r, f"qlora {q['tokens_per_s'] / r['tokens_per_s']:.2f}×",
-            f"qlora {q['peak_rss_mib'] / r['peak_rss_mib']:.2f}×")
+        row("transformers + PEFT", r)
+    if best_hf:
+        print(f"\nbest transformers + PEFT configuration: {best_hf['base']} base "
+              f"({best_hf['tokens_per_s']:.1f} tokens/s); versions {best_hf.get('versions', {})}")
 
 
 if __name__ == "__main__":

@@ -156,6 +156,14 @@ def main():
     n = args.steps
     step_s = (fwd + bwd + step_opt) / n
     hwm_steps = status_kib("VmHWM")
+    # The host's fp32 GEMM rate as torch reaches it in this process (2048³, best of 5 after a warm-up).
+    a_m, b_m = torch.rand(2048, 2048) - 0.5, torch.rand(2048, 2048) - 0.5
+    gemm_best = float("inf")
+    for r in range(6):
+        t = time.perf_counter()
+        torch.mm(a_m, b_m)
+        if r:
+            gemm_best = min(gemm_best, time.perf_counter() - t)
     import bitsandbytes
     out = dict(framework="transformers+peft", model=name, config=f"gemma-3-{args.config}", seq=args.seq,
                batch=args.batch, rank=args.rank, steps=n, threads=torch.get_num_threads(),
@@ -165,6 +173,7 @@ def main():
                tokens_per_s=round(args.batch * args.seq / step_s, 1), peak_rss_mib=round(max(hwm_load, hwm_steps) / 1024, 1),
                step_peak_rss_mib=round(hwm_steps / 1024, 1) if peak_reset else -1,
                loaded_rss_mib=round(rss_loaded / 1024, 1), first_loss=round(first_loss, 4), last_loss=round(last_loss, 4),
+               gemm_gflops=round(2 * 2048**3 / gemm_best / 1e9, 1), isa=torch.backends.cpu.get_cpu_capability(),
                versions=dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__,
                              bitsandbytes=bitsandbytes.__version__))
     print(json.dumps(out))
