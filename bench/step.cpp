@@ -58,34 +58,31 @@ double host_gemm_gflops() {
 // The vector extensions this build was compiled for (what the compiler may emit, not what the CPU has).
 std::string build_isa() {
   std::string s;
-  auto add = [&](bool on, const char* name) {
-    if (on) s += (s.empty() ? "" : " ") + std::string(name);
-  };
 #if defined(__x86_64__)
-  add(true, "x86-64");
+  s += " x86-64";
 #endif
 #if defined(__SSE2__)
-  add(true, "SSE2");
+  s += " SSE2";
 #endif
 #if defined(__AVX2__)
-  add(true, "AVX2");
+  s += " AVX2";
 #endif
 #if defined(__FMA__)
-  add(true, "FMA");
+  s += " FMA";
 #endif
 #if defined(__AVX512F__)
-  add(true, "AVX-512");
+  s += " AVX-512";
 #endif
 #if defined(__AVX512BF16__)
-  add(true, "AVX512-BF16");
+  s += " AVX512-BF16";
 #endif
 #if defined(__aarch64__)
-  add(true, "aarch64");
+  s += " aarch64";
 #endif
 #if defined(__ARM_NEON)
-  add(true, "NEON");
+  s += " NEON";
 #endif
-  return s.empty() ? "scalar" : s;
+  return s.empty() ? "scalar" : s.substr(1);
 }
 
 struct Options {

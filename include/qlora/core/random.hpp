@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
 #include "config.hpp"
 
@@ -31,28 +30,30 @@ QLORA_HD inline void philox_round(std::uint32_t& c0, std::uint32_t& c1, std::uin
   c2 = n2;
   c3 = static_cast<std::uint32_t>(p0);
 }
+
+// The ten rounds on L counters at once, in place: c[w][j] is word w of counter j. Each round runs over the counters
+// in a plain loop that compilers vectorise for the target at hand: the widening products become pmuludq on SSE2 and
+// AVX2, vpmullq on AVX-512, umull/umull2 on NEON. No vector types and no intrinsics, so nothing here depends on the
+// build machine's ISA.
+template <int L>
+QLORA_HD inline void philox_rounds(std::uint32_t (&c)[4][L], std::uint32_t key0, std::uint32_t key1) {
+  for (int round = 0; round < 10; ++round) {
+    for (int j = 0; j < L; ++j) philox_round(c[0][j], c[1][j], c[2][j], c[3][j], key0, key1);
+    key0 += kPhiloxWeyl0;
+    key1 += kPhiloxWeyl1;
+  }
+}
 }  // namespace detail
 
 QLORA_HD inline Philox4x32 philox4x32_10(Philox4x32 counter, std::uint32_t key0, std::uint32_t key1) {
-  std::uint32_t c0 = counter.v[0], c1 = counter.v[1], c2 = counter.v[2], c3 = counter.v[3];
-  for (int round = 0; round < 10; ++round) {
-    detail::philox_round(c0, c1, c2, c3, key0, key1);
-    key0 += detail::kPhiloxWeyl0;
-    key1 += detail::kPhiloxWeyl1;
-  }
-  return {{c0, c1, c2, c3}};
+  std::uint32_t c[4][1] = {{counter.v[0]}, {counter.v[1]}, {counter.v[2]}, {counter.v[3]}};
+  detail::philox_rounds(c, key0, key1);
+  return {{c[0][0], c[1][0], c[2][0], c[3][0]}};
 }
 
-// 16 counters at once, in place: c[w][j] is word w of counter j. The same rounds as philox4x32_10, each applied to
-// the 16 counters in a plain loop that compilers vectorise for the target at hand: the widening products become
-// pmuludq on SSE2 and AVX2, vpmullq on AVX-512, umull/umull2 on NEON (16 lanes = 4 SSE/NEON, 2 AVX2 or 1 AVX-512
-// registers per word). No vector types and no intrinsics, so nothing here depends on the build machine's ISA.
+// 16 counters at once (16 lanes = 4 SSE/NEON, 2 AVX2 or 1 AVX-512 register per word), for the CPU dropout loop.
 inline void philox4x32_10_lanes(std::uint32_t (&c)[4][16], std::uint32_t key0, std::uint32_t key1) {
-  for (int round = 0; round < 10; ++round) {
-    for (int j = 0; j < 16; ++j) detail::philox_round(c[0][j], c[1][j], c[2][j], c[3][j], key0, key1);
-    key0 += detail::kPhiloxWeyl0;
-    key1 += detail::kPhiloxWeyl1;
-  }
+  detail::philox_rounds(c, key0, key1);
 }
 
 // Where a stream of random numbers starts: the seed (the key) and an offset (the high half of the counter).
