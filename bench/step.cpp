@@ -91,14 +91,15 @@ struct Options {
   long seq = 512, batch = 1, rank = 16, steps = 5, warmup = 1;
   double lora_alpha = 32, lora_dropout = 0.05;
   bool gradient_checkpointing = false, json = false, breakdown = false;
+  bool dynamic_extents = false;  // --extents dynamic: the run-time-shaped model (Gemma3AnySize) on the same shape
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "qlora_step_bench: %s\n"
-               "usage: qlora_step_bench [--config 270m|1b|4b] [--model PATH] [--seq 512] [--batch 1] [--rank 8|16|32|64]\n"
+               "usage: qlora_step_bench [--config 270m|1b|4b] [--model PATH] [--seq 512] [--batch 1] [--rank R]\n"
                "                        [--steps 5] [--warmup 1] [--lora-alpha 32] [--lora-dropout 0.05]\n"
-               "                        [--gradient-checkpointing] [--json] [--breakdown]\n",
+               "                        [--gradient-checkpointing] [--json] [--breakdown] [--extents static|dynamic]\n",
                why);
   std::exit(2);
 }
@@ -123,6 +124,11 @@ Options parse(int argc, char** argv) {
     else if (a == "--gradient-checkpointing") o.gradient_checkpointing = true;
     else if (a == "--json") o.json = true;
     else if (a == "--breakdown") o.breakdown = true;
+    else if (a == "--extents") {
+      const std::string e = value();
+      if (e != "static" && e != "dynamic") usage("--extents must be static or dynamic");
+      o.dynamic_extents = e == "dynamic";
+    }
     else usage(("unknown argument " + a).c_str());
   }
   if (o.seq < 2 || o.batch < 1 || o.steps < 1 || o.warmup < 0) usage("--seq >= 2, --batch >= 1, --steps >= 1");
@@ -167,11 +173,11 @@ Batch random_batch(index_t vocab, long B, long T) {
   return b;
 }
 
-template <class Cfg, index_t R>
-double flops_per_token(long T) {
+template <class Cfg>
+double flops_per_token(long T, long R) {
   const double C = Cfg::hidden, I = Cfg::intermediate, q = Cfg::q_dim, kv = Cfg::kv_dim;
   const double base = C * (q + 2 * kv) + q * C + 3 * C * I;
-  const double lora = R * ((C + q) * 2 + (C + kv) * 2 + (C + I) * 3);
+  const double lora = static_cast<double>(R) * ((C + q) * 2 + (C + kv) * 2 + (C + I) * 3);
   double attention = 0;  // Σ over layers of forward 4·Hq·D·ctx
   for (index_t l = 0; l < Cfg::layers; ++l) {
     const long window = Cfg::is_global_layer(l) ? T : std::min<long>(T, Cfg::sliding_window);
@@ -218,12 +224,19 @@ void breakdown(const Model& model, const ModelInput& in, double label_tokens, co
                blocks_f / n, head_f / n, all_b / n, head_recompute / n);
 }
 
-template <class Cfg, index_t R>
+// Cfg: the shape (and the random weights' configuration); ModelCfg: the model type's configuration, Cfg itself
+// (static extents) or Gemma3AnySize (every extent a run-time value).
+template <class Cfg, class ModelCfg = Cfg>
 int run(const Options& o) {
-  using Model = Gemma3<Cfg, LoraAllLinear<R>, float, NF4>;
+  using Model = Gemma3<ModelCfg, float, NF4>;
   const auto t_load = Clock::now();
   Gemma3Options mo;
-  mo.lora = LoraHyper{o.lora_alpha, static_cast<float>(o.lora_dropout), false};
+  LoraConfig lora;  // the recipe's adapter on all seven projections
+  lora.r = o.rank;
+  lora.lora_alpha = o.lora_alpha;
+  lora.lora_dropout = o.lora_dropout;
+  lora.target_modules = all_linear_targets();
+  mo.lora = LoraTargets(lora);
   std::string source_name;
   std::optional<Model> model;
   {  // the source (and its memory map) is gone once the model is built
@@ -265,7 +278,7 @@ int run(const Options& o) {
     best = std::min(best, seconds(t0, t3));
   }
   const double n = static_cast<double>(o.steps), step_s = (fwd + bwd + opt) / n;
-  const double gflops = flops_per_token<Cfg, R>(o.seq) * tokens / step_s / 1e9;
+  const double gflops = flops_per_token<Cfg>(o.seq, o.rank) * tokens / step_s / 1e9;
   const long hwm_steps = status_kib("VmHWM"), hwm = std::max(hwm_load, hwm_steps);
   if (o.breakdown) breakdown(*model, in, label_tokens, o);
   const double gemm_gflops = host_gemm_gflops();
@@ -278,21 +291,21 @@ int run(const Options& o) {
                 "\"optimizer_s\": %.4f, \"tokens_per_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mib\": %.1f, "
                 "\"step_peak_rss_mib\": %.1f, \"loaded_rss_mib\": %.1f, \"first_loss\": %.4f, \"last_loss\": %.4f, "
                 "\"gemm_gflops\": %.1f, \"gemm_fraction\": %.3f, \"isa\": \"%s\"}\n",
-                source_name.c_str(), std::string(Cfg::name).c_str(), o.seq, o.batch, o.rank, o.steps,
+                source_name.c_str(), model->name().c_str(), o.seq, o.batch, o.rank, o.steps,
                 omp_get_max_threads(), o.gradient_checkpointing ? "true" : "false", load_s, step_s, best, fwd / n,
                 bwd / n, opt / n, tokens / step_s, gflops, hwm * mib, peak_reset ? hwm_steps * mib : -1.0,
                 rss_loaded * mib, first_loss, last_loss, gemm_gflops, gflops / gemm_gflops, isa.c_str());
     return 0;
   }
   std::printf("qlora step: %s (%s), NF4 base + LoRA r %ld on all 7 projections, batch %ld x seq %ld, %d threads%s\n",
-              std::string(Cfg::name).c_str(), source_name.c_str(), o.rank, o.batch, o.seq, omp_get_max_threads(),
+              model->name().c_str(), source_name.c_str(), o.rank, o.batch, o.seq, omp_get_max_threads(),
               o.gradient_checkpointing ? ", gradient checkpointing" : "");
   std::printf("  load %.2f s; trainable parameters %lld; loss %.4f -> %.4f\n", load_s,
               static_cast<long long>(model->trainable_parameter_count()), first_loss, last_loss);
   std::printf("  %.3f s/step (best %.3f): forward %.3f, backward %.3f, clip + AdamW8bit %.4f (mean of %ld after %ld warm-up)\n",
               step_s, best, fwd / n, bwd / n, opt / n, o.steps, o.warmup);
   std::printf("  %.1f tokens/s, %.1f GFLOP/s (%.2f GFLOP/token)\n", tokens / step_s, gflops,
-              flops_per_token<Cfg, R>(o.seq) / 1e9);
+              flops_per_token<Cfg>(o.seq, o.rank) / 1e9);
   std::printf("  host fp32 GEMM (2048^3, this build: %s): %.1f GFLOP/s; the step runs at %.0f %% of it\n", isa.c_str(),
               gemm_gflops, 100.0 * gflops / gemm_gflops);
   std::printf("  peak RSS %.1f MiB (after loading %.1f MiB, peak during the steps %.1f MiB)\n", hwm * mib,
@@ -300,15 +313,6 @@ int run(const Options& o) {
   return 0;
 }
 
-template <class Cfg>
-int with_rank(const Options& o) {
-  switch (o.rank) {
-    case 8: return run<Cfg, 8>(o);
-    case 16: return run<Cfg, 16>(o);
-    case 64: return run<Cfg, 64>(o);
-    default: usage("--rank must be 8, 16 or 64 (the ranks this benchmark is compiled for)");
-  }
-}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -320,14 +324,14 @@ int main(int argc, char** argv) {
         using Cfg = decltype(c);
         if constexpr (std::is_same_v<Cfg, Gemma3_270M> || std::is_same_v<Cfg, Gemma3_1B> ||
                       std::is_same_v<Cfg, Gemma3_4B>)
-          return with_rank<Cfg>(o);
+          return o.dynamic_extents ? run<Cfg, Gemma3AnySize>(o) : run<Cfg>(o);
         else
           usage("--model: this benchmark runs the 270M, 1B and 4B shapes");
       });
     }
-    if (o.config == "270m") return with_rank<Gemma3_270M>(o);
-    if (o.config == "1b") return with_rank<Gemma3_1B>(o);
-    if (o.config == "4b") return with_rank<Gemma3_4B>(o);
+    if (o.config == "270m") return o.dynamic_extents ? run<Gemma3_270M, Gemma3AnySize>(o) : run<Gemma3_270M>(o);
+    if (o.config == "1b") return o.dynamic_extents ? run<Gemma3_1B, Gemma3AnySize>(o) : run<Gemma3_1B>(o);
+    if (o.config == "4b") return o.dynamic_extents ? run<Gemma3_4B, Gemma3AnySize>(o) : run<Gemma3_4B>(o);
     usage("--config must be 270m, 1b or 4b");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qlora_step_bench: %s\n", e.what());

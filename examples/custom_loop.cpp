@@ -37,8 +37,13 @@ int main(int argc, char** argv) try {
   // 1. The model: the file's weights, each projection quantized to NF4 as it is read, fresh LoRA A/B (B = 0).
   const Gemma3WeightSource source = Gemma3WeightSource::open(model_path);
   Gemma3Options options;
-  options.lora = LoraHyper{32, 0.05f, false};  // lora_alpha 32, lora_dropout 0.05
-  using Model = Gemma3<Gemma3_270M, LoraAllLinear<16>, float, NF4>;
+  LoraConfig lora;  // PEFT's LoraConfig: r 16, lora_alpha 32, lora_dropout 0.05 on all seven linear layers
+  lora.r = 16;
+  lora.lora_alpha = 32;
+  lora.lora_dropout = 0.05;
+  lora.target_modules = all_linear_targets();
+  options.lora = LoraTargets(lora);
+  using Model = Gemma3<Gemma3_270M, float, NF4>;
   const Model model(source, options);
   const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())  // the GGUF carries the vocabulary
                                          : Tokenizer::from_model_file(model_path + "/tokenizer.model");

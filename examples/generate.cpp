@@ -3,8 +3,9 @@
 // with the KV cache (train/generate.hpp) until <end_of_turn>, <eos> or max new tokens.
 //   build/bin/example_generate [model.gguf | -] [adapter folder | -] [max new tokens = 160]
 // The model is argv[1] or, when it is missing or "-", $QLORA_MODEL (scripts/fetch-model); without one the example
-// exits 77. The adapter is a PEFT folder with r 16 on all seven projections, as qlora finetune and
-// example_custom_loop write it; without one the base model answers (its LoRA B matrices are zero).
+// exits 77. The adapter is any PEFT LoRA folder (qlora finetune and example_custom_loop write them; its config gives
+// the ranks and targets); without one the base model answers. The model is picked from the file at run time
+// (open_causal_lm, nn/causal_lm.hpp): this program links qlora::models instead of compiling a model type.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -13,7 +14,7 @@
 
 #include <qlora/data/dataset.hpp>
 #include <qlora/data/gguf_vocabulary.hpp>
-#include <qlora/nn/adapter_io.hpp>
+#include <qlora/nn/causal_lm.hpp>
 #include <qlora/train/generate.hpp>
 
 using namespace qlora;
@@ -34,9 +35,9 @@ int main(int argc, char** argv) try {
                                          : Tokenizer::from_model_file(model_path + "/tokenizer.model");
   Gemma3Options options;
   const peft::Adapter adapter = adapter_dir.empty() ? peft::Adapter{} : peft::load_adapter(adapter_dir);
-  if (!adapter_dir.empty()) options.lora = LoraHyper{adapter.config.lora_alpha, 0.0f, adapter.config.use_rslora};
-  const Gemma3<Gemma3_270M, LoraAllLinear<16>, float, NF4> model(source, options);
-  if (!adapter_dir.empty()) load_adapter(model, adapter, adapter_dir);  // checks r, targets and every shape
+  if (!adapter_dir.empty()) options.lora = LoraTargets(adapter.config);  // the adapter's ranks, targets and alphas
+  const std::unique_ptr<CausalLM> model = open_causal_lm(source, options);  // the NF4 base, as in training
+  if (!adapter_dir.empty()) model->load_adapter(adapter, adapter_dir);   // checks modules and every shape
 
   // 2. The prompt: <bos> + the template's prompt part with the question in its slot; the response part is what the
   //    model writes, so only the segments that are not learned are encoded.
@@ -58,7 +59,7 @@ int main(int argc, char** argv) try {
   gen.max_new_tokens = max_new_tokens;
   gen.stop_ids = {tok.eos_id(), tok.token_id("<end_of_turn>")};
   const auto start = std::chrono::steady_clock::now();
-  const Generation g = generate(model, ids, gen);
+  const Generation g = generate(*model, ids, gen);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   std::vector<std::int32_t> answer = g.tokens;

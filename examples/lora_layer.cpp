@@ -15,7 +15,7 @@ int main() {
   using W64 = Tensor<double, Dim<8>, Dim<16>>;
   W64 w64 = W64::zeros();
   for (index_t i = 0; i < w64.numel(); ++i) w64.data()[i] = 0.1 * static_cast<double>((i * 37) % 11) - 0.5;
-  LoraLinear<double, W64, 4> layer64(w64, LoraHyper{8, 0.1f, false}, RandomStream{1, 0});
+  LoraLinear<double, W64> layer64(w64, LoraSpec{4, 8, 0.1, false}, RandomStream{1, 0});  // r 4
   layer64.lora_b().value().fill_zero();
   for (index_t i = 0; i < layer64.lora_b().numel(); ++i) layer64.lora_b().value().data()[i] = 0.01 * static_cast<double>(i);
   auto x64 = Variable<double, Dyn, Dim<16>>::leaf(Tensor<double, Dyn, Dim<16>>::full(0.3, 5));
@@ -34,7 +34,7 @@ int main() {
       target(o, i) = base(o, i) + 0.5f * std::sin(static_cast<float>(o)) * std::cos(static_cast<float>(i));  // rank 1
     }
   }
-  LoraLinear<float, W32, 4> layer(base, LoraHyper{8, 0.0f, false}, RandomStream{2, 0});
+  LoraLinear<float, W32> layer(base, LoraSpec{4, 8, 0.0, false}, RandomStream{2, 0});
   AdamW opt({Parameter("lora_A", layer.lora_a()), Parameter("lora_B", layer.lora_b())}, AdamWConfig{});
   float first = 0, last = 0;
   for (int step = 0; step < 200; ++step) {

@@ -1,4 +1,4 @@
-// qlora finetune, for one model type: the Python recipe's steps in order — tokenize the data set (prompt masked),
+// qlora finetune: the Python recipe's steps in order — tokenize the data set (prompt masked),
 // split off an eval set, load the model with an NF4 base and fresh LoRA adapters (or resume from a checkpoint),
 // train with the Trainer (accumulation, clipping, schedule, logs, checkpoints), then save the adapter as PEFT does.
 // Everything is checked (model file, data, adapter type, memory) before anything is written to the output folder.
@@ -17,8 +17,7 @@
 #include <qlora/io/checkpoint.hpp>
 #include <qlora/io/optimizer_state.hpp>
 #include <qlora/io/trainer_state.hpp>
-#include <qlora/nn/adapter_io.hpp>
-#include <qlora/nn/model.hpp>
+#include <qlora/nn/causal_lm.hpp>
 #include <qlora/optim/adamw.hpp>
 #include <qlora/optim/adamw8bit.hpp>
 #include <qlora/train/trainer.hpp>
@@ -82,11 +81,12 @@ inline std::optional<std::filesystem::path> resume_folder(const TrainingArgument
   return std::filesystem::path(r);
 }
 
-template <class Cfg, class Adapter>
-int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const Tokenizer& tok) {
-  using Model = Gemma3<Cfg, Adapter, float, NF4>;
+inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const Tokenizer& tok) {
   const TrainingArguments& args = job.args;
   namespace fs = std::filesystem;
+  const LoraTargets targets(job.lora);  // checks ranks, patterns and target names before anything is read
+  const std::string name = model_name(source.config(), source.path().string());
+  targets.check_matches(source.config().layers, name);
 
   // Data: tokenize, split, batch (nothing written yet).
   TokenizedDataset data = load_dataset(job.dataset_path.string(), job.format, tok, job.data);
@@ -124,19 +124,22 @@ int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const
   for (const auto& s : split.train) longest = std::max(longest, s.input_ids.size());
   const auto tokens_per_micro = static_cast<index_t>(job.packing ? job.data.max_length
                                                                  : longest * static_cast<std::size_t>(args.per_device_train_batch_size));
-  check_memory<Cfg, Adapter>(tokens_per_micro, args.gradient_checkpointing);
+  check_memory(source.config(), targets, tokens_per_micro, args.gradient_checkpointing);
 
   // Model (+ resume state).
   Gemma3Options options;
-  options.lora = LoraHyper{job.lora.lora_alpha, job.lora.lora_dropout, job.lora.use_rslora};
+  options.lora = targets;
   options.seed = args.seed;
-  std::fprintf(stderr, "qlora: loading %s as %s (NF4 base, double quantization), LoRA r %ld on %zu target modules\n",
-               source.path().string().c_str(), std::string(Cfg::name).c_str(), job.lora.r, Adapter::targets.size());
-  const Model model(source, options);
+  std::fprintf(stderr, "qlora: loading %s as %s (NF4 base, double quantization), LoRA r %ld on %s%s\n",
+               source.path().string().c_str(), name.c_str(), job.lora.r,
+               join_names(job.lora.target_modules).c_str(),
+               job.lora.rank_pattern.empty() && job.lora.alpha_pattern.empty() ? "" : " (with per-module patterns)");
+  const std::unique_ptr<CausalLM> model_ptr = open_causal_lm(source, options);
+  const CausalLM& model = *model_ptr;
   TrainOptimizer optimizer(args, model.lora_parameters());
   TrainerState state;
   if (const auto resume = resume_folder(args)) {
-    load_adapter(model, *resume);
+    model.load_adapter(*resume);
     optimizer.load(*resume / optimizer_state_file_name);
     state = load_trainer_state(*resume / trainer_state_file_name);
     std::fprintf(stderr, "qlora: resuming from %s (step %ld)\n", resume->string().c_str(), state.global_step);
@@ -179,7 +182,7 @@ int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const
   CheckpointDirectory checkpoints(args.output_dir);
   fns.save = [&](const TrainerState& s) {
     const auto dir = checkpoints.save(s.global_step, [&](const fs::path& tmp) {
-      save_adapter(model, tmp, base_name);
+      model.save_adapter(tmp, base_name);
       optimizer.save(tmp / optimizer_state_file_name);
       save_trainer_state(s, tmp / trainer_state_file_name);
     }, args.save_total_limit);
@@ -207,7 +210,7 @@ int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const
   }
   Trainer<Batch> trainer(args, model.lora_parameters(), fns, total_steps);
   const TrainResult result = trainer.train(next_epoch, state, steps_per_epoch);
-  save_adapter(model, args.output_dir, base_name);
+  model.save_adapter(args.output_dir, base_name);
   std::fprintf(stderr, "qlora: done: %ld steps, loss %.4f -> %.4f, %.0f tokens/s; adapter saved in %s\n",
                result.state.global_step, result.first_logged_loss, result.last_logged_loss, result.tokens_per_second,
                args.output_dir.c_str());

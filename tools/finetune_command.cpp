@@ -21,12 +21,11 @@
 #include "commands.hpp"
 #include "finetune.hpp"
 #include "model_path.hpp"
-#include "model_types.hpp"
 
 namespace qlora::cli {
 namespace {
 
-enum class Kind { text, integer, number, list, flag };
+enum class Kind { text, integer, number, list, pattern, flag };
 struct Flag {
   const char* name;     // --name
   const char* section;  // training, lora, data, top
@@ -63,10 +62,15 @@ constexpr Flag kFlags[] = {
     {"report-to", "training", "report_to", Kind::list, "tensorboard, none"},
     {"resume-from-checkpoint", "training", "resume_from_checkpoint", Kind::text, "A checkpoint folder, or 'latest'"},
     {"seed", "training", "seed", Kind::integer, "Seed of data order, LoRA init and dropout"},
-    {"lora-r", "lora", "r", Kind::integer, "LoRA rank: 8, 16, 32 or 64 (default 16)"},
+    {"lora-r", "lora", "r", Kind::integer, "LoRA rank, any r >= 1 (default 16)"},
     {"lora-alpha", "lora", "lora_alpha", Kind::number, "LoRA alpha (default 32)"},
     {"lora-dropout", "lora", "lora_dropout", Kind::number, "Dropout on the adapter input (default 0.05)"},
-    {"target-modules", "lora", "target_modules", Kind::list, "q_proj,v_proj or all-linear (default all-linear)"},
+    {"target-modules", "lora", "target_modules", Kind::list,
+     "Projections to adapt: any of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (or dotted module names), "
+     "or all-linear (default)"},
+    {"rank-pattern", "lora", "rank_pattern", Kind::pattern, "Per-module ranks, PEFT's rank_pattern: PATTERN=R,... "
+     "(e.g. down_proj=32,layers\\.0\\.self_attn\\.q_proj=4)"},
+    {"alpha-pattern", "lora", "alpha_pattern", Kind::pattern, "Per-module lora_alpha, PEFT's alpha_pattern: PATTERN=A,..."},
     {"use-rslora", "lora", "use_rslora", Kind::flag, "Scale by alpha / sqrt(r)"},
     {"max-seq-length", "data", "max_seq_length", Kind::integer, "Truncate samples to N tokens (default 512)"},
     {"eval-size", "data", "eval_size", Kind::number, "Held-out samples: a count, or a fraction below 1 (default 20)"},
@@ -105,12 +109,33 @@ nlohmann::json value_of(const Flag& f, const std::string& text) {
         }
         return items;
       }
+      case Kind::pattern: {  // "q_proj=8,down_proj=32" -> {"q_proj": 8, "down_proj": 32}
+        nlohmann::json out = nlohmann::json::object();
+        std::stringstream items(text);
+        for (std::string item; std::getline(items, item, ',');) {
+          if (item.empty()) continue;
+          const std::size_t eq = item.rfind('=');
+          if (eq == std::string::npos || eq == 0)
+            fail("finetune", "--", f.name, " ", text, ": '", item, "' is not PATTERN=VALUE");
+          std::size_t used = 0;
+          const std::string value = item.substr(eq + 1);
+          const bool rank = std::string(f.key) == "rank_pattern";
+          const nlohmann::json v = rank ? nlohmann::json(std::stol(value, &used)) : nlohmann::json(std::stod(value, &used));
+          if (used != value.size() || value.empty())
+            fail("finetune", "--", f.name, " ", text, ": '", value, "' is not ", rank ? "an integer rank" : "a number");
+          out[item.substr(0, eq)] = v;
+        }
+        return out;
+      }
       case Kind::flag: return true;
       case Kind::text: return text;
     }
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception&) {
   }
-  fail("finetune", "--", f.name, " ", text, ": not ", f.kind == Kind::integer ? "an integer" : "a number");
+  fail("finetune", "--", f.name, " ", text, ": not ", f.kind == Kind::integer ? "an integer"
+                                                    : f.kind == Kind::pattern ? "PATTERN=VALUE,..." : "a number");
 }
 
 nlohmann::json read_config_file(const std::string& path) {
@@ -163,9 +188,6 @@ int run(const nlohmann::json& cfg) {
       if (!name.empty()) list.push_back(name);
     lora["target_modules"] = list;
   }
-  std::vector<std::string> targets = lora.value("target_modules", std::vector<std::string>{});
-  if (targets == std::vector<std::string>{"all-linear"})
-    lora["target_modules"] = std::vector<std::string>(projection_names.begin(), projection_names.end());
   job.args = training_arguments_from_json(training);
   job.lora = lora_config_from_json(lora);
   job.data.max_length = static_cast<std::size_t>(data.value("max_seq_length", 512L));
@@ -190,12 +212,9 @@ int run(const nlohmann::json& cfg) {
   if (job.args.bf16) std::fprintf(stderr, "qlora: --bf16 applies to GPU compute; the CPU computes in fp32\n");
 
   const Gemma3WeightSource source = Gemma3WeightSource::open(job.model_path);
-  return with_lora_model(source.config(), source.path().string(), job.lora.r, job.lora.target_modules, [&](auto tag) {
-    using Tag = decltype(tag);
-    const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
-                                           : Tokenizer::from_model_file((job.model_path / "tokenizer.model").string());
-    return run_finetune<typename Tag::config, typename Tag::adapter>(job, source, tok);
-  });
+  const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
+                                         : Tokenizer::from_model_file((job.model_path / "tokenizer.model").string());
+  return run_finetune(job, source, tok);
 }
 }  // namespace
 
@@ -214,6 +233,7 @@ Command add_finetune_command(CLI::App& app) {
                                    ->type_name(f.kind == Kind::integer ? "INT"
                                                : f.kind == Kind::number ? "FLOAT"
                                                : f.kind == Kind::list   ? "A,B,..."
+                                               : f.kind == Kind::pattern ? "PATTERN=V,..."
                                                                         : "TEXT"));
   }
   return [values, flags, config, options]() {

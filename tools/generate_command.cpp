@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,12 +16,11 @@
 #include <qlora/data/dataset.hpp>
 #include <qlora/data/gguf_vocabulary.hpp>
 #include <qlora/data/records.hpp>
-#include <qlora/nn/adapter_io.hpp>
+#include <qlora/nn/causal_lm.hpp>
 #include <qlora/train/generate.hpp>
 
 #include "commands.hpp"
 #include "model_path.hpp"
-#include "model_types.hpp"
 
 namespace qlora::cli {
 namespace {
@@ -73,8 +73,7 @@ std::vector<Question> questions(const GenerateOptions& o, const Tokenizer& tok) 
   return out;
 }
 
-template <class Model>
-int answer_all(const Model& model, const Tokenizer& tok, const GenerateOptions& o) {
+int answer_all(const CausalLM& model, const Tokenizer& tok, const GenerateOptions& o) {
   GenerationConfig gen = o.gen;
   gen.stop_ids = {tok.eos_id(), tok.token_id("<end_of_turn>")};
   std::ofstream out;
@@ -104,28 +103,19 @@ int run(const GenerateOptions& o) {
   const Gemma3WeightSource source = Gemma3WeightSource::open(path);
   const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
                                          : Tokenizer::from_model_file((path / "tokenizer.model").string());
-  if (o.adapter.empty()) {
-    return dispatch_config(source.config(), path.string(), [&](auto cfg) -> int {
-      using Cfg = decltype(cfg);
-      if constexpr (!cpu_trainable<Cfg>) {
-        fail("generate", path.string(), " is ", Cfg::name, ": this build generates with gemma-3-270m and gemma-3-1b");
-      } else {
-        Gemma3Options options;
-        options.nf4_values = true;  // the NF4 model's numbers, dequantized once
-        return answer_all(Gemma3<Cfg, NoAdapter, float, float>(source, options), tok, o);
-      }
-    });
+  // The NF4 model's numbers, dequantized once; with an adapter, the base it was trained on plus its LoRA weights
+  // (each module's rank and alpha from the adapter's config; no dropout).
+  Gemma3Options options;
+  std::optional<peft::Adapter> adapter;
+  if (!o.adapter.empty()) {
+    adapter = peft::load_adapter(o.adapter);
+    LoraConfig config = adapter->config;
+    config.lora_dropout = 0;
+    options.lora = LoraTargets(config);
   }
-  const peft::Adapter adapter = peft::load_adapter(o.adapter);
-  return with_lora_model(source.config(), path.string(), adapter.config.r, adapter.config.target_modules, [&](auto tag) {
-    using Tag = decltype(tag);
-    Gemma3Options options;
-    options.lora = LoraHyper{adapter.config.lora_alpha, 0.0, adapter.config.use_rslora};
-    options.nf4_values = true;  // the NF4 base the adapter was trained on, dequantized once
-    const Gemma3<typename Tag::config, typename Tag::adapter, float, float> model(source, options);
-    load_adapter(model, adapter, o.adapter);
-    return answer_all(model, tok, o);
-  });
+  const auto model = open_causal_lm(source, options, CausalLMWeights::nf4_dequantized);
+  if (adapter) model->load_adapter(*adapter, o.adapter);
+  return answer_all(*model, tok, o);
 }
 }  // namespace
 

@@ -22,8 +22,7 @@ void print_config(const Gemma3RuntimeConfig& c, std::string_view source) {
   std::printf("  vocab_size %lld, sliding_window %lld, rope_theta %g (global), rope scaling %g, rms_norm_eps %g\n",
               static_cast<long long>(c.vocab), static_cast<long long>(c.sliding_window), c.rope_global_theta,
               c.rope_global_scaling, c.rms_norm_eps);
-  const std::string type = dispatch_config(c, source, [](auto cfg) { return std::string(decltype(cfg)::name); });
-  std::printf("  model: %s\n", type.c_str());
+  std::printf("  model: %s\n", model_name(c, source).c_str());
 }
 
 int info_gguf(const std::filesystem::path& path) {
@@ -54,6 +53,8 @@ int info_folder(const std::filesystem::path& dir) {
                 c.r, c.lora_alpha, c.lora_dropout, c.use_rslora ? "yes" : "no");
     for (const auto& t : c.target_modules) std::printf(" %s", t.c_str());
     std::printf("\n");
+    for (const auto& [key, r] : c.rank_pattern) std::printf("  rank_pattern %s: r %ld\n", key.c_str(), r);
+    for (const auto& [key, a] : c.alpha_pattern) std::printf("  alpha_pattern %s: lora_alpha %g\n", key.c_str(), a);
     return 0;
   }
   if (!std::filesystem::exists(dir / "config.json")) fail("info", dir.string(), ": no config.json or adapter_config.json");

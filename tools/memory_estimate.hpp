@@ -12,6 +12,7 @@
 #include <string>
 
 #include <qlora/core/error.hpp>
+#include <qlora/nn/adapter.hpp>
 #include <qlora/nn/config.hpp>
 
 namespace qlora::cli {
@@ -21,15 +22,25 @@ struct MemoryEstimate {
   double total() const { return model + adapter + activations; }
 };
 
-template <class Cfg, class Adapter>
-MemoryEstimate estimate_memory(index_t tokens, bool checkpointing) {
-  const double C = Cfg::hidden, I = Cfg::intermediate, L = Cfg::layers, V = Cfg::vocab;
-  const double q = Cfg::q_dim, kv = Cfg::kv_dim;
+// The adapter is charged for the projections `targets` adapt, each with its own rank (fp32 A and B, their gradients
+// and two optimizer moments: 4 copies).
+inline MemoryEstimate estimate_memory(const Gemma3RuntimeConfig& c, const LoraTargets& targets, index_t tokens,
+                                      bool checkpointing) {
+  const double C = static_cast<double>(c.hidden), I = static_cast<double>(c.intermediate),
+               L = static_cast<double>(c.layers), V = static_cast<double>(c.vocab);
+  const double q = static_cast<double>(c.heads * c.head_dim), kv = static_cast<double>(c.kv_heads * c.head_dim);
   const double proj_params = L * (C * q + 2 * C * kv + q * C + 3 * C * I);
   MemoryEstimate e;
-  e.model = proj_params * 0.516 + V * C * 4 + L * (4 * C + 2 * Cfg::head_dim) * 4;
-  const double r = Adapter::rank;
-  e.adapter = L * r * ((C + q) + 2 * (C + kv) + (q + C) + 2 * (C + I) + (I + C)) * 4 * 4;
+  e.model = proj_params * 0.516 + V * C * 4 + L * (4 * C + 2 * static_cast<double>(c.head_dim)) * 4;
+  for (index_t l = 0; l < c.layers; ++l)
+    for (Projection p : all_projections)
+      if (const auto spec = targets.at(l, p)) {
+        const double in_out = p == Projection::q_proj ? C + q
+                              : p == Projection::k_proj || p == Projection::v_proj ? C + kv
+                              : p == Projection::o_proj ? q + C
+                                                        : C + I;
+        e.adapter += static_cast<double>(spec->rank) * in_out * 4 * 4;
+      }
   const double per_block = 8 * C + 4 * q + 2 * kv + 4 * I;
   const double t = static_cast<double>(tokens);
   e.activations = (checkpointing ? t * L * C + t * per_block : t * L * per_block) * 4 * 2 +  // values + gradients
@@ -49,9 +60,9 @@ inline double available_memory() {
   return 0;
 }
 
-template <class Cfg, class Adapter>
-void check_memory(index_t tokens_per_micro_batch, bool checkpointing) {
-  const MemoryEstimate e = estimate_memory<Cfg, Adapter>(tokens_per_micro_batch, checkpointing);
+inline void check_memory(const Gemma3RuntimeConfig& c, const LoraTargets& targets, index_t tokens_per_micro_batch,
+                         bool checkpointing) {
+  const MemoryEstimate e = estimate_memory(c, targets, tokens_per_micro_batch, checkpointing);
   const double have = available_memory();
   constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
   std::fprintf(stderr, "qlora: memory estimate %.2f GiB (model %.2f, adapter + optimizer %.3f, activations %.2f for %lld "

@@ -46,7 +46,7 @@ void BM_nf4_dequantize_cuda(benchmark::State& state) {
 template <class Base>
 void lora_step(benchmark::State& state, const Base& base) {
   const Device gpu = cuda::device();
-  LoraLinear<bf16, Base, 16> layer(base, LoraHyper{32, 0.05f, false}, RandomStream{2, 0});
+  LoraLinear<bf16, Base> layer(base, LoraSpec{16, 32, 0.05, false}, RandomStream{2, 0});
   auto x = Variable<bf16, Dyn, Dim<2560>>::leaf(Tensor<bf16, Dyn, Dim<2560>>::zeros_on(gpu, 2048));
   std::uint64_t step = 0;
   for (auto _ : state) {

@@ -30,9 +30,14 @@ struct BlockShape {
 
 template <class Cfg>
 void block_step(benchmark::State& state, bool with_backward) {
-  using Block = Gemma3Block<Cfg, LoraAllLinear<16>, float, NF4>;
+  using Block = Gemma3Block<Cfg, float, NF4>;
   Gemma3Options options;
-  options.lora = LoraHyper{32, 0.05f, false};
+  LoraConfig lora;  // r 16, alpha 32, dropout 0.05 on all seven projections
+  lora.r = 16;
+  lora.lora_alpha = 32;
+  lora.lora_dropout = 0.05;
+  lora.target_modules = all_linear_targets();
+  options.lora = LoraTargets(lora);
   const Block block(Gemma3WeightSource::random<Cfg>(1), 0, options);
   auto x0 = Tensor<float, Dyn, Dim<Cfg::hidden>>::zeros(kTokens);
   detail::fill_random_normalish(x0.data(), x0.numel(), RandomStream{2, 0}, 1.0);

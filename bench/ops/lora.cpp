@@ -30,7 +30,7 @@ void BM_lora_forward_backward(benchmark::State& state) {
     if constexpr (std::is_same_v<W, Tensor<NF4, Dim<Out>, Dim<In>>>) return W::quantize(weight<Out, In>());
     else return weight<Out, In>();
   }();
-  const LoraLinear<float, W, kRank> layer(base, LoraHyper{32, 0.05f, false}, RandomStream{2, 0});
+  const LoraLinear<float, W> layer(base, LoraSpec{kRank, 32, 0.05, false}, RandomStream{2, 0});
   auto x = Variable<float, Dyn, Dim<In>>::leaf(Tensor<float, Dyn, Dim<In>>::full(0.01f, bench::kTokens));
   std::uint64_t step = 0;
   for (auto _ : state) {

@@ -32,7 +32,7 @@ void BM_nf4_dequantize_cpu(benchmark::State& state) {
 
 template <class Base>
 void lora_step(benchmark::State& state, const Base& base) {
-  LoraLinear<float, Base, 16> layer(base, LoraHyper{32, 0.05f, false}, RandomStream{2, 0});
+  LoraLinear<float, Base> layer(base, LoraSpec{16, 32, 0.05, false}, RandomStream{2, 0});
   auto x = Variable<float, Dyn, Dim<640>>::leaf(Tensor<float, Dyn, Dim<640>>::full(0.01f, 512));
   std::uint64_t step = 0;
   for (auto _ : state) {

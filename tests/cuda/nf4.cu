@@ -37,7 +37,7 @@ TEST_SUITE("cuda") {
     const auto b0 = test::random_tensor<Tensor<float, Dim<256>, Dim<16>>>(4, -0.1, 0.1);
     const auto x0 = test::random_tensor<Tensor<float, Dyn, Dim<640>>>(5, -1, 1, 33);
     auto run = [&](Device device) {
-      LoraLinear<float, B4, 16> layer(device.is_cpu() ? w4 : w4.to(device), LoraHyper{32, 0.05f, false},
+      LoraLinear<float, B4> layer(device.is_cpu() ? w4 : w4.to(device), LoraSpec{16, 32, 0.05, false},
                                       a0.to(device), b0.to(device));
       auto x = Variable<float, Dyn, Dim<640>>::leaf(x0.to(device));
       auto y = layer(x, RandomStream{9, 1});
@@ -59,13 +59,13 @@ TEST_SUITE("cuda") {
     const auto a0 = test::random_tensor<Tensor<float, Dim<8>, Dim<256>>>(7, -0.06, 0.06);
     const auto b0 = test::random_tensor<Tensor<float, Dim<128>, Dim<8>>>(8, -0.1, 0.1);
     const auto x0 = test::random_tensor<Tensor<float, Dyn, Dim<256>>>(9, -1, 1, 16);
-    LoraLinear<float, B4, 8> cpu_layer(w4, LoraHyper{16, 0, false}, a0, b0);
+    LoraLinear<float, B4> cpu_layer(w4, LoraSpec{8, 16, 0, false}, a0, b0);
     const auto y_cpu = cpu_layer(Variable<float, Dyn, Dim<256>>(x0)).value();
     const Device gpu = cuda::device();
     auto a16 = evaluate<bf16, Dim<8>, Dim<256>>(a0).to(gpu);
     auto b16 = evaluate<bf16, Dim<128>, Dim<8>>(b0).to(gpu);
     auto x16 = evaluate<bf16, Dyn, Dim<256>>(x0).to(gpu);
-    LoraLinear<bf16, B4, 8> gpu_layer(w4.to(gpu), LoraHyper{16, 0, false}, a16, b16);
+    LoraLinear<bf16, B4> gpu_layer(w4.to(gpu), LoraSpec{8, 16, 0, false}, a16, b16);
     const auto y_gpu = gpu_layer(Variable<bf16, Dyn, Dim<256>>(x16)).value().to(Device::cpu());
     QLORA_CHECK_CLOSE(y_gpu, y_cpu, 2e-2, 2e-2);
   }

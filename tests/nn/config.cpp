@@ -23,21 +23,47 @@ TEST_SUITE("nn") {
     CHECK(Gemma3_1B::name == "gemma-3-1b");
   }
 
-  TEST_CASE("adapters are types that say which projections they adapt") {
-    static_assert(LoraQV<16>::adapts<Projection::q_proj> && !LoraQV<16>::adapts<Projection::k_proj>);
-    static_assert(LoraAllLinear<8>::targets.size() == 7 && LoraAllLinear<8>::rank == 8);
-    static_assert(!NoAdapter::adapts<Projection::q_proj>);
+  TEST_CASE("projection names") {
     CHECK(name_of(Projection::gate_proj) == "gate_proj");
+    CHECK(projection_module_name(3, Projection::q_proj) == "model.layers.3.self_attn.q_proj");
+    CHECK(projection_module_name(0, Projection::down_proj) == "model.layers.0.mlp.down_proj");
   }
 
-  TEST_CASE("a file's configuration is dispatched to its type or rejected with the differing fields") {
+  TEST_CASE("a file's configuration is dispatched to its published size, else to the run-time-shaped model") {
+    auto name_of_cfg = [](const Gemma3RuntimeConfig& c) {
+      return dispatch_config(c, "model.gguf", [](auto cfg) { return std::string(decltype(cfg)::name); });
+    };
     auto cfg = runtime_config_of<Gemma3_270M>();
-    CHECK(dispatch_config(cfg, "model.gguf", [](auto c) { return std::string(decltype(c)::name); }) == "gemma-3-270m");
-    cfg.kv_heads = 2;
-    CHECK_THROWS_WITH_AS(dispatch_config(cfg, "model.gguf", [](auto) { return 0; }),
-                         "[config] model.gguf does not describe gemma-3-270m: num_key_value_heads 2 (expected 1)",
+    CHECK(name_of_cfg(cfg) == "gemma-3-270m");
+    CHECK(model_name(cfg, "model.gguf") == "gemma-3-270m");
+    cfg.kv_heads = 2;  // a community variant of the 270M shape: no published size, still a Gemma 3
+    CHECK(name_of_cfg(cfg) == "gemma-3");
+    CHECK(model_name(cfg, "model.gguf") == "gemma-3 (hidden 640, 18 layers)");
+    CHECK_THROWS_WITH_AS(check_config<Gemma3_270M>(cfg, "model.gguf"),
+                         "[config] model.gguf does not describe gemma-3-270m: num_key_value_heads 2 (expected 1)", Error);
+    cfg.kv_heads = 3;
+    CHECK_THROWS_WITH_AS(name_of_cfg(cfg), doctest::Contains("num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
                          Error);
-    cfg.hidden = 777;
-    CHECK_THROWS_AS(dispatch_config(cfg, "model.gguf", [](auto) { return 0; }), Error);
+    cfg = runtime_config_of<Gemma3_270M>();
+    cfg.hidden = 0;
+    cfg.layers = -1;
+    CHECK_THROWS_WITH_AS(name_of_cfg(cfg), doctest::Contains("hidden_size 0, num_hidden_layers -1 (must be >= 1)"), Error);
+    cfg = runtime_config_of<Gemma3_270M>();
+    cfg.head_dim = 7;
+    CHECK_THROWS_WITH_AS(name_of_cfg(cfg), doctest::Contains("head_dim 7 is odd"), Error);
   }
+
+  TEST_CASE("a configuration that leaves fields unsaid gets Gemma 3's defaults") {
+    Gemma3RuntimeConfig c = runtime_config_of<Gemma3Tiny>();
+    c.query_pre_attn_scalar = 0;
+    c.rope_local_theta = 0;
+    c.rope_global_theta = 0;
+    c.rms_norm_eps = 0;
+    const Gemma3RuntimeConfig full = complete_config(c, "tiny");
+    CHECK(full.query_pre_attn_scalar == Gemma3Tiny::head_dim);
+    CHECK(full.rope_local_theta == 10000.0);
+    CHECK(full.rope_global_theta == 1e6);
+    CHECK(full.rms_norm_eps == 1e-6);
+  }
+
 }

@@ -44,11 +44,11 @@ TEST_SUITE("nn") {
     CHECK(std::filesystem::exists(dir / "config.json"));
 
     Gemma3Options options;
-    options.lora = LoraHyper{adapter.config.lora_alpha, 0.0f, false};
-    const Gemma3<Gemma3Tiny, LoraAllLinear<4>, float, float> with_adapter(src, options);
+    options.lora = LoraTargets(adapter.config);
+    const Gemma3<Gemma3Tiny, float, float> with_adapter(src, options);
     load_adapter(with_adapter, adapter, adapter_dir.string());
-    const Gemma3<Gemma3Tiny, NoAdapter, float, float> merged(Gemma3WeightSource::open(dir));
-    const Gemma3<Gemma3Tiny, NoAdapter, float, float> base(src);
+    const Gemma3<Gemma3Tiny, float, float> merged(Gemma3WeightSource::open(dir));
+    const Gemma3<Gemma3Tiny, float, float> base(src);
 
     const auto want = with_adapter.logits(model_input(kIds));
     const auto got = merged.logits(model_input(kIds));
@@ -84,7 +84,7 @@ TEST_SUITE("nn") {
     std::ifstream cfg(dir / "config.json");
     CHECK(nlohmann::json::parse(cfg)["torch_dtype"] == "bfloat16");
     CHECK(SafetensorsFile(dir / "model.safetensors").info("model.norm.weight").dtype == SafetensorsDtype::BF16);
-    const Gemma3<Gemma3Tiny, NoAdapter, float, float> merged(Gemma3WeightSource::open(dir));
+    const Gemma3<Gemma3Tiny, float, float> merged(Gemma3WeightSource::open(dir));
     const auto logits = merged.logits(model_input(kIds));
     for (index_t i = 0; i < logits.numel(); ++i) REQUIRE(std::isfinite(logits.data()[i]));
     std::filesystem::remove_all(dir);
@@ -120,7 +120,7 @@ TEST_SUITE("nn") {
     const auto back = Gemma3WeightSource::open(out);
     CHECK(back.gguf()->get_string("tokenizer.ggml.model") == src.gguf()->get_string("tokenizer.ggml.model"));
     const std::vector<std::int32_t> ids = {2, 818, 5279, 529, 7001, 563};
-    const Gemma3<Gemma3_270M, NoAdapter, float, float> a(src), b(back);
+    const Gemma3<Gemma3_270M, float, float> a(src), b(back);
     const auto la = a.logits(model_input(ids)), lb = b.logits(model_input(ids));
     const double err = max_abs_diff(la, lb) / max_abs(la);
     MESSAGE("exported F32 GGUF vs original: max relative logit difference " << err);

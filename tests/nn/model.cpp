@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/check.hpp"
+#include "support/lora.hpp"
 
 #include <qlora/nn/model.hpp>
 
@@ -43,7 +44,8 @@ double relative_error(const Tensor<float, Dyn, Dyn>& got, const nlohmann::json& 
 
 std::vector<std::int32_t> ids_of(const nlohmann::json& j) { return j.get<std::vector<std::int32_t>>(); }
 
-using TinyAll = LoraAllLinear<2>;
+// The all-linear rank-2 adapter most tests use.
+const Gemma3Options kTinyAll = test::lora_options(2, all_linear_targets());
 
 // B is zero at initialisation, which would hide A's gradient: fill every B with seeded values.
 template <class Model>
@@ -84,7 +86,7 @@ std::filesystem::path edited_tiny(const std::string& tag,
 TEST_SUITE("nn") {
   TEST_CASE("the tiny Gemma 3 (fp32 weights) gives transformers' logits") {
     const auto golden = read_json(std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "tiny_logits.json");
-    const Gemma3<Gemma3Tiny, NoAdapter, float, float> model(Gemma3WeightSource::open(kTiny));
+    const Gemma3<Gemma3Tiny, float, float> model(Gemma3WeightSource::open(kTiny));
     for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
       const auto logits = model.logits(model_input(ids_of(golden["sequences"][s])));
       const double err = relative_error(logits, golden["logits"][s]);
@@ -100,7 +102,7 @@ TEST_SUITE("nn") {
       return;
     }
     const auto golden = read_json(path);
-    const Gemma3<Gemma3Tiny, NoAdapter, float, NF4> model(Gemma3WeightSource::open(kTiny));
+    const Gemma3<Gemma3Tiny, float, NF4> model(Gemma3WeightSource::open(kTiny));
     for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
       const auto logits = model.logits(model_input(ids_of(golden["sequences"][s])));
       const double err = relative_error(logits, golden["logits"][s]);
@@ -112,14 +114,14 @@ TEST_SUITE("nn") {
   TEST_CASE("dense weights holding the NF4 values give the NF4 model's logits exactly (fast inference)") {
     Gemma3Options dense;
     dense.nf4_values = true;
-    const Gemma3<Gemma3Tiny, NoAdapter, float, float> a(Gemma3WeightSource::open(kTiny), dense);
-    const Gemma3<Gemma3Tiny, NoAdapter, float, NF4> b(Gemma3WeightSource::open(kTiny));
+    const Gemma3<Gemma3Tiny, float, float> a(Gemma3WeightSource::open(kTiny), dense);
+    const Gemma3<Gemma3Tiny, float, NF4> b(Gemma3WeightSource::open(kTiny));
     const std::vector<std::int32_t> ids = {2, 17, 200, 45, 45, 9, 120, 3, 77};
     CHECK(a.logits(model_input(ids)).to_vector() == b.logits(model_input(ids)).to_vector());
   }
 
   TEST_CASE("rows of a padded batch, and samples packed in one row, give the logits of each sequence alone") {
-    const Gemma3<Gemma3Tiny, NoAdapter, float, float> model(Gemma3WeightSource::open(kTiny));
+    const Gemma3<Gemma3Tiny, float, float> model(Gemma3WeightSource::open(kTiny));
     std::vector<Sample> samples(3);
     samples[0].input_ids = {2, 17, 200, 45, 45, 9, 120};
     samples[1].input_ids = {2, 5, 77};
@@ -140,7 +142,7 @@ TEST_SUITE("nn") {
   }
 
   TEST_CASE("the model's loss sum equals the cross-entropy of its materialised logits") {
-    const Gemma3<Gemma3Tiny, TinyAll, float, float> model(Gemma3WeightSource::open(kTiny));
+    const Gemma3<Gemma3Tiny, float, float> model(Gemma3WeightSource::open(kTiny), kTinyAll);
     randomise_lora_b(model, 3);
     std::vector<Sample> samples(1);
     samples[0].input_ids = {2, 17, 200, 45, 45, 9, 120, 3, 77};
@@ -167,16 +169,16 @@ TEST_SUITE("nn") {
 
   TEST_CASE("a Gemma 3 block (local and global) passes gradcheck for x and every LoRA matrix") {
     const auto src = Gemma3WeightSource::open(kTiny);
-    const Gemma3Options options{LoraHyper{4, 0, false}, 7, {}, Device::cpu()};
+    Gemma3Options options = test::lora_options(2, {"q_proj", "v_proj", "down_proj"}, 4);
+    options.seed = 7;
     for (index_t layer : {index_t{0}, index_t{5}}) {
       CAPTURE(layer);
-      const Gemma3Block<Gemma3Tiny, LoraAdapter<2, Projection::q_proj, Projection::v_proj, Projection::down_proj>,
-                        double, double>
-          block(src, layer, options);
+      const Gemma3Block<Gemma3Tiny, double, double> block(src, layer, options);
       CHECK(block.global() == (layer == 5));
+      CHECK(!block.k_proj().lora());
       block.for_each_projection([&](Projection p, const auto& proj) {
-        if constexpr (is_lora_linear_v<std::remove_cvref_t<decltype(proj)>>) {
-          const auto& b = proj.lora_b().value();
+        if (const auto* lora = proj.lora()) {
+          const auto& b = lora->lora_b().value();
           for (index_t i = 0; i < b.numel(); ++i) b.data()[i] = 0.05 * static_cast<double>((i * 7 + static_cast<int>(p)) % 11) - 0.25;
         }
       });
@@ -187,15 +189,15 @@ TEST_SUITE("nn") {
       const ForwardPass pass{};
       QLORA_CHECK_GRADIENTS([&](const auto& in, const auto&, const auto&, const auto&, const auto&, const auto&,
                                 const auto&) { return block(in, positions, segments, pass); },
-                            x, block.q_proj().lora_a(), block.q_proj().lora_b(), block.v_proj().lora_a(),
-                            block.v_proj().lora_b(), block.down_proj().lora_a(), block.down_proj().lora_b());
+                            x, block.q_proj().lora()->lora_a(), block.q_proj().lora()->lora_b(),
+                            block.v_proj().lora()->lora_a(), block.v_proj().lora()->lora_b(),
+                            block.down_proj().lora()->lora_a(), block.down_proj().lora()->lora_b());
     }
   }
 
   TEST_CASE("the model's loss passes gradcheck for LoRA matrices of a local and the global layer, with dropout") {
-    Gemma3Options options;
-    options.lora = LoraHyper{4, 0.2f, false};
-    const Gemma3<Gemma3Tiny, LoraQV<2>, double, double> model(Gemma3WeightSource::open(kTiny), options);
+    const Gemma3<Gemma3Tiny, double, double> model(Gemma3WeightSource::open(kTiny),
+                                                   test::lora_options(2, q_v_targets(), 4, 0.2));
     randomise_lora_b(model, 11);
     std::vector<Sample> samples(2);
     samples[0].input_ids = {2, 17, 200, 45, 45, 9};
@@ -207,11 +209,12 @@ TEST_SUITE("nn") {
     const auto& b1 = model.blocks()[1];
     const auto& b5 = model.blocks()[5];
     QLORA_CHECK_GRADIENTS([&](const auto&, const auto&, const auto&, const auto&) { return model.loss_sum(in, pass).sum; },
-                          b1.q_proj().lora_a(), b1.v_proj().lora_b(), b5.q_proj().lora_b(), b5.v_proj().lora_a());
+                          b1.q_proj().lora()->lora_a(), b1.v_proj().lora()->lora_b(), b5.q_proj().lora()->lora_b(),
+                          b5.v_proj().lora()->lora_a());
   }
 
   TEST_CASE("gradient checkpointing gives the same loss and gradients") {
-    const Gemma3<Gemma3Tiny, TinyAll, float, float> model(Gemma3WeightSource::open(kTiny));
+    const Gemma3<Gemma3Tiny, float, float> model(Gemma3WeightSource::open(kTiny), kTinyAll);
     randomise_lora_b(model, 5);
     std::vector<Sample> samples(1);
     samples[0].input_ids = {2, 17, 200, 45, 45, 9, 120, 3, 77, 250, 11};
@@ -236,7 +239,7 @@ TEST_SUITE("nn") {
   }
 
   TEST_CASE("PEFT's parameter names and the trainable count of an all-linear adapter") {
-    const Gemma3<Gemma3Tiny, TinyAll, float, NF4> model(Gemma3WeightSource::open(kTiny));
+    const Gemma3<Gemma3Tiny, float, NF4> model(Gemma3WeightSource::open(kTiny), kTinyAll);
     const ParameterList params = model.lora_parameters();
     CHECK(params.front().name() == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
     CHECK(params.back().name() == "base_model.model.model.layers.5.mlp.down_proj.lora_B.weight");
@@ -245,20 +248,71 @@ TEST_SUITE("nn") {
     CHECK(model.trainable_parameter_count() == 6 * per_layer);
   }
 
+  TEST_CASE("the run-time-shaped model (every extent Dyn) gives the static model's loss, logits and gradients") {
+    const auto src = Gemma3WeightSource::open(kTiny);
+    const Gemma3<Gemma3Tiny, float, float> fixed(src, kTinyAll);
+    const Gemma3<Gemma3AnySize, float, float> any(src, kTinyAll);
+    CHECK(any.name() == "gemma-3 (hidden 32, 6 layers)");
+    randomise_lora_b(fixed, 21);
+    randomise_lora_b(any, 21);
+    std::vector<Sample> samples(1);
+    samples[0].input_ids = {2, 17, 200, 45, 45, 9, 120, 3, 77};
+    samples[0].labels = samples[0].input_ids;
+    const ModelInput in = model_input(pad_batch(samples, 0));
+    const ForwardPass pass{true, false, RandomStream{5, 1}};
+    const auto a = fixed.loss_sum(in, pass);
+    const auto b = any.loss_sum(in, pass);
+    CHECK(a.sum.value().item() == b.sum.value().item());
+    backward(a.sum);
+    backward(b.sum);
+    const ParameterList pa = fixed.lora_parameters(), pb = any.lora_parameters();
+    REQUIRE(pa.size() == pb.size());
+    for (std::size_t i = 0; i < pa.size(); ++i) {
+      CAPTURE(pa[i].name());
+      CHECK(pa[i].name() == pb[i].name());
+      CHECK(pa[i].grad().to_vector() == pb[i].grad().to_vector());
+    }
+    NoGrad no_grad;
+    CHECK(fixed.logits(model_input(samples[0].input_ids)).to_vector() ==
+          any.logits(model_input(samples[0].input_ids)).to_vector());
+  }
+
+  TEST_CASE("a Gemma 3 of no published shape builds, trains and names itself by its extents") {
+    Gemma3RuntimeConfig c = runtime_config_of<Gemma3Tiny>();
+    c.hidden = 48;
+    c.layers = 7;
+    c.heads = 6;
+    c.kv_heads = 3;
+    c.head_dim = 4;
+    c.intermediate = 40;
+    const auto src = Gemma3WeightSource::random(c, 3, "odd");
+    const Gemma3<Gemma3AnySize, float, NF4> model(src, test::lora_options(3, {"q_proj", "down_proj"}));
+    CHECK(model.name() == "gemma-3 (hidden 48, 7 layers)");
+    CHECK(model.blocks().size() == 7);
+    CHECK(model.blocks()[6].q_proj().lora()->lora_a().value().shape().str() == "[3, 48]");
+    std::vector<Sample> samples(1);
+    samples[0].input_ids = {2, 17, 200, 45, 45, 9};
+    samples[0].labels = samples[0].input_ids;
+    const auto loss = model.loss_sum(model_input(pad_batch(samples, 0)), ForwardPass{true, false, {}});
+    CHECK(std::isfinite(loss.sum.value().item()));
+    backward(loss.sum);
+    CHECK(model.lora_parameters().front().grad().defined());
+  }
+
   TEST_CASE("loading a checkpoint of another size names the fields that differ") {
-    CHECK_THROWS_WITH_AS((Gemma3<Gemma3_270M, NoAdapter, float, NF4>(Gemma3WeightSource::open(kTiny))),
+    CHECK_THROWS_WITH_AS((Gemma3<Gemma3_270M, float, NF4>(Gemma3WeightSource::open(kTiny))),
                          doctest::Contains("does not describe gemma-3-270m: hidden_size 32 (expected 640)"),
                          qlora::Error);
   }
 
   TEST_CASE("a checkpoint with a missing tensor or a wrong shape gives an error naming the tensor") {
     const auto missing = edited_tiny("missing", [](auto& t) { t.erase("model.layers.3.mlp.up_proj.weight"); });
-    CHECK_THROWS_WITH_AS((Gemma3<Gemma3Tiny, NoAdapter, float, float>(Gemma3WeightSource::open(missing))),
+    CHECK_THROWS_WITH_AS((Gemma3<Gemma3Tiny, float, float>(Gemma3WeightSource::open(missing))),
                          doctest::Contains("layers.3.mlp.up_proj.weight"), qlora::Error);
     const auto wrong = edited_tiny("shape", [](auto& t) {
       t["model.layers.2.self_attn.k_proj.weight"] = Tensor<float, Dyn, Dyn>::zeros(8, 32);
     });
-    CHECK_THROWS_WITH_AS((Gemma3<Gemma3Tiny, NoAdapter, float, float>(Gemma3WeightSource::open(wrong))),
+    CHECK_THROWS_WITH_AS((Gemma3<Gemma3Tiny, float, float>(Gemma3WeightSource::open(wrong))),
                          doctest::Contains("model.layers.2.self_attn.k_proj.weight"), qlora::Error);
     CHECK_THROWS_WITH_AS(Gemma3WeightSource::open(std::filesystem::temp_directory_path() / "qlora-no-such-model"),
                          doctest::Contains("no such file or folder"), qlora::Error);
@@ -273,7 +327,7 @@ TEST_SUITE("nn") {
       return;
     }
     const auto golden = read_json(std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "real_logits.json");
-    const Gemma3<Gemma3_270M, NoAdapter, float, float> model(Gemma3WeightSource::open(path));
+    const Gemma3<Gemma3_270M, float, float> model(Gemma3WeightSource::open(path));
     for (const auto& r : golden["records"]) {
       const auto logits = model.logits(model_input(ids_of(r["ids"])));
       const auto argmax = r["argmax"].get<std::vector<index_t>>();

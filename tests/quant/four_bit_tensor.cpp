@@ -54,7 +54,7 @@ TEST_SUITE("quant") {
   TEST_CASE("LoRA over an NF4 base equals the dense dequantized base plus the adapter") {
     using B4 = Tensor<NF4, Dim<48>, Dim<40>>;
     const auto w4 = B4::quantize(test::random_tensor<W>(4, -0.3, 0.3));
-    LoraLinear<float, B4, 4> layer(w4, LoraHyper{8, 0, false}, RandomStream{1, 0});
+    LoraLinear<float, B4> layer(w4, LoraSpec{4, 8, 0, false}, RandomStream{1, 0});
     layer.lora_b().value().copy_from(test::random_tensor<Tensor<float, Dim<48>, Dim<4>>>(5, -0.1, 0.1));
     const auto x = test::random_tensor<Tensor<float, Dyn, Dim<40>>>(6, -1, 1, 7);
     const auto y = layer(Variable<float, Dyn, Dim<40>>(x)).value();
@@ -70,7 +70,7 @@ TEST_SUITE("quant") {
     using B4 = Tensor<NF4, Dim<6>, Dim<64>>;  // one block per output row
     const auto w4 = B4::quantize(test::random_tensor<Tensor<float, Dim<6>, Dim<64>>>(7, -1, 1));
     for (float p : {0.0f, 0.2f}) {
-      LoraLinear<double, B4, 2> layer(w4, LoraHyper{4, p, false}, RandomStream{2, 0});
+      LoraLinear<double, B4> layer(w4, LoraSpec{2, 4, p, false}, RandomStream{2, 0});
       layer.lora_b().value().copy_from(test::random_tensor<Tensor<double, Dim<6>, Dim<2>>>(8, -1, 1));
       auto x = Variable<double, Dyn, Dim<64>>::leaf(test::random_tensor<Tensor<double, Dyn, Dim<64>>>(9, -1, 1, 3));
       QLORA_CHECK_GRADIENTS([&](const auto& in, const auto&, const auto&) { return layer(in, RandomStream{3, 4}); }, x,

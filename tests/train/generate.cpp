@@ -6,16 +6,17 @@
 #include <filesystem>
 #include <random>
 
+#include "support/lora.hpp"
 #include <qlora/train/generate.hpp>
 
 using namespace qlora;
 
 namespace {
 const std::filesystem::path kTiny = std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "tiny";
-using Model = Gemma3<Gemma3Tiny, LoraAllLinear<2>, float, NF4>;
+using Model = Gemma3<Gemma3Tiny, float, NF4>;
 
 Model adapted_tiny() {
-  Model m(Gemma3WeightSource::open(kTiny));
+  Model m(Gemma3WeightSource::open(kTiny), test::lora_options(2, all_linear_targets()));
   m.for_each_lora([](index_t layer, Projection p, const auto& proj) {
     const auto& b = proj.lora_b().value();
     std::mt19937_64 rng(static_cast<std::uint64_t>(layer * 8) + static_cast<std::uint64_t>(p));
@@ -37,8 +38,8 @@ TEST_SUITE("train") {
     CHECK_FALSE(g.stopped);
 
     std::vector<std::int32_t> seq = prompt;
-    KvCache<Model> cache(64);
-    std::vector<float> cached = cache.extend(model, prompt);
+    KvCache<Model> cache(model, 64);
+    std::vector<float> cached = cache.extend(prompt);
     for (std::size_t step = 0; step < 12; ++step) {
       const auto full = model.logits(model_input(seq));
       const index_t last = full.size(0) - 1;
@@ -52,7 +53,7 @@ TEST_SUITE("train") {
       CHECK(worst < 1e-4f);
       CHECK(best == g.tokens[step]);
       seq.push_back(g.tokens[step]);
-      cached = cache.extend(model, std::span<const std::int32_t>(&g.tokens[step], 1));
+      cached = cache.extend(std::span<const std::int32_t>(&g.tokens[step], 1));
     }
   }
 
@@ -85,8 +86,8 @@ TEST_SUITE("train") {
 
   TEST_CASE("a prompt longer than the cache is an error naming the sizes") {
     const Model model = adapted_tiny();
-    KvCache<Model> cache(3);
+    KvCache<Model> cache(model, 3);
     const std::vector<std::int32_t> prompt = {2, 5, 77, 8};
-    CHECK_THROWS_WITH_AS(cache.extend(model, prompt), doctest::Contains("holds 3 positions; 4 needed"), qlora::Error);
+    CHECK_THROWS_WITH_AS(cache.extend(prompt), doctest::Contains("holds 3 positions; 4 needed"), qlora::Error);
   }
 }

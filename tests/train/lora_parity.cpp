@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/lora.hpp"
 #include <qlora/io/peft.hpp>
 #include <qlora/nn/adapter_io.hpp>
 #include <qlora/nn/model.hpp>
@@ -21,7 +22,7 @@ using namespace qlora;
 
 namespace {
 const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
-using Model = Gemma3<Gemma3Tiny, LoraAllLinear<4>, float, float>;
+using Model = Gemma3<Gemma3Tiny, float, float>;
 
 nlohmann::json golden() {
   std::ifstream in(kData / "gemma3_train" / "train.json");
@@ -45,8 +46,7 @@ TEST_SUITE("train") {
   TEST_CASE("a 10-step LoRA run of the tiny Gemma 3 gives transformers + PEFT's loss curve") {
     const nlohmann::json g = golden();
     const auto& h = g["hyperparameters"];
-    Gemma3Options options;
-    options.lora = LoraHyper{h["lora_alpha"].get<double>(), 0.0f, false};
+    const Gemma3Options options = test::lora_options(4, all_linear_targets(), h["lora_alpha"].get<double>());
     const Model model(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), options);
     load_adapter(model, kData / "gemma3_train" / "initial_adapter");
 
@@ -147,8 +147,8 @@ TEST_SUITE("train") {
 
   TEST_CASE("PEFT's trained adapter loaded into the tiny model gives PEFT's logits") {
     const nlohmann::json g = golden();
-    Gemma3Options options;
-    options.lora = LoraHyper{g["hyperparameters"]["lora_alpha"].get<double>(), 0.0f, false};
+    const Gemma3Options options =
+        test::lora_options(4, all_linear_targets(), g["hyperparameters"]["lora_alpha"].get<double>());
     const Model model(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), options);
     load_adapter(model, kData / "gemma3_train" / "final_adapter");
     const auto& fl = g["final_logits"];
@@ -161,11 +161,20 @@ TEST_SUITE("train") {
   }
 
   TEST_CASE("an adapter of another rank or other targets is refused, naming what differs") {
-    const Gemma3<Gemma3Tiny, LoraQV<4>, float, float> qv(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"));
+    const Model qv(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), test::lora_options(4, q_v_targets()));
     CHECK_THROWS_WITH_AS(load_adapter(qv, kData / "gemma3_train" / "initial_adapter"),
-                         doctest::Contains("but the model was built for q_proj,v_proj"), qlora::Error);
-    const Gemma3<Gemma3Tiny, LoraAllLinear<8>, float, float> r8(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"));
+                         doctest::Contains("adapts a module the model has no adapter on (its target_modules: "
+                                           "q_proj,v_proj)"),
+                         qlora::Error);
+    const Model r8(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), test::lora_options(8, all_linear_targets()));
     CHECK_THROWS_WITH_AS(load_adapter(r8, kData / "gemma3_train" / "initial_adapter"),
-                         doctest::Contains("the adapter has r 4 but the model was built for r 8"), qlora::Error);
+                         doctest::Contains("lora_A.weight has shape [4, 32], the model needs [8, 32]"), qlora::Error);
+    const Model all(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), test::lora_options(4, all_linear_targets()));
+    peft::Adapter partial = peft::load_adapter(kData / "gemma3_train" / "initial_adapter");
+    partial.config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"};
+    std::erase_if(partial.tensors, [](const peft::AdapterTensor& t) { return t.name.find("down_proj") != std::string::npos; });
+    CHECK_THROWS_WITH_AS(load_adapter(all, partial, "partial"),
+                         doctest::Contains("down_proj.lora_A.weight is missing (the adapter does not target this module"),
+                         qlora::Error);
   }
 }

@@ -25,7 +25,7 @@ using namespace qlora;
 
 namespace {
 using Base = Tensor<float, Dim<8>, Dim<6>>;  // frozen W: [out 8, in 6]
-using Layer = LoraLinear<float, Base, 2>;
+using Layer = LoraLinear<float, Base>;
 
 constexpr long kSteps = 8, kAccumulation = 2, kMicroBatches = 13;
 constexpr long kStepsPerEpoch = (kMicroBatches + kAccumulation - 1) / kAccumulation;  // 7, the last one short
@@ -74,7 +74,7 @@ struct Kill {
 // `fed` records which batch each dropout-stream offset (step·G + micro-batch) was given.
 void run(const std::filesystem::path& out, const std::vector<Batch>& data, Kill kill,
          std::map<std::uint64_t, int>& fed) {
-  const LoraHyper hyper{4, 0.1f, false};
+  const LoraSpec hyper{2, 4, 0.1, false};
   const Base base = test::random_tensor<Base>(3, -0.5, 0.5);
   CheckpointDirectory checkpoints(out);
   checkpoints.remove_partial();

@@ -11,7 +11,7 @@ what=$1 qlora=$2 work=$3
 if [ "$what" = help ]; then  # every flag of the issue is listed by `qlora finetune --help`
   help=$("$qlora" finetune --help) || { echo "FAILED: --help"; exit 1; }
   for flag in num-train-epochs per-device-train-batch-size gradient-accumulation-steps learning-rate max-grad-norm \
-              optim lora-r lora-alpha lora-dropout target-modules max-seq-length bf16 gradient-checkpointing save-steps \
+              optim lora-r lora-alpha lora-dropout target-modules rank-pattern alpha-pattern max-seq-length bf16 gradient-checkpointing save-steps \
               save-total-limit logging-steps report-to resume-from-checkpoint max-steps seed device config model; do
     grep -q -- "--$flag" <<< "$help" || { echo "FAILED: --$flag missing from finetune --help"; exit 1; }
   done
@@ -55,6 +55,16 @@ finetune)
   "$qlora" info "$work/merged.gguf" | grep -q "model: gemma-3-270m" || die "info of the exported GGUF"
   "$qlora" merge --adapter "$work/run" --output "$work/merged" --dtype bfloat16 || die "merge"
   [ -s "$work/merged/model.safetensors" ] && [ -s "$work/merged/config.json" ] || die "merge output"
+  # Any rank, any subset of the projections, per-module ranks and alphas (PEFT's rank_pattern / alpha_pattern).
+  "$qlora" finetune --output-dir "$work/pattern" --max-steps 1 --lora-r 3 --target-modules q_proj,o_proj,down_proj \
+    --rank-pattern 'down_proj=5,layers\.0\.self_attn\.q_proj=1' --alpha-pattern o_proj=9 --report-to none \
+    --eval-size 0 --select 4 --max-seq-length 128 2> "$work/pattern.txt" || { cat "$work/pattern.txt"; die "pattern"; }
+  grep -qF '"layers\\.0\\.self_attn\\.q_proj": 1' "$work/pattern/adapter_config.json" \
+    || { cat "$work/pattern/adapter_config.json"; die "rank_pattern not saved"; }
+  "$qlora" info "$work/pattern" | grep -q "rank_pattern" || die "info shows no rank_pattern"
+  "$qlora" generate --adapter "$work/pattern" --prompt "What is 2 + 2?" --max-new-tokens 2 > /dev/null \
+    || die "generate with per-module ranks"
+  "$qlora" merge --adapter "$work/pattern" --output "$work/pattern-merged" || die "merge with per-module ranks"
   echo "all finetune checks passed"
   ;;
 resume)
@@ -82,8 +92,11 @@ errors)
     "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 8, "vocab_size": 10, "sliding_window": 4}' \
     > "$work/odd/config.json"
   expect_fail "no supported Gemma 3 model has hidden_size 999" finetune "${out[@]}" --model "$work/odd"
-  expect_fail "r 12 is not one of the ranks" finetune "${out[@]}" --lora-r 12
-  expect_fail "target_modules 'k_proj' is not supported" finetune "${out[@]}" --target-modules k_proj
+  expect_fail "lora r must be >= 1, got 0" finetune "${out[@]}" --lora-r 0
+  expect_fail "option 'target_modules' is 'k_porj'" finetune "${out[@]}" --target-modules k_porj
+  expect_fail "rank_pattern key 'q_proj(' is not a valid regular expression" finetune "${out[@]}" --rank-pattern 'q_proj(=4'
+  expect_fail "--rank-pattern q_proj=4.5: '4.5' is not an integer rank" finetune "${out[@]}" --rank-pattern q_proj=4.5
+  expect_fail "match no projection of gemma-3-270m" finetune "${out[@]}" --target-modules model.layers.40.mlp.up_proj
   expect_fail "unknown option --learning-rat; did you mean --learning-rate?" finetune "${out[@]}" --learning-rat 1e-4
   expect_fail "--learning-rate abc: not a number" finetune "${out[@]}" --learning-rate abc
   expect_fail "option 'optim' is 'sgd'" finetune "${out[@]}" --optim sgd

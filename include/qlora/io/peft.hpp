@@ -88,6 +88,7 @@ inline nlohmann::json adapter_config(const LoraConfig& c, const std::string& bas
   nlohmann::json j;
   const double alpha_int = std::round(c.lora_alpha);
   j["alpha_pattern"] = nlohmann::json::object();
+  for (const auto& [key, alpha] : c.alpha_pattern) j["alpha_pattern"][key] = alpha;
   j["auto_mapping"] = nullptr;
   j["base_model_name_or_path"] = base_model_name_or_path.empty() ? nlohmann::json(nullptr)
                                                                  : nlohmann::json(base_model_name_or_path);
@@ -108,6 +109,7 @@ inline nlohmann::json adapter_config(const LoraConfig& c, const std::string& bas
   j["peft_type"] = "LORA";
   j["r"] = c.r;
   j["rank_pattern"] = nlohmann::json::object();
+  for (const auto& [key, r] : c.rank_pattern) j["rank_pattern"][key] = r;
   j["revision"] = nullptr;
   j["target_modules"] = c.target_modules;
   j["task_type"] = "CAUSAL_LM";
@@ -125,8 +127,6 @@ inline std::string adapter_config_text(const LoraConfig& c, const std::string& b
 inline LoraConfig lora_config_from_adapter_config(const nlohmann::json& j, std::string_view source) {
   if (j.value("peft_type", "") != "LORA") fail("peft", source, ": peft_type is not LORA");
   if (j.value("use_dora", false)) fail("peft", source, ": DoRA adapters are not supported");
-  if (j.contains("rank_pattern") && !j["rank_pattern"].empty()) fail("peft", source, ": rank_pattern is not supported");
-  if (j.contains("alpha_pattern") && !j["alpha_pattern"].empty()) fail("peft", source, ": alpha_pattern is not supported");
   LoraConfig c;
   c.r = j.at("r").get<long>();
   c.lora_alpha = j.at("lora_alpha").get<double>();
@@ -136,7 +136,15 @@ inline LoraConfig lora_config_from_adapter_config(const nlohmann::json& j, std::
   const auto& t = j.at("target_modules");
   c.target_modules = t.is_string() ? detail::OptionReader::split_commas(t.get<std::string>())
                                    : t.get<std::vector<std::string>>();
-  validate(c);
+  for (const char* key : {"rank_pattern", "alpha_pattern"})
+    if (j.contains(key) && !j[key].is_null() && !j[key].is_object())
+      fail("peft", source, ": ", key, " must be an object {module pattern: value}");
+  if (j.contains("rank_pattern") && j["rank_pattern"].is_object())
+    for (const auto& [k, v] : j["rank_pattern"].items()) c.rank_pattern.emplace_back(k, v.get<long>());
+  if (j.contains("alpha_pattern") && j["alpha_pattern"].is_object())
+    for (const auto& [k, v] : j["alpha_pattern"].items()) c.alpha_pattern.emplace_back(k, v.get<double>());
+  expand_all_linear(c);
+  (void)LoraTargets(c);  // validates the patterns' regexes too
   return c;
 }
 
@@ -154,6 +162,23 @@ struct Adapter {
   std::string base_model_name_or_path;  // empty when the file has null
   std::vector<AdapterTensor> tensors;   // in the file's order
 };
+
+// Throws unless every tensor belongs to a module the config targets and has that module's rank (r, or its
+// rank_pattern entry): lora_A [r, in], lora_B [out, r]. `source` names the adapter in errors.
+inline void check_tensors(const Adapter& a, std::string_view source) {
+  const LoraTargets targets(a.config);
+  for (const auto& t : a.tensors) {
+    const auto n = parse_tensor_name(t.name);
+    if (!n) fail("peft", source, ": tensor ", t.name, " is not a LoRA weight name");
+    const std::optional<LoraSpec> spec = targets.at(n->layer, n->projection);
+    if (!spec)
+      fail("peft", source, ": tensor ", t.name, " is for a module the adapter's target_modules do not name");
+    const index_t r = n->matrix == LoraMatrix::A ? t.value.size(0) : t.value.size(1);
+    if (r != spec->rank)
+      fail("peft", source, ": tensor ", t.name, " has shape ", t.value.shape().str(), ": rank ", r, " where the config (",
+           a.config.rank_pattern.empty() ? "r" : "r and rank_pattern", ") says ", spec->rank);
+  }
+}
 
 // Writes `dir`/adapter_config.json and `dir`/adapter_model.safetensors (fp32, metadata {"format": "pt"}), creating
 // `dir` if needed; each file appears whole or not at all. Every name must be a LoRA weight name (parse_tensor_name).
@@ -237,6 +262,7 @@ inline Adapter load_adapter(const std::filesystem::path& dir) {
            " is not 2-D");
     a.tensors.push_back({t.name, file.read<float, Dyn, Dyn>(t.name)});
   }
+  check_tensors(a, weights_path.string());
   return a;
 }
 

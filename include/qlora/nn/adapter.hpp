@@ -1,12 +1,30 @@
-// Which projections of a Gemma block carry LoRA, and with which rank, as a type: the recipe that adapts only q_proj
-// and v_proj and the one that adapts all seven are two different types, so a model's parameter layout is known at
-// compile time. `NoAdapter` is the frozen model (inference, merged weights).
+// Which projections of a Gemma block carry LoRA, with which rank and alpha: a run-time value, as PEFT's LoraConfig
+// says it. `LoraTargets` resolves a LoraConfig (r, lora_alpha, lora_dropout, use_rslora, target_modules, rank_pattern,
+// alpha_pattern) into one `LoraSpec` per adapted projection, or none for a frozen one; an empty LoraTargets is the
+// frozen model (inference, merged weights).
+//
+// The rules are PEFT's (tuners_utils.check_target_module_exists, utils.other.get_pattern_key), applied to the module
+// names of transformers' Gemma3ForCausalLM ("model.layers.3.self_attn.q_proj", "model.layers.3.mlp.up_proj"):
+// - a target_modules entry adapts a module when it equals the module's name or ends it after a dot ("q_proj",
+//   "self_attn.q_proj", "model.layers.0.mlp.down_proj");
+// - a rank_pattern / alpha_pattern key applies to a module when the regex `(.*\.)?(key)$` matches its whole name
+//   (so "q_proj" matches every layer's q_proj, "layers\.0\.self_attn\.q_proj" only layer 0's); the first key that
+//   matches wins, in the order the config lists them.
 #pragma once
 
 #include <array>
+#include <cmath>
+#include <optional>
+#include <regex>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "../core/config.hpp"
+#include "../core/error.hpp"
+#include "../ops/lora.hpp"
+#include "../train/arguments.hpp"
 
 namespace qlora {
 
@@ -14,29 +32,102 @@ enum class Projection { q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down
 
 inline constexpr std::array<std::string_view, 7> projection_names = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                                      "gate_proj", "up_proj", "down_proj"};
+inline constexpr std::array<Projection, 7> all_projections = {Projection::q_proj,    Projection::k_proj,
+                                                              Projection::v_proj,    Projection::o_proj,
+                                                              Projection::gate_proj, Projection::up_proj,
+                                                              Projection::down_proj};
 constexpr std::string_view name_of(Projection p) { return projection_names[static_cast<int>(p)]; }
+constexpr bool is_attention(Projection p) {
+  return p == Projection::q_proj || p == Projection::k_proj || p == Projection::v_proj || p == Projection::o_proj;
+}
 
-template <index_t Rank, Projection... Targets>
-struct LoraAdapter {
-  static_assert(Rank > 0, "a LoRA adapter needs a positive rank");
-  static_assert(sizeof...(Targets) > 0, "a LoRA adapter needs at least one target projection");
-  static constexpr index_t rank = Rank;
-  template <Projection P>
-  static constexpr bool adapts = ((P == Targets) || ...);
-  static constexpr std::array<Projection, sizeof...(Targets)> targets = {Targets...};
+// "a,b,c": a target list as the messages and logs show it.
+inline std::string join_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
+  return out;
+}
+
+// The recipes' target lists: PEFT's default for Gemma (q_proj, v_proj) and all seven linear layers ("all-linear").
+inline std::vector<std::string> q_v_targets() { return {"q_proj", "v_proj"}; }
+inline std::vector<std::string> all_linear_targets() {
+  return {projection_names.begin(), projection_names.end()};
+}
+
+// transformers' module name of a projection in Gemma3ForCausalLM: "model.layers.3.self_attn.q_proj".
+inline std::string projection_module_name(index_t layer, Projection p) {
+  return "model.layers." + std::to_string(layer) + (is_attention(p) ? ".self_attn." : ".mlp.") +
+         std::string(name_of(p));
+}
+
+class LoraTargets {
+ public:
+  LoraTargets() = default;  // no adapter anywhere
+  // Checks the config (ranks, alphas, target names, pattern regexes); errors name the option at fault.
+  explicit LoraTargets(LoraConfig config) : config_(std::move(config)) {
+    expand_all_linear(*config_);
+    validate(*config_);
+    for (const auto& entry : config_->rank_pattern) rank_res_.push_back(pattern_regex(entry.first, "rank_pattern"));
+    for (const auto& [key, a] : config_->alpha_pattern) {
+      if (!std::isfinite(a)) fail("config", "alpha_pattern '", key, "': lora_alpha must be a finite number");
+      alpha_res_.push_back(pattern_regex(key, "alpha_pattern"));
+    }
+  }
+
+  bool empty() const { return !config_; }
+  const LoraConfig& config() const {
+    if (!config_) fail("lora", "this model has no LoRA adapter");
+    return *config_;
+  }
+
+  // The adapter of `layer`'s projection `p`, or nullopt when it is not targeted.
+  std::optional<LoraSpec> at(index_t layer, Projection p) const {
+    if (!config_) return std::nullopt;
+    const std::string module = projection_module_name(layer, p);
+    if (!targets(module)) return std::nullopt;
+    LoraSpec s{config_->r, config_->lora_alpha, config_->lora_dropout, config_->use_rslora};
+    for (std::size_t i = 0; i < rank_res_.size(); ++i)
+      if (std::regex_match(module, rank_res_[i])) {
+        s.rank = config_->rank_pattern[i].second;
+        break;
+      }
+    for (std::size_t i = 0; i < alpha_res_.size(); ++i)
+      if (std::regex_match(module, alpha_res_[i])) {
+        s.alpha = config_->alpha_pattern[i].second;
+        break;
+      }
+    return s;
+  }
+
+  // Throws unless some projection of a `layers`-layer model is targeted (PEFT: "Target modules ... not found").
+  void check_matches(index_t layers, std::string_view model) const {
+    if (!config_) return;
+    for (index_t l = 0; l < layers; ++l)
+      for (Projection p : all_projections)
+        if (at(l, p)) return;
+    std::string given;
+    for (const auto& t : config_->target_modules) given += (given.empty() ? "" : ",") + t;
+    fail("lora", "target_modules '", given, "' match no projection of ", model, " (module names are like ",
+         projection_module_name(0, Projection::q_proj), ")");
+  }
+
+ private:
+  bool targets(const std::string& module) const {
+    for (const auto& t : config_->target_modules)
+      if (module == t || (module.size() > t.size() && module.ends_with(t) && module[module.size() - t.size() - 1] == '.'))
+        return true;
+    return false;
+  }
+  static std::regex pattern_regex(const std::string& key, const char* option) {
+    try {
+      return std::regex("(.*\\.)?(" + key + ")", std::regex::ECMAScript | std::regex::optimize);
+    } catch (const std::regex_error& e) {
+      fail("config", option, " key '", key, "' is not a valid regular expression: ", e.what());
+    }
+  }
+
+  std::optional<LoraConfig> config_;
+  std::vector<std::regex> rank_res_, alpha_res_;
 };
-
-struct NoAdapter {
-  static constexpr index_t rank = 0;
-  template <Projection P>
-  static constexpr bool adapts = false;
-};
-
-// The two adapters of the seed recipes.
-template <index_t Rank>
-using LoraQV = LoraAdapter<Rank, Projection::q_proj, Projection::v_proj>;
-template <index_t Rank>
-using LoraAllLinear = LoraAdapter<Rank, Projection::q_proj, Projection::k_proj, Projection::v_proj, Projection::o_proj,
-                                  Projection::gate_proj, Projection::up_proj, Projection::down_proj>;
 
 }  // namespace qlora

@@ -1,6 +1,6 @@
 // A model's LoRA matrices to and from PEFT adapter folders (io/peft.hpp): the tensors under PEFT's names, and loading
-// an adapter (ours or one PEFT wrote) into a model whose Adapter type must agree with the file — same rank, same
-// target modules, every matrix present with its shape, nothing extra — or a qlora::Error says what differs.
+// an adapter (ours or one PEFT wrote) into a model whose adapters must agree with the file — the same modules adapted,
+// each matrix present with its shape (so its rank) and nothing extra — or a qlora::Error says what differs.
 #pragma once
 
 #include <algorithm>
@@ -14,17 +14,10 @@
 
 namespace qlora {
 
-// The LoRA config that describes a model's Adapter type with the model's LoRA numbers.
+// The LoRA config the model was built with (PEFT's adapter_config.json numbers).
 template <class Model>
 LoraConfig lora_config_of(const Model& model) {
-  LoraConfig c;
-  c.r = Model::adapter::rank;
-  c.lora_alpha = model.options().lora.alpha;
-  c.lora_dropout = model.options().lora.dropout;
-  c.use_rslora = model.options().lora.use_rslora;
-  c.target_modules.clear();
-  for (Projection p : Model::adapter::targets) c.target_modules.emplace_back(name_of(p));
-  return c;
+  return model.options().lora.config();
 }
 
 // Every lora_A / lora_B of the model as [rows, cols] fp32 views, PEFT-named.
@@ -46,38 +39,34 @@ void save_adapter(const Model& model, const std::filesystem::path& dir, const st
   peft::save_adapter(dir, lora_config_of(model), base_model_name_or_path, adapter_tensors(model));
 }
 
-// Copies the adapter's matrices into the model (which keeps its own lora_alpha / dropout unless `take_hyper`).
+// Copies the adapter's matrices into the model, which must carry an adapter of the same rank on exactly the modules
+// the file has weights for (the model keeps its own lora_alpha / dropout: resuming may change them).
 template <class Model>
 void load_adapter(const Model& model, const peft::Adapter& adapter, const std::string& source) {
-  const LoraConfig want = lora_config_of(model);
-  if (adapter.config.r != want.r)
-    fail("peft", source, ": the adapter has r ", adapter.config.r, " but the model was built for r ", want.r);
-  const std::set<std::string> have(adapter.config.target_modules.begin(), adapter.config.target_modules.end());
-  const std::set<std::string> need(want.target_modules.begin(), want.target_modules.end());
-  if (have != need) {
-    std::string h, n;
-    for (const auto& s : have) h += (h.empty() ? "" : ",") + s;
-    for (const auto& s : need) n += (n.empty() ? "" : ",") + s;
-    fail("peft", source, ": the adapter targets ", h, " but the model was built for ", n);
-  }
+  peft::check_tensors(adapter, source);
   std::map<std::string, const Tensor<float, Dyn, Dyn>*> by_name;
   for (const auto& t : adapter.tensors) by_name[t.name] = &t.value;
   std::size_t used = 0;
   for (const auto& mine : adapter_tensors(model)) {
     const auto it = by_name.find(mine.name);
-    if (it == by_name.end()) fail("peft", source, ": tensor ", mine.name, " is missing");
+    if (it == by_name.end())
+      fail("peft", source, ": tensor ", mine.name, " is missing (the adapter does not target this module; the model "
+           "was built for target_modules ", join_names(lora_config_of(model).target_modules), ")");
     const auto& t = *it->second;
     if (!(t.shape() == mine.value.shape()))
       fail("peft", source, ": tensor ", mine.name, " has shape ", t.shape().str(), ", the model needs ",
-           mine.value.shape().str());
+           mine.value.shape().str(), " (the rank of the model's LoRA config)");
     mine.value.copy_from(t);
     ++used;
   }
   if (used != adapter.tensors.size()) {
     for (const auto& t : adapter.tensors) {
       const auto p = peft::parse_tensor_name(t.name);
-      if (!p || p->layer >= Model::config::layers)
-        fail("peft", source, ": tensor ", t.name, " belongs to no layer of a ", Model::config::name, " model");
+      if (!p || p->layer >= model.runtime_config().layers)
+        fail("peft", source, ": tensor ", t.name, " belongs to no layer of a ", model.name(), " model");
+      if (!model.blocks()[static_cast<std::size_t>(p->layer)].adapted(p->projection))
+        fail("peft", source, ": tensor ", t.name, " adapts a module the model has no adapter on (its target_modules: ",
+             join_names(lora_config_of(model).target_modules), ")");
     }
     fail("peft", source, ": ", adapter.tensors.size() - used, " tensors the model has no place for");
   }

@@ -1,4 +1,4 @@
-// Gemma3Block<Cfg, Adapter, T, W>: one decoder layer of transformers' Gemma3DecoderLayer, statically composed.
+// Gemma3Block<Cfg, T, W>: one decoder layer of transformers' Gemma3DecoderLayer, statically composed.
 //
 //   h = input_layernorm(x)                       x: [tokens, hidden]
 //   q, k, v = q_proj(h), k_proj(h), v_proj(h)    -> [tokens, heads, head_dim], [tokens, kv_heads, head_dim]
@@ -9,13 +9,16 @@
 //   x = x + post_feedforward_layernorm(down_proj(gelu_tanh(gate_proj(h')) · up_proj(h')))   h' = pre_ff_norm(x)
 //
 // T is the compute type (fp32 on the CPU, fp64 for gradchecks, bf16 on GPUs); W is the storage type of the seven
-// frozen projections (NF4 for QLoRA, or a dense type). `Adapter` (nn/adapter.hpp) says which projections are
-// LoraLinear (trainable A, B) and which are plain frozen linears: both have the same call signature.
+// frozen projections (NF4 for QLoRA, or a dense type). The options' LoraTargets (nn/adapter.hpp) say which
+// projections carry a LoRA adapter (trainable A, B) and with which rank: a run-time choice, so one compiled block
+// type serves every rank and target list.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
+#include <variant>
 
 #include "../ops/activation.hpp"
 #include "../ops/attention.hpp"
@@ -32,9 +35,9 @@
 
 namespace qlora {
 
-// How a model is built: the LoRA numbers, the seed of A's initialisation, the 4-bit format and the device.
+// How a model is built: its LoRA adapters, the seed of A's initialisation, the 4-bit format and the device.
 struct Gemma3Options {
-  LoraHyper lora{};             // lora_alpha, lora_dropout, use_rslora
+  LoraTargets lora{};           // which projections carry LoRA, with r / lora_alpha / dropout / rsLoRA (none: frozen)
   std::uint64_t seed = 42;      // initialisation of every lora_A (stream offset = layer · 8 + projection)
   FourBitOptions quant{};       // blocksize 64, double quantization on (the recipes' bnb_4bit_use_double_quant)
   Device device = Device::cpu();
@@ -65,16 +68,31 @@ class FrozenLinear {
   Weight base_;
 };
 
-template <class X>
-inline constexpr bool is_lora_linear_v = false;
-template <class T, class W, index_t R>
-inline constexpr bool is_lora_linear_v<LoraLinear<T, W, R>> = true;
+// One projection of a block: frozen, or with a LoRA adapter (chosen when the model is built).
+template <class T, class Weight>
+class BlockLinear {
+ public:
+  explicit BlockLinear(FrozenLinear<T, Weight> frozen) : impl_(std::move(frozen)) {}
+  explicit BlockLinear(LoraLinear<T, Weight> lora) : impl_(std::move(lora)) {}
+  template <class Rows, class In>
+  auto operator()(const Variable<T, Rows, In>& x, RandomStream stream = {}, bool train = true) const {
+    if (const auto* l = lora()) return (*l)(x, stream, train);
+    return std::get<FrozenLinear<T, Weight>>(impl_)(x, stream, train);
+  }
+  const Weight& base() const {
+    return std::visit([](const auto& p) -> const Weight& { return p.base(); }, impl_);
+  }
+  // The adapter, or nullptr for a frozen projection.
+  const LoraLinear<T, Weight>* lora() const { return std::get_if<LoraLinear<T, Weight>>(&impl_); }
+
+ private:
+  std::variant<FrozenLinear<T, Weight>, LoraLinear<T, Weight>> impl_;
+};
 
 // transformers' name of a projection's weight: "layers.3.self_attn.q_proj.weight", "layers.3.mlp.up_proj.weight".
 inline std::string projection_weight_name(index_t layer, Projection p) {
-  const bool attention = p == Projection::q_proj || p == Projection::k_proj || p == Projection::v_proj ||
-                         p == Projection::o_proj;
-  return "layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") + std::string(name_of(p)) + ".weight";
+  return "layers." + std::to_string(layer) + (is_attention(p) ? ".self_attn." : ".mlp.") + std::string(name_of(p)) +
+         ".weight";
 }
 
 // The dropout stream of one projection call: distinct per micro-batch, layer and projection.
@@ -107,29 +125,48 @@ Variable<T, Ds...> load_constant(const Gemma3WeightSource& src, const std::strin
 }
 }  // namespace detail
 
-template <class Cfg, class Adapter, class T = float, class W = NF4>
+// The configuration a model of type Cfg is built with: the type's numbers for a published size, the file's
+// (completed with defaults) for Gemma3AnySize.
+template <class Cfg>
+Gemma3RuntimeConfig model_config(const Gemma3WeightSource& src) {
+  if constexpr (Cfg::is_static) {
+    check_config<Cfg>(src.config(), src.path().string());
+    return runtime_config_of<Cfg>();
+  } else {
+    return complete_config(src.config(), src.path().string());
+  }
+}
+
+template <class Cfg, class T = float, class W = NF4>
 class Gemma3Block {
-  static constexpr index_t C = Cfg::hidden, I = Cfg::intermediate, Hq = Cfg::heads, Hkv = Cfg::kv_heads,
-                           D = Cfg::head_dim;
-  template <Projection P, index_t Out, index_t In>
-  using projection_t = std::conditional_t<Adapter::template adapts<P>,
-                                          LoraLinear<T, Tensor<W, Dim<Out>, Dim<In>>, Adapter::rank>,
-                                          FrozenLinear<T, Tensor<W, Dim<Out>, Dim<In>>>>;
+  using Dims = Gemma3Dims<Cfg>;
+  using C = typename Dims::hidden;
+  using Hq = typename Dims::heads;
+  using Hkv = typename Dims::kv_heads;
+  using D = typename Dims::head_dim;
+  using Q = typename Dims::q;
+  template <class Out, class In>
+  using projection_t = BlockLinear<T, Tensor<W, Out, In>>;
 
  public:
-  using hidden_type = Variable<T, Dyn, Dim<C>>;  // [tokens, hidden]
-  using norm_type = Variable<T, Dim<C>>;
-  using head_norm_type = Variable<T, Dim<D>>;
-  using q_type = projection_t<Projection::q_proj, Cfg::q_dim, C>;
-  using k_type = projection_t<Projection::k_proj, Cfg::kv_dim, C>;
-  using v_type = projection_t<Projection::v_proj, Cfg::kv_dim, C>;
-  using o_type = projection_t<Projection::o_proj, C, Cfg::q_dim>;
-  using gate_type = projection_t<Projection::gate_proj, I, C>;
-  using up_type = projection_t<Projection::up_proj, I, C>;
-  using down_type = projection_t<Projection::down_proj, C, I>;
+  using hidden_type = Variable<T, Dyn, C>;  // [tokens, hidden]
+  using norm_type = Variable<T, C>;
+  using head_norm_type = Variable<T, D>;
+  using attention_type = Variable<T, Dyn, Q>;  // [tokens, heads · head_dim]
+  using q_type = projection_t<Q, C>;
+  using k_type = projection_t<typename Dims::kv, C>;
+  using v_type = projection_t<typename Dims::kv, C>;
+  using o_type = projection_t<C, Q>;
+  using gate_type = projection_t<typename Dims::intermediate, C>;
+  using up_type = projection_t<typename Dims::intermediate, C>;
+  using down_type = projection_t<C, typename Dims::intermediate>;
 
+  // `cfg`: the model's configuration (model_config<Cfg>(src)).
   Gemma3Block(const Gemma3WeightSource& src, index_t layer, const Gemma3Options& o)
-      : layer_(layer),
+      : Gemma3Block(src, layer, o, model_config<Cfg>(src)) {}
+  Gemma3Block(const Gemma3WeightSource& src, index_t layer, const Gemma3Options& o, const Gemma3RuntimeConfig& cfg)
+      : cfg_(cfg),
+        layer_(layer),
         q_(make<q_type>(src, Projection::q_proj, o)),
         k_(make<k_type>(src, Projection::k_proj, o)),
         v_(make<v_type>(src, Projection::v_proj, o)),
@@ -137,47 +174,50 @@ class Gemma3Block {
         gate_(make<gate_type>(src, Projection::gate_proj, o)),
         up_(make<up_type>(src, Projection::up_proj, o)),
         down_(make<down_type>(src, Projection::down_proj, o)),
-        input_norm_(detail::load_constant<T, Dim<C>>(src, name("input_layernorm.weight"), o)),
-        post_attention_norm_(detail::load_constant<T, Dim<C>>(src, name("post_attention_layernorm.weight"), o)),
-        pre_feedforward_norm_(detail::load_constant<T, Dim<C>>(src, name("pre_feedforward_layernorm.weight"), o)),
-        post_feedforward_norm_(detail::load_constant<T, Dim<C>>(src, name("post_feedforward_layernorm.weight"), o)),
-        q_norm_(detail::load_constant<T, Dim<D>>(src, name("self_attn.q_norm.weight"), o)),
-        k_norm_(detail::load_constant<T, Dim<D>>(src, name("self_attn.k_norm.weight"), o)) {}
+        input_norm_(detail::load_constant<T, C>(src, name("input_layernorm.weight"), o)),
+        post_attention_norm_(detail::load_constant<T, C>(src, name("post_attention_layernorm.weight"), o)),
+        pre_feedforward_norm_(detail::load_constant<T, C>(src, name("pre_feedforward_layernorm.weight"), o)),
+        post_feedforward_norm_(detail::load_constant<T, C>(src, name("post_feedforward_layernorm.weight"), o)),
+        q_norm_(detail::load_constant<T, D>(src, name("self_attn.q_norm.weight"), o)),
+        k_norm_(detail::load_constant<T, D>(src, name("self_attn.k_norm.weight"), o)) {}
 
-  static constexpr bool is_global(index_t layer) { return Cfg::is_global_layer(layer); }
+  static constexpr bool is_global(index_t layer) { return Gemma3RuntimeConfig::is_global_layer(layer); }
   index_t layer() const { return layer_; }
   bool global() const { return is_global(layer_); }
+  const Gemma3RuntimeConfig& config() const { return cfg_; }
   RopeParams rope_params() const {
-    return global() ? RopeParams{Cfg::rope_global_theta, Cfg::rope_global_scaling} : RopeParams{Cfg::rope_local_theta, 1.0};
+    return global() ? RopeParams{cfg_.rope_global_theta, cfg_.rope_global_scaling} : RopeParams{cfg_.rope_local_theta, 1.0};
   }
   AttentionParams attention_params() const {
-    return {1.0 / std::sqrt(Cfg::query_pre_attn_scalar), global() ? index_t{0} : Cfg::sliding_window};
+    return {1.0 / std::sqrt(cfg_.query_pre_attn_scalar), global() ? index_t{0} : cfg_.sliding_window};
   }
 
   // Queries, keys and values of x after their norms and RoPE: q [N, Hq, D], k and v [N, Hkv, D].
   struct Qkv {
-    Variable<T, Dyn, Dim<Hq>, Dim<D>> q;
-    Variable<T, Dyn, Dim<Hkv>, Dim<D>> k, v;
+    Variable<T, Dyn, Hq, D> q;
+    Variable<T, Dyn, Hkv, D> k, v;
   };
   Qkv qkv(const hidden_type& x, const Tensor<std::int32_t, Dyn>& positions, const ForwardPass& pass) const {
     const index_t n = x.size(0);
-    const hidden_type h = rmsnorm(x, input_norm_, Cfg::rms_norm_eps);
-    auto q = reshape<Dyn, Dim<Hq>, Dim<D>>(call(q_, h, Projection::q_proj, pass), n, Hq, D);
-    auto k = reshape<Dyn, Dim<Hkv>, Dim<D>>(call(k_, h, Projection::k_proj, pass), n, Hkv, D);
-    auto v = reshape<Dyn, Dim<Hkv>, Dim<D>>(call(v_, h, Projection::v_proj, pass), n, Hkv, D);
-    q = rope(rmsnorm(q, q_norm_, Cfg::rms_norm_eps), positions, rope_params());
-    k = rope(rmsnorm(k, k_norm_, Cfg::rms_norm_eps), positions, rope_params());
+    const double eps = cfg_.rms_norm_eps;
+    const hidden_type h = rmsnorm(x, input_norm_, eps);
+    auto q = reshape<Dyn, Hq, D>(call(q_, h, Projection::q_proj, pass), n, cfg_.heads, cfg_.head_dim);
+    auto k = reshape<Dyn, Hkv, D>(call(k_, h, Projection::k_proj, pass), n, cfg_.kv_heads, cfg_.head_dim);
+    auto v = reshape<Dyn, Hkv, D>(call(v_, h, Projection::v_proj, pass), n, cfg_.kv_heads, cfg_.head_dim);
+    q = rope(rmsnorm(q, q_norm_, eps), positions, rope_params());
+    k = rope(rmsnorm(k, k_norm_, eps), positions, rope_params());
     return {std::move(q), std::move(k), std::move(v)};
   }
 
   // The rest of the layer after attention: x + post_attention_norm(o_proj(a)), then the MLP and its residual.
   // a: [N, Hq · D].
-  hidden_type finish(const hidden_type& x, const Variable<T, Dyn, Dim<Cfg::q_dim>>& a, const ForwardPass& pass) const {
-    const hidden_type attn_out = rmsnorm(call(o_, a, Projection::o_proj, pass), post_attention_norm_, Cfg::rms_norm_eps);
+  hidden_type finish(const hidden_type& x, const attention_type& a, const ForwardPass& pass) const {
+    const double eps = cfg_.rms_norm_eps;
+    const hidden_type attn_out = rmsnorm(call(o_, a, Projection::o_proj, pass), post_attention_norm_, eps);
     const hidden_type x1 = x + attn_out;
-    const hidden_type h1 = rmsnorm(x1, pre_feedforward_norm_, Cfg::rms_norm_eps);
+    const hidden_type h1 = rmsnorm(x1, pre_feedforward_norm_, eps);
     const auto mlp = geglu(call(gate_, h1, Projection::gate_proj, pass), call(up_, h1, Projection::up_proj, pass));
-    return x1 + rmsnorm(call(down_, mlp, Projection::down_proj, pass), post_feedforward_norm_, Cfg::rms_norm_eps);
+    return x1 + rmsnorm(call(down_, mlp, Projection::down_proj, pass), post_feedforward_norm_, eps);
   }
 
   // x: [N, hidden] -> [N, hidden]; positions, segment_ids: int32 [N] on x's device (segment ids may be undefined).
@@ -185,10 +225,10 @@ class Gemma3Block {
                          const Tensor<std::int32_t, Dyn>& segment_ids, const ForwardPass& pass) const {
     const Qkv t = qkv(x, positions, pass);
     const auto a = attention(t.q, t.k, t.v, attention_params(), segment_ids);
-    return finish(x, reshape<Dyn, Dim<Cfg::q_dim>>(a, x.size(0), Cfg::q_dim), pass);
+    return finish(x, reshape<Dyn, Q>(a, x.size(0), cfg_.q_dim()), pass);
   }
 
-  // fn(Projection, const projection&) for each of the seven, in PEFT's order q, k, v, o, gate, up, down.
+  // fn(Projection, const BlockLinear&) for each of the seven, in PEFT's order q, k, v, o, gate, up, down.
   template <class Fn>
   void for_each_projection(Fn&& fn) const {
     fn(Projection::q_proj, q_);
@@ -198,6 +238,13 @@ class Gemma3Block {
     fn(Projection::gate_proj, gate_);
     fn(Projection::up_proj, up_);
     fn(Projection::down_proj, down_);
+  }
+
+  // Whether projection p carries a LoRA adapter.
+  bool adapted(Projection p) const {
+    bool out = false;
+    for_each_projection([&](Projection q, const auto& proj) { out = out || (q == p && proj.lora() != nullptr); });
+    return out;
   }
 
   const q_type& q_proj() const { return q_; }
@@ -232,14 +279,13 @@ class Gemma3Block {
     using Out = typename detail::weight_extents<Weight>::out;
     using In = typename detail::weight_extents<Weight>::in;
     Weight w = detail::load_base_weight<W, Out, In>(src, qlora::projection_weight_name(layer_, p), o);
-    if constexpr (is_lora_linear_v<Proj>) {
-      return Proj(std::move(w), o.lora, RandomStream{o.seed, static_cast<std::uint64_t>(layer_) * 8 +
-                                                               static_cast<std::uint64_t>(p)});
-    } else {
-      return Proj(std::move(w));
-    }
+    if (const std::optional<LoraSpec> spec = o.lora.at(layer_, p))
+      return Proj(LoraLinear<T, Weight>(std::move(w), *spec, RandomStream{o.seed, static_cast<std::uint64_t>(layer_) * 8 +
+                                                                                        static_cast<std::uint64_t>(p)}));
+    return Proj(FrozenLinear<T, Weight>(std::move(w)));
   }
 
+  Gemma3RuntimeConfig cfg_;
   index_t layer_;
   q_type q_;
   k_type k_;

@@ -36,6 +36,7 @@ struct Gemma3Shape {
   static constexpr double rms_norm_eps = 1e-6;
   static constexpr index_t sliding_window_pattern = 6;
 
+  static constexpr bool is_static = true;  // every extent is a compile-time constant
   static_assert(Heads % KvHeads == 0, "query heads must be a multiple of key/value heads");
   static constexpr bool is_global_layer(index_t layer) { return (layer + 1) % sliding_window_pattern == 0; }
   static constexpr index_t q_dim = Heads * HeadDim;
@@ -62,12 +63,48 @@ struct Gemma3Tiny : Gemma3Shape<32, 64, 6, 4, 2, 8, 300, 4, 8, 1> {
   static constexpr std::string_view name = "gemma-3-tiny";
 };
 
+// Any Gemma 3 text model: every extent is read from the file at run time (Dyn in the model's types). Serves the
+// configurations the published sizes do not cover (tiny test checkpoints, community variants).
+struct Gemma3AnySize {
+  static constexpr std::string_view name = "gemma-3";
+  static constexpr bool is_static = false;
+};
+
 // The same numbers read at run time (config.json or GGUF metadata); -1 / 0 where a file did not say.
 struct Gemma3RuntimeConfig {
   index_t hidden = -1, intermediate = -1, layers = -1, heads = -1, kv_heads = -1, head_dim = -1, vocab = -1;
   index_t sliding_window = -1;
   double query_pre_attn_scalar = 0, rope_local_theta = 0, rope_global_theta = 0, rope_global_scaling = 1;
   double rms_norm_eps = 0;
+
+  index_t q_dim() const { return heads * head_dim; }
+  index_t kv_dim() const { return kv_heads * head_dim; }
+  // Every 6th layer attends globally (Gemma 3's sliding_window_pattern).
+  static constexpr bool is_global_layer(index_t layer) { return (layer + 1) % 6 == 0; }
+};
+
+// The model's extents as types: Dim<N> for a published size, Dyn for Gemma3AnySize.
+template <class Cfg>
+struct Gemma3Dims {
+  using hidden = Dim<Cfg::hidden>;
+  using intermediate = Dim<Cfg::intermediate>;
+  using heads = Dim<Cfg::heads>;
+  using kv_heads = Dim<Cfg::kv_heads>;
+  using head_dim = Dim<Cfg::head_dim>;
+  using vocab = Dim<Cfg::vocab>;
+  using q = Dim<Cfg::q_dim>;
+  using kv = Dim<Cfg::kv_dim>;
+};
+template <>
+struct Gemma3Dims<Gemma3AnySize> {
+  using hidden = Dyn;
+  using intermediate = Dyn;
+  using heads = Dyn;
+  using kv_heads = Dyn;
+  using head_dim = Dyn;
+  using vocab = Dyn;
+  using q = Dyn;
+  using kv = Dyn;
 };
 
 template <class Cfg>
@@ -76,6 +113,36 @@ Gemma3RuntimeConfig runtime_config_of() {
           Cfg::kv_heads,       Cfg::head_dim,              Cfg::vocab,            Cfg::sliding_window,
           Cfg::query_pre_attn_scalar, Cfg::rope_local_theta, Cfg::rope_global_theta, Cfg::rope_global_scaling,
           Cfg::rms_norm_eps};
+}
+
+// A file's configuration completed with Gemma 3's defaults where the file is silent (query_pre_attn_scalar =
+// head_dim as llama.cpp assumes for GGUF files, rope θ 10 000 local / 1e6 global, rms_norm_eps 1e-6) and checked to
+// describe a model that can be built: positive extents, query heads a multiple of key/value heads, even head_dim.
+inline Gemma3RuntimeConfig complete_config(Gemma3RuntimeConfig c, std::string_view source) {
+  std::string bad;
+  auto positive = [&](const char* field, index_t v) {
+    if (v < 1) bad += detail::concat(bad.empty() ? "" : ", ", field, " ", v);
+  };
+  positive("hidden_size", c.hidden);
+  positive("intermediate_size", c.intermediate);
+  positive("num_hidden_layers", c.layers);
+  positive("num_attention_heads", c.heads);
+  positive("num_key_value_heads", c.kv_heads);
+  positive("head_dim", c.head_dim);
+  positive("vocab_size", c.vocab);
+  positive("sliding_window", c.sliding_window);
+  if (!bad.empty()) fail("config", source, ": not a buildable Gemma 3 configuration: ", bad, " (must be >= 1)");
+  if (c.heads % c.kv_heads != 0)
+    fail("config", source, ": num_attention_heads ", c.heads, " is not a multiple of num_key_value_heads ", c.kv_heads);
+  if (c.head_dim % 2 != 0) fail("config", source, ": head_dim ", c.head_dim, " is odd (RoPE rotates pairs)");
+  if (c.query_pre_attn_scalar == 0) c.query_pre_attn_scalar = static_cast<double>(c.head_dim);
+  if (c.rope_local_theta == 0) c.rope_local_theta = 10000.0;
+  if (c.rope_global_theta == 0) c.rope_global_theta = 1000000.0;
+  if (c.rms_norm_eps == 0) c.rms_norm_eps = 1e-6;
+  if (!(c.query_pre_attn_scalar > 0) || !(c.rope_local_theta > 0) || !(c.rope_global_theta > 0) ||
+      !(c.rope_global_scaling > 0) || !(c.rms_norm_eps > 0))
+    fail("config", source, ": query_pre_attn_scalar, rope θ, rope scaling and rms_norm_eps must be positive");
+  return c;
 }
 
 // Throws naming every field where the file's configuration differs from the type's (`source`: the file).
@@ -105,15 +172,25 @@ void check_config(const Gemma3RuntimeConfig& file, std::string_view source) {
 // The configurations a file can be dispatched to.
 using Gemma3Configs = std::tuple<Gemma3_270M, Gemma3_1B, Gemma3_4B, Gemma3_12B, Gemma3_27B, Gemma3Tiny>;
 
-// Calls fn(Cfg{}) with the configuration type whose shape the file describes; the CLI's one dispatch point.
+// Whether the file describes exactly this published size (every field it gives equals the type's).
+template <class Cfg>
+bool describes(const Gemma3RuntimeConfig& file, std::string_view source) {
+  if (file.hidden != Cfg::hidden || file.layers != Cfg::layers) return false;
+  try {
+    check_config<Cfg>(file, source);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// Calls fn(Cfg{}) with the published size the file describes, or fn(Gemma3AnySize{}) for any other buildable
+// configuration (checked by complete_config); the programs' one dispatch point.
 template <class Fn>
 auto dispatch_config(const Gemma3RuntimeConfig& file, std::string_view source, Fn&& fn) {
-  using Result = decltype(fn(Gemma3_270M{}));
+  using Result = decltype(fn(Gemma3AnySize{}));
   std::optional<std::conditional_t<std::is_void_v<Result>, int, Result>> result;
-  auto try_one = [&](auto cfg) {
-    using Cfg = decltype(cfg);
-    if (result || file.hidden != Cfg::hidden || file.layers != Cfg::layers) return;
-    check_config<Cfg>(file, source);
+  auto call = [&](auto cfg) {
     if constexpr (std::is_void_v<Result>) {
       fn(cfg);
       result = 0;
@@ -121,11 +198,24 @@ auto dispatch_config(const Gemma3RuntimeConfig& file, std::string_view source, F
       result = fn(cfg);
     }
   };
+  auto try_one = [&](auto cfg) {
+    if (!result && describes<decltype(cfg)>(file, source)) call(cfg);
+  };
   std::apply([&](auto... cfgs) { (try_one(cfgs), ...); }, Gemma3Configs{});
-  if (!result)
-    fail("config", source, ": no supported Gemma 3 model has hidden_size ", file.hidden, " and ", file.layers,
-         " layers (supported: 270M, 1B, 4B, 12B, 27B)");
+  if (!result) {
+    (void)complete_config(file, source);
+    call(Gemma3AnySize{});
+  }
   if constexpr (!std::is_void_v<Result>) return std::move(*result);
+}
+
+// The name of the model a file describes: "gemma-3-270m", or "gemma-3 (hidden 64, 6 layers)" for other shapes.
+inline std::string model_name(const Gemma3RuntimeConfig& file, std::string_view source) {
+  return dispatch_config(file, source, [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    if constexpr (Cfg::is_static) return std::string(Cfg::name);
+    else return detail::concat(Cfg::name, " (hidden ", file.hidden, ", ", file.layers, " layers)");
+  });
 }
 
 }  // namespace qlora

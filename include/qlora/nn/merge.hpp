@@ -1,7 +1,8 @@
 // Merging a LoRA adapter into its base model, and writing the merged model as a Hugging Face checkpoint folder
 // (config.json + model.safetensors, fp32 or bf16) or as a GGUF file (F32/F16/BF16/Q8_0) that llama.cpp loads.
 //
-//   W' = W + s · B · A        s = lora_alpha / r (alpha / sqrt(r) with rsLoRA), W the file's dense weight
+//   W' = W + s · B · A        s = lora_alpha / r (alpha / sqrt(r) with rsLoRA) of that module after rank_pattern and
+//                             alpha_pattern, W the file's dense weight
 //
 // The adapter is folded into the base weights as the file holds them (dequantized from GGUF blocks where needed),
 // the way PEFT's merge_and_unload is used on a base reloaded in 16/32 bits — not into the NF4 copy training used, so
@@ -59,11 +60,6 @@ inline std::vector<Gemma3TensorSpec> gemma3_tensor_specs(const Gemma3RuntimeConf
   return specs;
 }
 
-// s of an adapter: lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA.
-inline double lora_scaling(const LoraConfig& c) {
-  return c.use_rslora ? c.lora_alpha / std::sqrt(static_cast<double>(c.r)) : c.lora_alpha / static_cast<double>(c.r);
-}
-
 // Calls sink(spec, value) for every tensor of the merged model; value is [rows, cols] fp32 ([1, n] for 1-D tensors).
 // `adapter` may be null (the base, converted). `source` names the adapter in errors.
 template <class Sink>
@@ -93,7 +89,8 @@ void for_each_merged_tensor(const Gemma3WeightSource& src, const peft::Adapter* 
     if (!pair.a || !pair.b)
       fail("merge", source, ": layer ", pair.layer, " ", name_of(pair.projection),
            " has only one of lora_A and lora_B");
-  const double s = adapter ? lora_scaling(adapter->config) : 0.0;
+  if (adapter) peft::check_tensors(*adapter, source);
+  const LoraTargets targets = adapter ? LoraTargets(adapter->config) : LoraTargets();
   std::size_t merged = 0;
   for (const auto& spec : gemma3_tensor_specs(c)) {
     Tensor<float, Dyn, Dyn> w;
@@ -112,6 +109,7 @@ void for_each_merged_tensor(const Gemma3WeightSource& src, const peft::Adapter* 
       if (A.size(1) != w.size(1) || B.size(0) != w.size(0) || A.size(0) != B.size(1))
         fail("merge", source, ": layer ", pair.layer, " ", name_of(pair.projection), ": lora_A ", A.shape().str(),
              " and lora_B ", B.shape().str(), " do not fit the weight ", w.shape().str());
+      const double s = targets.at(pair.layer, pair.projection)->scaling();  // present: checked by check_tensors
       const auto delta = matmul(B, A);  // [out, in]
       for (index_t i = 0; i < w.numel(); ++i) w.data()[i] += static_cast<float>(s * delta.data()[i]);
       merged += 2;

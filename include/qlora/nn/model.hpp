@@ -1,4 +1,4 @@
-// Gemma3<Cfg, Adapter, T, W>: transformers' Gemma3ForCausalLM (text), statically composed:
+// Gemma3<Cfg, T, W>: transformers' Gemma3ForCausalLM (text), statically composed:
 //
 //   x = embed_tokens(ids) · sqrt(hidden)  ->  layers[0..L) (Gemma3Block)  ->  norm  ->  logits = x · embed_tokensᵀ
 //
@@ -9,8 +9,8 @@
 // so the trainer can normalise over gradient accumulation.
 //
 // Loading checks the file's configuration against Cfg and reads one tensor at a time; with W = NF4 each projection is
-// quantized as it is read. Trainable parameters are the LoRA A/B of the projections `Adapter` names, named as PEFT
-// names them (io/peft.hpp).
+// quantized as it is read. Trainable parameters are the LoRA A/B of the projections the options' LoraTargets name
+// (any ranks, per module), named as PEFT names them (io/peft.hpp).
 #pragma once
 
 #include <memory>
@@ -18,74 +18,42 @@
 #include <vector>
 
 #include "../autograd/tape.hpp"
-#include "../data/batch.hpp"
 #include "../io/peft.hpp"
 #include "../ops/cross_entropy.hpp"
 #include "../ops/embedding.hpp"
 #include "../optim/parameter.hpp"
 #include "block.hpp"
+#include "model_input.hpp"
 
 namespace qlora {
 
-// A batch as device tensors of N = B·T packed tokens.
-struct ModelInput {
-  Tensor<std::int32_t, Dyn> tokens;       // [N]
-  Tensor<std::int32_t, Dyn> positions;    // [N]
-  Tensor<std::int32_t, Dyn> segment_ids;  // [N]: unique per (row, sample); padding gets its row's own negative id
-  Tensor<std::int32_t, Dyn> labels;       // [N]: next-token targets (-100: no loss)
-  long label_tokens = 0;
-};
-
-inline ModelInput model_input(const Batch& b, Device device = Device::cpu()) {
-  const auto n = static_cast<index_t>(b.B * b.T);
-  ModelInput in;
-  std::vector<std::int32_t> seg(b.segment_ids.size());
-  for (std::size_t r = 0; r < b.B; ++r)
-    for (std::size_t t = 0; t < b.T; ++t) {
-      const std::int32_t s = b.segment_ids[b.at(r, t)];
-      seg[b.at(r, t)] = s == 0 ? -static_cast<std::int32_t>(r + 1) : static_cast<std::int32_t>(r * (b.T + 1)) + s;
-    }
-  auto put = [&](const std::vector<std::int32_t>& v) {
-    auto t = Tensor<std::int32_t, Dyn>::from(v, n);
-    return device.is_cpu() ? t : t.to(device);
-  };
-  in.tokens = put(b.tokens);
-  in.positions = put(b.positions);
-  in.segment_ids = put(seg);
-  in.labels = put(b.next_token_labels());
-  in.label_tokens = b.label_tokens();
-  return in;
-}
-
-// One sequence (positions 0.., one segment), for inference and tests.
-inline ModelInput model_input(const std::vector<std::int32_t>& ids, Device device = Device::cpu()) {
-  Batch b;
-  b.B = 1;
-  b.T = ids.size();
-  b.tokens = ids;
-  b.labels.assign(ids.size(), ignore_index);
-  b.positions.resize(ids.size());
-  for (std::size_t i = 0; i < ids.size(); ++i) b.positions[i] = static_cast<std::int32_t>(i);
-  b.segment_ids.assign(ids.size(), 1);
-  return model_input(b, device);
-}
-
-template <class Cfg, class Adapter = NoAdapter, class T = float, class W = NF4>
+template <class Cfg, class T = float, class W = NF4>
 class Gemma3 {
  public:
   using config = Cfg;
-  using adapter = Adapter;
-  using block_type = Gemma3Block<Cfg, Adapter, T, W>;
+  using compute_type = T;
+  using block_type = Gemma3Block<Cfg, T, W>;
+  using dims = Gemma3Dims<Cfg>;
   using hidden_type = typename block_type::hidden_type;  // [tokens, hidden]
-  using embedding_type = Variable<T, Dim<Cfg::vocab>, Dim<Cfg::hidden>>;
+  using embedding_type = Variable<T, typename dims::vocab, typename dims::hidden>;
+  using norm_type = Variable<T, typename dims::hidden>;
 
-  Gemma3(const Gemma3WeightSource& src, const Gemma3Options& options = {}) : options_(options) {
-    check_config<Cfg>(src.config(), src.path().string());
-    embed_ = detail::load_constant<T, Dim<Cfg::vocab>, Dim<Cfg::hidden>>(src, "embed_tokens.weight", options);
-    blocks_.reserve(static_cast<std::size_t>(Cfg::layers));
-    for (index_t i = 0; i < Cfg::layers; ++i) blocks_.emplace_back(src, i, options);
-    norm_ = detail::load_constant<T, Dim<Cfg::hidden>>(src, "norm.weight", options);
+  // Checks the file's configuration against Cfg (a published size) or that it is buildable (Gemma3AnySize).
+  Gemma3(const Gemma3WeightSource& src, const Gemma3Options& options = {})
+      : options_(options), cfg_(model_config<Cfg>(src)) {
+    options.lora.check_matches(cfg_.layers, name());
+    embed_ = detail::load_constant<T, typename dims::vocab, typename dims::hidden>(src, "embed_tokens.weight", options);
+    blocks_.reserve(static_cast<std::size_t>(cfg_.layers));
+    for (index_t i = 0; i < cfg_.layers; ++i) blocks_.emplace_back(src, i, options, cfg_);
+    norm_ = detail::load_constant<T, typename dims::hidden>(src, "norm.weight", options);
   }
+
+  // "gemma-3-270m", or "gemma-3 (hidden 64, 6 layers)" for a run-time shape.
+  std::string name() const {
+    if constexpr (Cfg::is_static) return std::string(Cfg::name);
+    else return detail::concat(Cfg::name, " (hidden ", cfg_.hidden, ", ", cfg_.layers, " layers)");
+  }
+  const Gemma3RuntimeConfig& runtime_config() const { return cfg_; }
 
   // The final hidden states (after the last norm): [N, hidden].
   hidden_type hidden_states(const ModelInput& in, const ForwardPass& pass = {}) const {
@@ -98,7 +66,7 @@ class Gemma3 {
         x = block(x, in.positions, in.segment_ids, pass);
       }
     }
-    return rmsnorm(x, norm_, Cfg::rms_norm_eps);
+    return rmsnorm(x, norm_, cfg_.rms_norm_eps);
   }
 
   // Σ of the next-token cross-entropy over the label tokens, and their count.
@@ -133,12 +101,12 @@ class Gemma3 {
     });
     return params;
   }
-  // fn(layer, projection, const LoraLinear&) for every adapted projection.
+  // fn(layer, projection, const LoraLinear&) for every adapted projection, layer by layer in PEFT's order.
   template <class Fn>
   void for_each_lora(Fn&& fn) const {
     for (const block_type& block : blocks_)
       block.for_each_projection([&](Projection p, const auto& proj) {
-        if constexpr (is_lora_linear_v<std::remove_cvref_t<decltype(proj)>>) fn(block.layer(), p, proj);
+        if (const auto* lora = proj.lora()) fn(block.layer(), p, *lora);
       });
   }
   index_t trainable_parameter_count() const {
@@ -149,15 +117,16 @@ class Gemma3 {
 
   const std::vector<block_type>& blocks() const { return blocks_; }
   const embedding_type& embed_tokens() const { return embed_; }
-  const Variable<T, Dim<Cfg::hidden>>& norm() const { return norm_; }
+  const norm_type& norm() const { return norm_; }
   const Gemma3Options& options() const { return options_; }
   Device device() const { return options_.device; }
 
  private:
   Gemma3Options options_;
+  Gemma3RuntimeConfig cfg_;
   embedding_type embed_;
   std::vector<block_type> blocks_;
-  Variable<T, Dim<Cfg::hidden>> norm_;
+  norm_type norm_;
 };
 
 }  // namespace qlora

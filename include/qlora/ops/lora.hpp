@@ -4,8 +4,9 @@
 //   s = alpha / r, or alpha / sqrt(r) with rsLoRA
 //
 // Initialised like PEFT (init_lora_weights=True): A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)),
-// B = 0, so the layer starts equal to the base. Gradients reach x, A and B, never W. The rank is a compile-time
-// extent, so A and B have fully static types; W may be dense (fp32, bf16) or 4-bit (quant/nf4.hpp).
+// B = 0, so the layer starts equal to the base. Gradients reach x, A and B, never W. The base's extents are static
+// (they come from the model's configuration); the rank r is a run-time value (LoraSpec), checked when the adapter is
+// built or given. W may be dense (fp32, bf16) or 4-bit (quant/nf4.hpp).
 #pragma once
 
 #include <cmath>
@@ -18,11 +19,17 @@
 
 namespace qlora {
 
-// PEFT's LoraConfig numbers that change the layer's arithmetic.
-struct LoraHyper {
-  double alpha = 8;       // lora_alpha
-  double dropout = 0;     // lora_dropout (kept as given, so adapter_config.json says 0.05, not 0.0500000007)
+// One adapter's numbers, as PEFT's LoraConfig gives them for a module (r and lora_alpha after rank_pattern and
+// alpha_pattern, lora_dropout, use_rslora).
+struct LoraSpec {
+  index_t rank = 8;
+  double alpha = 8;
+  double dropout = 0;  // kept as given, so adapter_config.json says 0.05, not 0.0500000007
   bool use_rslora = false;
+  // s = alpha / r, or alpha / sqrt(r) with rsLoRA.
+  double scaling() const {
+    return use_rslora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / static_cast<double>(rank);
+  }
 };
 
 namespace detail {
@@ -35,36 +42,41 @@ struct weight_extents<Tensor<E, O, I>> {
 };
 }  // namespace detail
 
-template <class T, class Weight, index_t Rank>
+template <class T, class Weight>
 class LoraLinear {
   using Out = typename detail::weight_extents<Weight>::out;
   using In = typename detail::weight_extents<Weight>::in;
-  static_assert(Out::is_static && In::is_static, "LoraLinear: the base weight's extents must be static");
-  static_assert(Rank > 0, "LoraLinear: the rank must be positive");
 
  public:
-  using a_type = Variable<T, Dim<Rank>, In>;   // lora_A.weight: [r, in]
-  using b_type = Variable<T, Out, Dim<Rank>>;  // lora_B.weight: [out, r]
-  static constexpr index_t rank = Rank;
+  using a_type = Variable<T, Dyn, In>;   // lora_A.weight: [r, in]
+  using b_type = Variable<T, Out, Dyn>;  // lora_B.weight: [out, r]
 
   // PEFT's initialisation of A from `init` (B = 0), on the base weight's device.
-  LoraLinear(Weight base, const LoraHyper& hyper, RandomStream init) : base_(std::move(base)), hyper_(hyper) {
-    if (!(hyper.dropout >= 0 && hyper.dropout < 1)) fail("lora", "lora_dropout must be in [0, 1), got ", hyper.dropout);
-    auto a = Tensor<T, Dim<Rank>, In>::zeros();
-    const double bound = 1.0 / std::sqrt(static_cast<double>(In::value));
+  LoraLinear(Weight base, const LoraSpec& spec, RandomStream init) : base_(std::move(base)), spec_(spec) {
+    check_spec();
+    const index_t in = base_.size(1);
+    auto a = Tensor<T, Dyn, In>(typename Tensor<T, Dyn, In>::shape_type(std::array<index_t, 2>{spec.rank, in}));
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
     for (index_t i = 0; i < a.numel(); ++i)
       a.data()[i] = convert<T>((2.0 * uniform01(init, static_cast<std::uint64_t>(i)) - 1.0) * bound);
     const Device device = base_.device();
     a_ = a_type::leaf(device.is_cpu() ? a : a.to(device));
-    b_ = b_type::leaf(Tensor<T, Out, Dim<Rank>>(typename Tensor<T, Out, Dim<Rank>>::shape_type(), device));
+    b_ = b_type::leaf(Tensor<T, Out, Dyn>(
+        typename Tensor<T, Out, Dyn>::shape_type(std::array<index_t, 2>{base_.size(0), spec.rank}), device));
   }
-  // With given adapter weights (e.g. loaded from a PEFT file).
-  LoraLinear(Weight base, const LoraHyper& hyper, Tensor<T, Dim<Rank>, In> a, Tensor<T, Out, Dim<Rank>> b)
-      : base_(std::move(base)), hyper_(hyper), a_(a_type::leaf(std::move(a))), b_(b_type::leaf(std::move(b))) {}
+  // With given adapter weights (e.g. loaded from a PEFT file): a [r, in], b [out, r] with r = spec.rank.
+  LoraLinear(Weight base, const LoraSpec& spec, Tensor<T, Dyn, In> a, Tensor<T, Out, Dyn> b)
+      : base_(std::move(base)), spec_(spec) {
+    check_spec();
+    if (a.size(0) != spec.rank || a.size(1) != base_.size(1) || b.size(0) != base_.size(0) || b.size(1) != spec.rank)
+      fail("lora", "adapter matrices A ", a.shape().str(), " and B ", b.shape().str(), " do not fit rank ", spec.rank,
+           " on a [", base_.size(0), ", ", base_.size(1), "] projection");
+    a_ = a_type::leaf(std::move(a));
+    b_ = b_type::leaf(std::move(b));
+  }
 
-  double scaling() const {
-    return hyper_.use_rslora ? hyper_.alpha / std::sqrt(static_cast<double>(Rank)) : hyper_.alpha / Rank;
-  }
+  index_t rank() const { return spec_.rank; }
+  double scaling() const { return spec_.scaling(); }
 
   // y: [rows, out]. `dropout_stream` selects this call's dropout mask (ignored when lora_dropout is 0 or `train` is
   // false).
@@ -72,7 +84,7 @@ class LoraLinear {
   Variable<T, Rows, Out> operator()(const Variable<T, Rows, In>& x, RandomStream dropout_stream = {},
                                     bool train = true) const {
     const auto base_y = linear(x, base_);
-    const auto x_in = train ? dropout(x, DropoutParams{static_cast<float>(hyper_.dropout), dropout_stream}) : x;
+    const auto x_in = train ? dropout(x, DropoutParams{static_cast<float>(spec_.dropout), dropout_stream}) : x;
     const auto low = matmul<Transpose::no, Transpose::yes>(x_in, a_);   // [rows, r]
     const auto update = matmul<Transpose::no, Transpose::yes>(low, b_);  // [rows, out]
     return base_y + scale(update, scaling());
@@ -81,11 +93,17 @@ class LoraLinear {
   const Weight& base() const { return base_; }
   const a_type& lora_a() const { return a_; }
   const b_type& lora_b() const { return b_; }
-  const LoraHyper& hyper() const { return hyper_; }
+  const LoraSpec& spec() const { return spec_; }
 
  private:
+  void check_spec() const {
+    if (spec_.rank < 1) fail("lora", "the rank must be >= 1, got ", spec_.rank);
+    if (!(spec_.dropout >= 0 && spec_.dropout < 1)) fail("lora", "lora_dropout must be in [0, 1), got ", spec_.dropout);
+    if (!std::isfinite(spec_.alpha)) fail("lora", "lora_alpha must be a finite number, got ", spec_.alpha);
+  }
+
   Weight base_;
-  LoraHyper hyper_;
+  LoraSpec spec_;
   a_type a_;
   b_type b_;
 };

@@ -54,6 +54,13 @@ void gemm_native(const GemmParams& p, const T* a, const T* b, T* c) {
 }
 }  // namespace detail
 
+#if QLORA_COMPILED_KERNELS
+// Programs that link qlora::models take Eigen's GEMM kernels compiled once there (models/kernels.cpp) instead of
+// optimising them again in every translation unit; header-only users instantiate them as usual.
+extern template void detail::gemm_native<float>(const GemmParams&, const float*, const float*, float*);
+extern template void detail::gemm_native<double>(const GemmParams&, const double*, const double*, double*);
+#endif
+
 // The CPU reference GEMM. 16-bit operands are widened to fp32, multiplied, and rounded once into C.
 template <class T>
 void gemm(const GemmParams& p, const T* a, const T* b, T* c) {

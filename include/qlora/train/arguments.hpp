@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -51,6 +53,9 @@ struct LoraConfig {
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // PEFT's Gemma default
   bool use_rslora = false;
   std::string bias = "none";
+  // PEFT's per-module overrides: module-name regex -> r / lora_alpha (nn/adapter.hpp says how they match).
+  std::vector<std::pair<std::string, long>> rank_pattern;
+  std::vector<std::pair<std::string, double>> alpha_pattern;
 };
 
 namespace detail {
@@ -67,6 +72,10 @@ inline std::size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+template <class T>
+inline constexpr bool is_pattern = std::is_same_v<T, std::vector<std::pair<std::string, long>>> ||
+                                   std::is_same_v<T, std::vector<std::pair<std::string, double>>>;
+
 class OptionReader {
  public:
   OptionReader(const nlohmann::json& j, const char* what) : json_(j), what_(what) {
@@ -78,7 +87,11 @@ class OptionReader {
     const auto it = json_.find(key);
     if (it == json_.end() || it->is_null()) return;
     try {
-      if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      if constexpr (is_pattern<T>) {
+        if (!it->is_object()) fail("config", what_, ": option '", key, "' must be an object {module pattern: value}");
+        field.clear();
+        for (const auto& [k, v] : it->items()) field.emplace_back(k, v.template get<typename T::value_type::second_type>());
+      } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
         field = it->is_string() ? split_commas(it->template get<std::string>()) : it->template get<T>();
       } else if constexpr (std::is_same_v<T, std::optional<long>> || std::is_same_v<T, std::optional<std::string>>) {
         field = it->template get<typename T::value_type>();
@@ -141,12 +154,29 @@ inline void validate(const TrainingArguments& a) {
   detail::require_in(a.eval_strategy, {"no", "steps", "epoch"}, "eval_strategy");
 }
 
+// PEFT's "all-linear" shorthand as the seven projection names (what PEFT writes into adapter_config.json).
+inline void expand_all_linear(LoraConfig& c) {
+  if (c.target_modules == std::vector<std::string>{"all-linear"})
+    c.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+}
+
+// Target entries are module names or their dotted tails ("q_proj", "self_attn.q_proj",
+// "model.layers.0.mlp.down_proj"): the last part must name one of the seven projections.
 inline void validate(const LoraConfig& c) {
   if (c.r < 1) fail("config", "lora r must be >= 1, got ", c.r);
+  if (!std::isfinite(c.lora_alpha)) fail("config", "lora_alpha must be a finite number");
   if (!(c.lora_dropout >= 0 && c.lora_dropout < 1)) fail("config", "lora_dropout must be in [0, 1)");
   if (c.target_modules.empty()) fail("config", "target_modules is empty");
-  for (const auto& m : c.target_modules)
-    detail::require_in(m, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, "target_modules");
+  for (const auto& m : c.target_modules) {
+    const std::size_t dot = m.rfind('.');
+    const std::string last = dot == std::string::npos ? m : m.substr(dot + 1);
+    if (m == "all-linear")
+      fail("config", "target_modules: all-linear must be given alone (it means all seven projections)");
+    detail::require_in(last, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+                       "target_modules");
+  }
+  for (const auto& [key, r] : c.rank_pattern)
+    if (r < 1) fail("config", "rank_pattern '", key, "': r must be >= 1, got ", r);
   detail::require_in(c.bias, {"none"}, "bias");
 }
 
@@ -195,7 +225,10 @@ inline LoraConfig lora_config_from_json(const nlohmann::json& j) {
   r.read("target_modules", c.target_modules);
   r.read("use_rslora", c.use_rslora);
   r.read("bias", c.bias);
+  r.read("rank_pattern", c.rank_pattern);
+  r.read("alpha_pattern", c.alpha_pattern);
   r.reject_unknown();
+  expand_all_linear(c);
   validate(c);
   return c;
 }

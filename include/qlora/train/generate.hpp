@@ -13,8 +13,10 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "../nn/causal_lm.hpp"
 #include "../nn/model.hpp"
 #include "sampling.hpp"
 
@@ -67,25 +69,28 @@ void cached_attention(const T* q, const T* k, const T* v, T* out, index_t n, ind
 }
 }  // namespace cpu
 
-// The keys and values of every layer for up to `capacity` positions.
+// The keys and values of every layer of `model` for up to `capacity` positions (the model must outlive the cache).
 template <class Model>
-class KvCache {
-  using Cfg = typename Model::config;
+class KvCache final : public DecodeSession {
+  using dims = typename Model::dims;
   using T = typename Model::hidden_type::tensor_type::value_type;
+  using attention_type = typename Model::block_type::attention_type;
 
  public:
-  using rows_type = Tensor<T, Dyn, Dim<Cfg::kv_heads>, Dim<Cfg::head_dim>>;  // [positions, Hkv, D]
-  explicit KvCache(index_t capacity) : capacity_(capacity) {
-    for (index_t l = 0; l < Cfg::layers; ++l) {
-      k_.push_back(rows_type::zeros(capacity));
-      v_.push_back(rows_type::zeros(capacity));
+  using rows_type = Tensor<T, Dyn, typename dims::kv_heads, typename dims::head_dim>;  // [positions, Hkv, D]
+  KvCache(const Model& model, index_t capacity) : model_(model), capacity_(capacity) {
+    const Gemma3RuntimeConfig& c = model.runtime_config();
+    for (index_t l = 0; l < c.layers; ++l) {
+      k_.push_back(rows_type(typename rows_type::shape_type(capacity, c.kv_heads, c.head_dim)));
+      v_.push_back(rows_type(typename rows_type::shape_type(capacity, c.kv_heads, c.head_dim)));
     }
   }
-  index_t length() const { return length_; }
+  index_t length() const override { return length_; }
   index_t capacity() const { return capacity_; }
 
   // Runs `ids` (the next tokens after the cached ones) through the model; returns the fp32 logits of the last one.
-  std::vector<float> extend(const Model& model, std::span<const std::int32_t> ids) {
+  std::vector<float> extend(std::span<const std::int32_t> ids) override {
+    const Model& model = model_;
     const auto n = static_cast<index_t>(ids.size());
     require(n > 0, "generate", "no tokens to run");
     require(length_ + n <= capacity_, "generate", "the KV cache holds ", capacity_, " positions; ", length_ + n,
@@ -99,49 +104,64 @@ class KvCache {
     const auto positions = Tensor<std::int32_t, Dyn>::from(pos, n);
     typename Model::hidden_type x = embedding(tokens, model.embed_tokens());
     const ForwardPass pass{};
+    const Gemma3RuntimeConfig& c = model.runtime_config();
     for (const auto& block : model.blocks()) {
       const auto t = block.qkv(x, positions, pass);
       const auto l = static_cast<std::size_t>(block.layer());
-      const index_t row = Cfg::kv_heads * Cfg::head_dim;
+      const index_t row = c.kv_dim();
       std::copy_n(t.k.value().data(), n * row, k_[l].data() + length_ * row);
       std::copy_n(t.v.value().data(), n * row, v_[l].data() + length_ * row);
-      Tensor<T, Dyn, Dim<Cfg::q_dim>> a = Tensor<T, Dyn, Dim<Cfg::q_dim>>::zeros(n);
+      typename attention_type::tensor_type a(typename attention_type::tensor_type::shape_type(n, c.q_dim()));
       const AttentionParams ap = block.attention_params();
-      cpu::cached_attention(t.q.value().data(), k_[l].data(), v_[l].data(), a.data(), n, length_, Cfg::heads,
-                            Cfg::kv_heads, Cfg::head_dim, ap.scale, ap.window);
-      x = block.finish(x, Variable<T, Dyn, Dim<Cfg::q_dim>>(a), pass);
+      cpu::cached_attention(t.q.value().data(), k_[l].data(), v_[l].data(), a.data(), n, length_, c.heads, c.kv_heads,
+                            c.head_dim, ap.scale, ap.window);
+      x = block.finish(x, attention_type(a), pass);
     }
     length_ += n;
-    const auto h = rmsnorm(x, model.norm(), Cfg::rms_norm_eps).value();
+    const auto h = rmsnorm(x, model.norm(), c.rms_norm_eps).value();
     const auto logits = model.logits_of(h.slice(n - 1, n));
     return logits.to_vector();
   }
 
  private:
+  const Model& model_;
   index_t capacity_, length_ = 0;
   std::vector<rows_type> k_, v_;
 };
 
-// Generates after `prompt` (which should start with <bos>).
-template <class Model>
-Generation generate(const Model& model, const std::vector<std::int32_t>& prompt, const GenerationConfig& config) {
+// Generates after `prompt` (which should start with <bos>), extending `session` (an empty KV cache with room for
+// the prompt and max_new_tokens).
+inline Generation generate(DecodeSession& session, const std::vector<std::int32_t>& prompt,
+                           const GenerationConfig& config) {
   validate(config.sampling);
   require(!prompt.empty(), "generate", "the prompt has no tokens");
   require(config.max_new_tokens >= 0, "generate", "max_new_tokens must not be negative");
   Generation out;
   if (config.max_new_tokens == 0) return out;
-  KvCache<Model> cache(static_cast<index_t>(prompt.size()) + config.max_new_tokens);
-  std::vector<float> logits = cache.extend(model, prompt);
+  std::vector<float> logits = session.extend(prompt);
   for (index_t step = 0; step < config.max_new_tokens; ++step) {
-    const std::int32_t next = sample_next(logits, config.sampling, static_cast<std::uint64_t>(cache.length()));
+    const std::int32_t next = sample_next(logits, config.sampling, static_cast<std::uint64_t>(session.length()));
     out.tokens.push_back(next);
     if (std::find(config.stop_ids.begin(), config.stop_ids.end(), next) != config.stop_ids.end()) {
       out.stopped = true;
       break;
     }
-    if (step + 1 < config.max_new_tokens) logits = cache.extend(model, std::span<const std::int32_t>(&next, 1));
+    if (step + 1 < config.max_new_tokens) logits = session.extend(std::span<const std::int32_t>(&next, 1));
   }
   return out;
+}
+
+// The same with a model: a CausalLM (any size, chosen at run time) or a static model type (nn/model.hpp).
+inline Generation generate(const CausalLM& model, const std::vector<std::int32_t>& prompt,
+                           const GenerationConfig& config) {
+  const auto session = model.decoder(static_cast<index_t>(prompt.size()) + std::max<index_t>(config.max_new_tokens, 0));
+  return generate(*session, prompt, config);
+}
+template <class Model>
+  requires(!std::is_base_of_v<CausalLM, Model> && !std::is_base_of_v<DecodeSession, Model>)
+Generation generate(const Model& model, const std::vector<std::int32_t>& prompt, const GenerationConfig& config) {
+  KvCache<Model> cache(model, static_cast<index_t>(prompt.size()) + std::max<index_t>(config.max_new_tokens, 0));
+  return generate(cache, prompt, config);
 }
 
 }  // namespace qlora

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "../autograd/tape.hpp"
 #include "../core/random.hpp"
 #include "../io/metrics.hpp"
 #include "../io/tensorboard.hpp"

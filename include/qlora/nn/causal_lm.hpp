@@ -1,0 +1,81 @@
+// CausalLM: the run-time face of a compiled model. The programs (finetune, generate, evaluate) and anyone who picks a
+// model from a file use this small interface; the statically composed model types (nn/model.hpp) sit behind it, one
+// per family × size × compute type, each compiled once in its own translation unit (models/*.cpp, or a user's own
+// TU with QLORA_INSTANTIATE_GEMMA3 from nn/gemma3_causal_lm.hpp).
+//
+//   auto model = open_causal_lm(Gemma3WeightSource::open(path), options);  // family and size from the file
+//   model->loss_sum(input, pass)  ·  model->lora_parameters()  ·  model->save_adapter(dir, base)  ·  model->decoder(n)
+//
+// This header declares the per-size factories without defining them, so including it instantiates no model.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../autograd/tape.hpp"
+#include "../io/peft.hpp"
+#include "../ops/cross_entropy.hpp"
+#include "../optim/parameter.hpp"
+#include "block.hpp"
+#include "config.hpp"
+#include "model_input.hpp"
+#include "weights.hpp"
+
+namespace qlora {
+
+// The KV cache of one generated sequence: extend() runs the next tokens through the model and returns the fp32
+// logits of the last one.
+class DecodeSession {
+ public:
+  virtual ~DecodeSession() = default;
+  virtual std::vector<float> extend(std::span<const std::int32_t> ids) = 0;
+  virtual index_t length() const = 0;
+};
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+  CausalLM() = default;
+  CausalLM(const CausalLM&) = delete;
+  CausalLM& operator=(const CausalLM&) = delete;
+
+  virtual std::string_view name() const = 0;                   // "gemma-3-270m"
+  virtual const Gemma3RuntimeConfig& config() const = 0;       // the model's extents
+  virtual const Gemma3Options& options() const = 0;             // LoRA targets, seed, device
+  Device device() const { return options().device; }
+
+  // Training: Σ of the next-token cross-entropy over the label tokens (fp32) and their count.
+  virtual CrossEntropySum<float> loss_sum(const ModelInput& in, const ForwardPass& pass) const = 0;
+  CrossEntropySum<float> loss_sum(const ModelInput& in) const { return loss_sum(in, ForwardPass{}); }  // eval pass
+  // The trainable LoRA matrices under PEFT's names (A before B, layer by layer, q k v o gate up down).
+  virtual ParameterList lora_parameters() const = 0;
+  virtual index_t trainable_parameter_count() const = 0;
+  // The adapter as PEFT writes it / read back (ranks and modules must agree with the model's).
+  virtual void save_adapter(const std::filesystem::path& dir, const std::string& base_model_name_or_path) const = 0;
+  virtual void load_adapter(const peft::Adapter& adapter, const std::string& source) const = 0;
+  void load_adapter(const std::filesystem::path& dir) const { load_adapter(peft::load_adapter(dir), dir.string()); }
+
+  // Inference: materialised fp32 logits [N, vocab], and KV-cache decoding for up to `capacity` positions.
+  virtual Tensor<float, Dyn, Dyn> logits(const ModelInput& in) const = 0;
+  virtual std::unique_ptr<DecodeSession> decoder(index_t capacity) const = 0;
+};
+
+// How a model's numbers are held: a 4-bit NF4 base computed in fp32 (QLoRA training), or the same NF4 values
+// dequantized once into fp32 weights (generation: one token at a time, no dequantization per call).
+enum class CausalLMWeights { nf4, nf4_dequantized };
+
+// One compiled Gemma 3 model; defined in nn/gemma3_causal_lm.hpp and instantiated once per size (models/*.cpp).
+template <class Cfg, class T, class W>
+std::unique_ptr<CausalLM> make_gemma3(const Gemma3WeightSource& source, const Gemma3Options& options);
+
+// The model the file describes, with `options`' adapters and device: the published size's own instantiation where
+// the program has one compiled in (QLORA_STATIC_MODELS), else the run-time-shaped Gemma3AnySize, which computes the
+// same numbers at the same speed (docs/benchmarks.md). Defined in models/open_causal_lm.cpp (link qlora::models).
+std::unique_ptr<CausalLM> open_causal_lm(const Gemma3WeightSource& source, Gemma3Options options,
+                                         CausalLMWeights weights = CausalLMWeights::nf4);
+
+}  // namespace qlora
