@@ -32,16 +32,19 @@ __global__ void naive_softmax_kernel(const float* s, bf16* prob, index_t tokens)
 
 // out[T, Hq, D] = softmax(scale · q kᵀ + causal mask) v with the [Hq, T, T] scores and probabilities in memory.
 void naive_attention(const X& q, const X& k, const X& v, X& out, float* scores, bf16* prob) {
+  const cuda::Stream stream(q.device());  // q's GPU and stream, as the fused kernels use
+  const cuda::DeviceGuard guard(stream.device);
   const int t = static_cast<int>(q.size(0));
   const float scale = 1.0f / 16.0f, zero = 0.0f, one = 1.0f;
   // column-major: Sᵀ[h] = K · Q[h]ᵀ  (K: [T, D] rows of stride Hkv·D, Q[h]: stride Hq·D, offset h·D)
-  cuda::check(cublasGemmStridedBatchedEx(cuda::blas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, t, t, kD, &scale, k.data(),
-                                         CUDA_R_16BF, kHkv * kD, 0, q.data(), CUDA_R_16BF, kHq * kD, kD, &zero, scores,
-                                         CUDA_R_32F, t, index_t{t} * t, kHq, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+  cuda::check(cublasGemmStridedBatchedEx(cuda::blas_handle(stream), CUBLAS_OP_T, CUBLAS_OP_N, t, t, kD, &scale,
+                                         k.data(), CUDA_R_16BF, kHkv * kD, 0, q.data(), CUDA_R_16BF, kHq * kD, kD,
+                                         &zero, scores, CUDA_R_32F, t, index_t{t} * t, kHq, CUBLAS_COMPUTE_32F,
+                                         CUBLAS_GEMM_DEFAULT),
               "bench", "scores");
-  naive_softmax_kernel<<<dim3(static_cast<unsigned>(t), kHq), 256>>>(scores, prob, t);
+  naive_softmax_kernel<<<dim3(static_cast<unsigned>(t), kHq), 256, 0, stream.handle>>>(scores, prob, t);
   // column-major: O[h]ᵀ = Vᵀ · P[h]ᵀ
-  cuda::check(cublasGemmStridedBatchedEx(cuda::blas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, kD, t, t, &one, v.data(),
+  cuda::check(cublasGemmStridedBatchedEx(cuda::blas_handle(stream), CUBLAS_OP_N, CUBLAS_OP_N, kD, t, t, &one, v.data(),
                                          CUDA_R_16BF, kHkv * kD, 0, prob, CUDA_R_16BF, t, index_t{t} * t, &zero,
                                          out.data(), CUDA_R_16BF, kHq * kD, kD, kHq, CUBLAS_COMPUTE_32F,
                                          CUBLAS_GEMM_DEFAULT),

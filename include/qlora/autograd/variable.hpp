@@ -66,7 +66,9 @@ struct GradNode final : NodeBase {
       grad = (g.storage().use_count() == 1 && g.device() == device) ? g : g.to(device);
       return;
     }
-    device.allocator().accumulate(dtype_traits<T>::id, grad.data(), g.data(), static_cast<std::size_t>(g.numel()));
+    // a gradient made on another device (the CPU, another stream) is copied over first, ordered with both streams
+    const tensor_type here = g.device() == device ? g : g.to(device);
+    device.allocator().accumulate(dtype_traits<T>::id, grad.data(), here.data(), static_cast<std::size_t>(g.numel()));
   }
 
   Shape<Ds...> shape;

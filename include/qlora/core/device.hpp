@@ -1,9 +1,12 @@
-// Where memory lives and who hands it out. A `Device` is a kind (CPU or CUDA), an index and the `Allocator` that owns
-// its memory. Allocators count the bytes currently handed out and the peak, so tests and benchmarks can report memory
-// (the CPU allocator counts tensor storage only, not the whole process RSS).
+// Where memory lives, who hands it out and where work on it runs. A `Device` is the `Allocator` that owns its memory
+// plus the execution context of the work on it: a CUDA device is a GPU index and a stream (its allocator is the
+// caching pool of that pair, cuda/memory.cuh), a CPU device carries the CPU GEMM backend (ops/matmul.hpp).
+// Allocators count the bytes currently handed out and the peak, so tests and benchmarks can report memory (the CPU
+// allocator counts tensor storage only, not the whole process RSS).
 //
 // The core never calls CUDA itself: moving bytes to and from a device goes through the allocator's virtual interface,
-// which `cuda/memory.cuh` implements with a caching allocator. So this header compiles with any C++20 compiler.
+// which `cuda/memory.cuh` implements, and the stream is an opaque handle here. So this header compiles with any C++20
+// compiler.
 #pragma once
 
 #include <algorithm>
@@ -15,6 +18,7 @@
 #include <mutex>
 #include <new>
 #include <ostream>
+#include <sstream>
 #include <string>
 
 #include "dtype.hpp"
@@ -23,6 +27,17 @@
 namespace qlora {
 
 enum class DeviceKind { cpu, cuda };
+
+// The GEMM a CPU device runs matmul with (ops/matmul.hpp). Eigen's is the only one today; a bf16 or BLAS backend
+// becomes a second value here and a case where matmul picks its GEMM.
+enum class CpuGemm { eigen };
+
+// A CUDA stream named without CUDA headers: cudaStream_t is a pointer to an opaque driver struct, so the core keeps
+// it as void* and cuda/stream.cuh converts. The null handle is the GPU's default stream.
+struct StreamHandle {
+  void* value = nullptr;
+  friend bool operator==(const StreamHandle&, const StreamHandle&) = default;
+};
 
 struct MemoryStats {
   std::size_t current_bytes = 0;  // handed out and not yet returned
@@ -36,15 +51,27 @@ class Allocator {
   virtual ~Allocator() = default;
   virtual DeviceKind kind() const = 0;
   virtual int index() const { return 0; }
+  // The stream this allocator's memory is used on, and its copies and fills run on (null on the CPU).
+  virtual StreamHandle stream() const { return {}; }
   virtual void* allocate(std::size_t bytes) = 0;
   virtual void deallocate(void* ptr, std::size_t bytes) noexcept = 0;
+  // Fills, copies into device memory and accumulation are queued on the allocator's stream (CUDA: they may still be
+  // running on return); copy_from_host returns when the host may reuse `src`, copy_to_host when `dst` holds the
+  // bytes (the one place where the host waits for the stream).
   virtual void fill_zero(void* ptr, std::size_t bytes) = 0;
   virtual void copy_from_host(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void copy_within(void* dst, const void* src, std::size_t bytes) = 0;
+  // Copies from memory of another allocator of the same kind and index (another stream's pool on the same GPU),
+  // ordered after the source's queued work and before its later work; false when it cannot (the caller then goes
+  // through the host).
+  virtual bool copy_from_peer(void* /*dst*/, const Allocator& /*src_allocator*/, const void* /*src*/,
+                              std::size_t /*bytes*/) {
+    return false;
+  }
   // dst[i] += src[i] for n elements of `type` (gradient accumulation; f32, f64 and bf16).
   virtual void accumulate(ScalarType type, void* dst, const void* src, std::size_t n) = 0;
-  // Waits for the device's queued work (a no-op on the CPU).
+  // Waits for the work queued on this allocator's stream (a no-op on the CPU).
   virtual void synchronize() {}
 
   MemoryStats stats() const {
@@ -169,25 +196,47 @@ inline CpuAllocator& cpu_allocator() {
   return *allocator;
 }
 
+// An allocator and the execution context of the work on its memory.
+//
+// Equality: two devices are equal when they share the allocator — the same memory *and*, for CUDA, the same stream
+// (a CUDA allocator is the pool of one (GPU, stream) pair). Ops require their operands to be on equal devices and
+// launch on that stream, so work on equal devices is ordered without synchronisation. Two streams of one GPU are
+// different devices: a kernel on one stream reading a tensor that the other stream may still be writing would race,
+// so ops refuse to mix them, and `t.to(other)` copies on the GPU, ordered after the source stream's work (never
+// through the host). The CPU GEMM backend does not take part: CPU work is synchronous, so every CPU device is equal.
 class Device {
  public:
   Device() : allocator_(&cpu_allocator()) {}
   explicit Device(Allocator& allocator) : allocator_(&allocator) {}
-  static Device cpu() { return Device(); }
+  static Device cpu(CpuGemm gemm = CpuGemm::eigen) {
+    Device d;
+    d.cpu_gemm_ = gemm;
+    return d;
+  }
 
   DeviceKind kind() const { return allocator_->kind(); }
   int index() const { return allocator_->index(); }
   bool is_cpu() const { return kind() == DeviceKind::cpu; }
   bool is_cuda() const { return kind() == DeviceKind::cuda; }
+  StreamHandle stream() const { return allocator_->stream(); }
+  CpuGemm cpu_gemm() const { return cpu_gemm_; }
   Allocator& allocator() const { return *allocator_; }
   MemoryStats memory() const { return allocator_->stats(); }
 
-  std::string str() const { return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index()); }
+  // "cpu", "cuda:0" (default stream) or "cuda:0 (stream 0x...)".
+  std::string str() const {
+    if (is_cpu()) return "cpu";
+    std::ostringstream os;
+    os << "cuda:" << index();
+    if (stream().value) os << " (stream " << stream().value << ")";
+    return os.str();
+  }
   friend bool operator==(const Device& a, const Device& b) { return a.allocator_ == b.allocator_; }
   friend std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
 
  private:
   Allocator* allocator_;
+  CpuGemm cpu_gemm_ = CpuGemm::eigen;
 };
 
 // Bytes on one device, freed by the allocator that made them when the last Tensor view lets go.
@@ -212,7 +261,8 @@ class Storage {
   void* ptr_ = nullptr;
 };
 
-// Copies `bytes` between any two devices (through the host when neither end is the CPU and they differ).
+// Copies `bytes` between any two devices: on the GPU between two streams of one GPU (ordered with both streams'
+// work), through the host between two GPUs.
 inline void copy_bytes(const Device& dst_device, void* dst, const Device& src_device, const void* src,
                        std::size_t bytes) {
   if (bytes == 0) return;
@@ -222,6 +272,8 @@ inline void copy_bytes(const Device& dst_device, void* dst, const Device& src_de
     src_device.allocator().copy_to_host(dst, src, bytes);
   } else if (dst_device == src_device) {
     dst_device.allocator().copy_within(dst, src, bytes);
+  } else if (dst_device.allocator().copy_from_peer(dst, src_device.allocator(), src, bytes)) {
+    return;
   } else {
     Storage staging(Device::cpu(), bytes);
     src_device.allocator().copy_to_host(staging.data(), src, bytes);

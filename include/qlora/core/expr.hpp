@@ -22,13 +22,14 @@
 
 #if defined(__CUDACC__)
 #include "../cuda/reduce.cuh"
+#include "../cuda/stream.cuh"
 #endif
 
 namespace qlora {
 #if defined(__CUDACC__)
 namespace cuda {
 template <class E, class T>
-void evaluate_expression(const E& bound, T* out, index_t rows, index_t cols);  // cuda/elementwise.cuh
+void evaluate_expression(const E& bound, T* out, index_t rows, index_t cols, const Stream& stream);  // elementwise
 }
 #endif
 
@@ -79,9 +80,9 @@ inline Dims broadcast(const Dims& a, const Dims& b) {
   return out;
 }
 
-// Where evaluation happens; every leaf must live there.
+// Where evaluation happens; every leaf must live there (an equal Device: same memory and, on a GPU, same stream).
 struct Target {
-  DeviceKind kind;
+  Device device;
 };
 
 // Base of every expression node (CRTP), so operators only match expressions.
@@ -99,7 +100,7 @@ struct Leaf : Node<Leaf<T>> {
   using value_type = compute_t<T>;
   const T* base = nullptr;
   Dims own;                      // the tensor's extents
-  DeviceKind kind = DeviceKind::cpu;
+  Device device;                 // host side only: checked when bound
   // bound to the destination:
   int out_rank = 0;              // leading axes of the destination (all but the last)
   index_t out_lead[kMaxRank] = {};
@@ -109,9 +110,9 @@ struct Leaf : Node<Leaf<T>> {
 
   Dims dims() const { return own; }
   void bind(const Dims& out, Target target) {
-    if (kind != target.kind)
-      fail("expr", "operand of shape ", own.str(), " is on ", kind == DeviceKind::cpu ? "cpu" : "cuda",
-           " but the expression is evaluated on ", target.kind == DeviceKind::cpu ? "cpu" : "cuda");
+    if (!(device == target.device))
+      fail("expr", "operand of shape ", own.str(), " is on ", device.str(), " but the expression is evaluated on ",
+           target.device.str());
     const Dims b = broadcast(own, out);
     if (!(b == out)) fail("expr", "operand ", own.str(), " does not broadcast to the destination ", out.str());
     col_stride = own.rank && own.last() == out.last() ? 1 : 0;
@@ -275,7 +276,7 @@ Leaf<T> as_node(const Tensor<T, Ds...>& t) {
   Leaf<T> leaf;
   leaf.base = t.data();
   leaf.own = dims_of(t.shape());
-  leaf.kind = t.device().kind();
+  leaf.device = t.device();
   return leaf;
 }
 template <class E>
@@ -364,10 +365,10 @@ Dims bind_to_destination(E& e, const Tensor<T, Ds...>& dst) {
     // A pure broadcast into a larger destination (y = scalar, y = bias) is fine too.
     const Dims b = broadcast(want, have);
     if (!(b == have)) fail("expr", "expression of shape ", want.str(), " assigned to a tensor of shape ", have.str());
-    e.bind(have, Target{dst.device().kind()});
+    e.bind(have, Target{dst.device()});
     return have;
   }
-  e.bind(want, Target{dst.device().kind()});
+  e.bind(want, Target{dst.device()});
   return want;
 }
 
@@ -399,12 +400,7 @@ void assign(const Tensor<T, Ds...>& dst, const E& e) {
   if (dst.device().is_cpu()) {
     expr::evaluate_cpu(node, dst.data(), rows, cols);
   } else {
-#if defined(__CUDACC__)
-    cuda::evaluate_expression(node, dst.data(), rows, cols);
-#else
-    fail("expr", "destination is on ", dst.device().str(),
-         " but this translation unit was compiled without CUDA: compile it with nvcc");
-#endif
+    QLORA_ON_CUDA("expr", dst.device(), cuda::evaluate_expression(node, dst.data(), rows, cols, dst.device()));
   }
 }
 

@@ -8,6 +8,7 @@
 
 #include "../core/dtype.hpp"
 #include "check.cuh"
+#include "stream.cuh"
 
 namespace qlora::cuda {
 
@@ -27,15 +28,17 @@ inline unsigned geglu_blocks(index_t n) { return static_cast<unsigned>(std::min<
 
 // gate, up, out: [n].
 template <class T>
-void geglu_forward(const T* gate, const T* up, T* out, index_t n) {
-  geglu_forward_kernel<<<geglu_blocks(n), 256>>>(gate, up, out, n);
+void geglu_forward(const T* gate, const T* up, T* out, index_t n, const Stream& stream) {
+  const DeviceGuard guard(stream.device);
+  geglu_forward_kernel<<<geglu_blocks(n), 256, 0, stream.handle>>>(gate, up, out, n);
   check(cudaGetLastError(), "geglu", "launching the forward kernel");
 }
 
 // d_gate, d_up: [n], either may be null.
 template <class T>
-void geglu_backward(const T* gate, const T* up, const T* dy, T* d_gate, T* d_up, index_t n) {
-  geglu_backward_kernel<<<geglu_blocks(n), 256>>>(gate, up, dy, d_gate, d_up, n);
+void geglu_backward(const T* gate, const T* up, const T* dy, T* d_gate, T* d_up, index_t n, const Stream& stream) {
+  const DeviceGuard guard(stream.device);
+  geglu_backward_kernel<<<geglu_blocks(n), 256, 0, stream.handle>>>(gate, up, dy, d_gate, d_up, n);
   check(cudaGetLastError(), "geglu", "launching the backward kernel");
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "check.cuh"
+#include "stream.cuh"
 
 namespace qlora::cuda {
 
@@ -17,10 +18,11 @@ __global__ void elementwise_optimizer_kernel(Update update, Step s, float* p, co
 
 template <class Update, class Step>
 void elementwise_optimizer_step(Update update, const Step& s, float* p, const float* g, float* m, float* v, index_t n,
-                                const char* component) {
+                                const char* component, const Stream& stream) {
   if (n == 0) return;
+  const DeviceGuard guard(stream.device);
   const auto blocks = static_cast<unsigned>(std::min<index_t>((n + 255) / 256, 65535));
-  elementwise_optimizer_kernel<<<blocks, 256>>>(update, s, p, g, m, v, n);
+  elementwise_optimizer_kernel<<<blocks, 256, 0, stream.handle>>>(update, s, p, g, m, v, n);
   check(cudaGetLastError(), component, "launching the optimizer kernel");
 }
 
@@ -32,8 +34,8 @@ struct AdamWUpdate {
 };
 
 template <class Step>
-void adamw_step(const Step& s, float* p, const float* g, float* m, float* v, index_t n) {
-  elementwise_optimizer_step(AdamWUpdate{}, s, p, g, m, v, n, "adamw");
+void adamw_step(const Step& s, float* p, const float* g, float* m, float* v, index_t n, const Stream& stream) {
+  elementwise_optimizer_step(AdamWUpdate{}, s, p, g, m, v, n, "adamw", stream);
 }
 
 }  // namespace qlora::cuda

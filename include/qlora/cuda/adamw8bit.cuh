@@ -9,6 +9,7 @@
 #include "adamw.cuh"
 #include "blockwise8.cuh"
 #include "check.cuh"
+#include "stream.cuh"
 #include "reduce.cuh"
 
 namespace qlora::cuda {
@@ -44,10 +45,12 @@ __global__ void adamw8bit_kernel(Step s, float* p, const float* g, std::uint8_t*
 
 template <class Step>
 void adamw8bit_step(const Step& s, float* p, const float* g, std::uint8_t* q1, float* absmax1, std::uint8_t* q2,
-                    float* absmax2, index_t n, const float* code1, const float* code2) {
+                    float* absmax2, index_t n, const float* code1, const float* code2, const Stream& stream) {
   const index_t blocks = (n + 255) / 256;
   if (blocks == 0) return;
-  adamw8bit_kernel<<<static_cast<unsigned>(blocks), 256>>>(s, p, g, q1, absmax1, q2, absmax2, n, code1, code2);
+  const DeviceGuard guard(stream.device);
+  adamw8bit_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream.handle>>>(s, p, g, q1, absmax1, q2, absmax2, n,
+                                                                              code1, code2);
   check(cudaGetLastError(), "adamw8bit", "launching the 8-bit AdamW kernel");
 }
 
@@ -59,8 +62,8 @@ struct AdamW32bitUpdate {
 };
 
 template <class Step>
-void adamw32bit_step(const Step& s, float* p, const float* g, float* m, float* v, index_t n) {
-  elementwise_optimizer_step(AdamW32bitUpdate{}, s, p, g, m, v, n, "adamw8bit");
+void adamw32bit_step(const Step& s, float* p, const float* g, float* m, float* v, index_t n, const Stream& stream) {
+  elementwise_optimizer_step(AdamW32bitUpdate{}, s, p, g, m, v, n, "adamw8bit", stream);
 }
 
 }  // namespace qlora::cuda

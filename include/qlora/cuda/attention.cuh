@@ -15,6 +15,7 @@
 
 #include "../core/dtype.hpp"
 #include "check.cuh"
+#include "stream.cuh"
 #include "reduce.cuh"
 
 namespace qlora::cuda {
@@ -229,24 +230,27 @@ __global__ void attention_backward_dkv_kernel(AttentionArgs<T> p) {
 
 // Launches `kernel` with `floats` compute-type values of dynamic shared memory on a (ceil(T / kRows), heads) grid.
 template <class T, class Kernel>
-void attention_launch(Kernel kernel, const AttentionArgs<T>& a, index_t heads, int floats, const char* what) {
+void attention_launch(Kernel kernel, const AttentionArgs<T>& a, index_t heads, int floats, const char* what,
+                      const Stream& stream) {
+  const DeviceGuard guard(stream.device);
   const auto bytes = static_cast<int>(floats * sizeof(compute_t<T>));
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "attention", what);
   const dim3 grid(static_cast<unsigned>((a.tokens + kAttentionRows - 1) / kAttentionRows), static_cast<unsigned>(heads));
-  kernel<<<grid, kAttentionRows * 32, bytes>>>(a);
+  kernel<<<grid, kAttentionRows * 32, bytes, stream.handle>>>(a);
   check(cudaGetLastError(), "attention", what);
 }
 
 template <class T, int D>
-void attention_forward_d(const AttentionArgs<T>& a) {
+void attention_forward_d(const AttentionArgs<T>& a, const Stream& stream) {
   attention_launch(attention_forward_kernel<T, D>, a, a.q_heads,
-                   kAttentionTile * (D + 1) + kAttentionTile * D + kAttentionRows * D, "launching the forward kernel");
+                   kAttentionTile * (D + 1) + kAttentionTile * D + kAttentionRows * D, "launching the forward kernel",
+                   stream);
 }
 template <class T, int D>
-void attention_backward_d(const AttentionArgs<T>& a) {
+void attention_backward_d(const AttentionArgs<T>& a, const Stream& stream) {
   const int floats = 2 * kAttentionTile * (D + 1) + 2 * kAttentionRows * D;
-  attention_launch(attention_backward_dq_kernel<T, D>, a, a.q_heads, floats, "launching the dq kernel");
-  attention_launch(attention_backward_dkv_kernel<T, D>, a, a.kv_heads, floats, "launching the dk/dv kernel");
+  attention_launch(attention_backward_dq_kernel<T, D>, a, a.q_heads, floats, "launching the dq kernel", stream);
+  attention_launch(attention_backward_dkv_kernel<T, D>, a, a.kv_heads, floats, "launching the dk/dv kernel", stream);
 }
 
 // Calls f.template operator()<D>() for the supported head_dim values.
@@ -274,20 +278,21 @@ AttentionArgs<T> attention_args(const AttentionShape& s, const std::int32_t* seg
 
 template <class T>
 void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* seg, T* out, compute_t<T>* lse,
-                       const AttentionShape& s) {
+                       const AttentionShape& s, const Stream& stream) {
   AttentionArgs<T> a = attention_args<T>(s, seg);
   a.q = q;
   a.k = k;
   a.v = v;
   a.o = out;
   a.lse_out = lse;
-  attention_with_head_dim(s.head_dim, [&]<int D>() { attention_forward_d<T, D>(a); });
+  attention_with_head_dim(s.head_dim, [&]<int D>() { attention_forward_d<T, D>(a, stream); });
 }
 
 // delta ([Hq, T], compute type) is scratch written by the dq pass and read by the dk/dv pass.
 template <class T>
 void attention_backward(const T* d_out, const T* q, const T* k, const T* v, const T* out, const compute_t<T>* lse,
-                        const std::int32_t* seg, T* dq, T* dk, T* dv, compute_t<T>* delta, const AttentionShape& s) {
+                        const std::int32_t* seg, T* dq, T* dk, T* dv, compute_t<T>* delta, const AttentionShape& s,
+                        const Stream& stream) {
   AttentionArgs<T> a = attention_args<T>(s, seg);
   a.q = q;
   a.k = k;
@@ -299,7 +304,7 @@ void attention_backward(const T* d_out, const T* q, const T* k, const T* v, cons
   a.dq = dq;
   a.dk = dk;
   a.dv = dv;
-  attention_with_head_dim(s.head_dim, [&]<int D>() { attention_backward_d<T, D>(a); });
+  attention_with_head_dim(s.head_dim, [&]<int D>() { attention_backward_d<T, D>(a, stream); });
 }
 
 }  // namespace qlora::cuda

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "check.cuh"
+#include "stream.cuh"
 #include "reduce.cuh"
 
 namespace qlora::cuda {
@@ -40,11 +41,13 @@ __global__ void quantize_blockwise_kernel(const float* x, index_t n, const float
 }
 
 inline void quantize_blockwise(const float* x, index_t n, const float* code, index_t blocksize, bool nearest,
-                               std::uint8_t* codes, float* absmax) {
+                               std::uint8_t* codes, float* absmax, const Stream& stream) {
   const index_t blocks = (n + blocksize - 1) / blocksize;
   if (blocks == 0) return;
+  const DeviceGuard guard(stream.device);
   const int threads = static_cast<int>(std::min<index_t>(256, std::max<index_t>(32, blocksize)));
-  quantize_blockwise_kernel<><<<static_cast<unsigned>(blocks), threads>>>(x, n, code, blocksize, nearest, codes, absmax);
+  quantize_blockwise_kernel<><<<static_cast<unsigned>(blocks), threads, 0, stream.handle>>>(x, n, code, blocksize,
+                                                                                            nearest, codes, absmax);
   check(cudaGetLastError(), "blockwise8", "launching the 8-bit quantization kernel");
 }
 
@@ -57,10 +60,11 @@ __global__ void dequantize_blockwise_kernel(const std::uint8_t* codes, index_t n
 }
 
 inline void dequantize_blockwise(const std::uint8_t* codes, index_t n, const float* absmax, const float* code,
-                                 index_t blocksize, float* out) {
+                                 index_t blocksize, float* out, const Stream& stream) {
   if (n == 0) return;
+  const DeviceGuard guard(stream.device);
   const auto blocks = static_cast<unsigned>(std::min<index_t>((n + 255) / 256, 65535));
-  dequantize_blockwise_kernel<><<<blocks, 256>>>(codes, n, absmax, code, blocksize, out);
+  dequantize_blockwise_kernel<><<<blocks, 256, 0, stream.handle>>>(codes, n, absmax, code, blocksize, out);
   check(cudaGetLastError(), "blockwise8", "launching the 8-bit dequantization kernel");
 }
 

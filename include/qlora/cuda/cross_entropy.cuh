@@ -17,6 +17,7 @@
 
 #include "../core/dtype.hpp"
 #include "check.cuh"
+#include "stream.cuh"
 #include "matmul.cuh"
 #include "reduce.cuh"
 
@@ -39,11 +40,11 @@ struct CrossEntropyAddOp {
 // Row-major out[m, n] = op(A)[m, k] · op(B)[k, n] (+ out when accumulate): A, B of type In, out of type Out.
 template <class In, class Out>
 void cross_entropy_gemm(index_t m, index_t n, index_t k, bool ta, bool tb, const In* a, const In* b, Out* out,
-                        bool accumulate) {
+                        bool accumulate, const Stream& stream) {
   using S = typename blas_type<Out>::scale;
   const S alpha = 1, beta = accumulate ? 1 : 0;
   const int lda = static_cast<int>(ta ? m : k), ldb = static_cast<int>(tb ? k : n);
-  check(cublasGemmEx(blas_handle(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+  check(cublasGemmEx(blas_handle(stream), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                      static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b, blas_type<In>::data,
                      ldb, a, blas_type<In>::data, lda, &beta, out, blas_type<Out>::data, static_cast<int>(n),
                      blas_type<In>::compute, CUBLAS_GEMM_DEFAULT),
@@ -126,23 +127,25 @@ inline unsigned cross_entropy_blocks(index_t n) {
 }
 
 template <class T>
-void cross_entropy_forward(const CrossEntropyArgs<T>& a) {
+void cross_entropy_forward(const CrossEntropyArgs<T>& a, const Stream& stream) {
+  const DeviceGuard guard(stream.device);
   for (index_t t0 = 0; t0 < a.tokens; t0 += a.chunk_tokens) {
     const index_t nt = std::min(a.chunk_tokens, a.tokens - t0);
     for (index_t v0 = 0; v0 < a.vocab; v0 += a.chunk_vocab) {
       const index_t nv = std::min(a.chunk_vocab, a.vocab - v0);
       cross_entropy_gemm(nt, nv, a.channels, false, true, a.hidden + t0 * a.channels, a.table + v0 * a.channels,
-                         a.scratch_logits, false);
-      cross_entropy_stats_kernel<<<static_cast<unsigned>(nt), 256>>>(a, t0, v0, nv);
+                         a.scratch_logits, false, stream);
+      cross_entropy_stats_kernel<<<static_cast<unsigned>(nt), 256, 0, stream.handle>>>(a, t0, v0, nv);
       check(cudaGetLastError(), "cross_entropy", "launching the row statistics kernel");
     }
-    cross_entropy_finish_kernel<<<cross_entropy_blocks(nt), 256>>>(a, t0, nt);
+    cross_entropy_finish_kernel<<<cross_entropy_blocks(nt), 256, 0, stream.handle>>>(a, t0, nt);
     check(cudaGetLastError(), "cross_entropy", "launching the loss kernel");
   }
 }
 
 template <class T>
-void cross_entropy_backward(const CrossEntropyArgs<T>& a) {
+void cross_entropy_backward(const CrossEntropyArgs<T>& a, const Stream& stream) {
+  const DeviceGuard guard(stream.device);
   using C = compute_t<T>;
   const index_t ch = a.channels;
   C* d_table = a.scratch_d_table;
@@ -153,19 +156,20 @@ void cross_entropy_backward(const CrossEntropyArgs<T>& a) {
     for (index_t v0 = 0; v0 < a.vocab; v0 += a.chunk_vocab) {
       const index_t nv = std::min(a.chunk_vocab, a.vocab - v0);
       const T* w = a.table + v0 * ch;
-      cross_entropy_gemm(nt, nv, ch, false, true, h, w, a.scratch_logits, false);
-      cross_entropy_grad_kernel<<<cross_entropy_blocks(nt * nv), 256>>>(a, t0, nt, v0, nv);
+      cross_entropy_gemm(nt, nv, ch, false, true, h, w, a.scratch_logits, false, stream);
+      cross_entropy_grad_kernel<<<cross_entropy_blocks(nt * nv), 256, 0, stream.handle>>>(a, t0, nt, v0, nv);
       check(cudaGetLastError(), "cross_entropy", "launching the logits gradient kernel");
-      cross_entropy_gemm(nt, ch, nv, false, false, a.scratch_d_logits, w, a.scratch_d_hidden, v0 != 0);
-      if (a.d_table) cross_entropy_gemm(nv, ch, nt, true, false, a.scratch_d_logits, h, d_table + v0 * ch, true);
+      cross_entropy_gemm(nt, ch, nv, false, false, a.scratch_d_logits, w, a.scratch_d_hidden, v0 != 0, stream);
+      if (a.d_table)
+        cross_entropy_gemm(nv, ch, nt, true, false, a.scratch_d_logits, h, d_table + v0 * ch, true, stream);
     }
-    cross_entropy_store_kernel<T><<<cross_entropy_blocks(nt * ch), 256>>>(a.scratch_d_hidden, a.d_hidden + t0 * ch,
-                                                                          nt * ch);
+    cross_entropy_store_kernel<T><<<cross_entropy_blocks(nt * ch), 256, 0, stream.handle>>>(
+        a.scratch_d_hidden, a.d_hidden + t0 * ch, nt * ch);
     check(cudaGetLastError(), "cross_entropy", "launching the d_hidden store kernel");
   }
   if (a.d_table && !std::is_same_v<T, C>) {
-    cross_entropy_store_kernel<T><<<cross_entropy_blocks(a.vocab * ch), 256>>>(a.scratch_d_table, a.d_table,
-                                                                               a.vocab * ch);
+    cross_entropy_store_kernel<T><<<cross_entropy_blocks(a.vocab * ch), 256, 0, stream.handle>>>(
+        a.scratch_d_table, a.d_table, a.vocab * ch);
     check(cudaGetLastError(), "cross_entropy", "launching the d_table store kernel");
   }
 }

@@ -5,6 +5,7 @@
 
 #include "../core/dtype.hpp"
 #include "check.cuh"
+#include "stream.cuh"
 
 namespace qlora {
 struct DropoutParams;
@@ -21,10 +22,11 @@ __global__ void dropout_kernel(Params d, const T* in, T* out, index_t n) {
 }
 
 template <class Params, class T>
-void dropout_apply(const Params& d, const T* in, T* out, index_t n) {
+void dropout_apply(const Params& d, const T* in, T* out, index_t n, const Stream& stream) {
   if (n == 0) return;
+  const DeviceGuard guard(stream.device);
   const auto blocks = static_cast<unsigned>(std::min<index_t>((n + 255) / 256, 65535));
-  dropout_kernel<<<blocks, 256>>>(d, in, out, n);
+  dropout_kernel<<<blocks, 256, 0, stream.handle>>>(d, in, out, n);
   check(cudaGetLastError(), "dropout", "launching the dropout kernel");
 }
 

@@ -8,6 +8,7 @@
 #include "../core/dtype.hpp"
 #include "../core/error.hpp"
 #include "check.cuh"
+#include "stream.cuh"
 
 namespace qlora::cuda {
 
@@ -21,10 +22,11 @@ __global__ void evaluate_rows_kernel(E e, T* out, index_t rows, index_t cols) {
 }
 
 template <class E, class T>
-void evaluate_expression(const E& bound, T* out, index_t rows, index_t cols) {
+void evaluate_expression(const E& bound, T* out, index_t rows, index_t cols, const Stream& stream) {
+  const DeviceGuard guard(stream.device);
   const int threads = cols >= 256 ? 256 : (cols >= 64 ? 128 : 32);
   const auto blocks = static_cast<unsigned>(std::min<index_t>(rows, 65535 * 8));
-  evaluate_rows_kernel<<<blocks, threads>>>(bound, out, rows, cols);
+  evaluate_rows_kernel<<<blocks, threads, 0, stream.handle>>>(bound, out, rows, cols);
   check(cudaGetLastError(), "expr", "launching the expression kernel");
 }
 

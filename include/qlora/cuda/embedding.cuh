@@ -11,6 +11,7 @@
 
 #include "../core/dtype.hpp"
 #include "check.cuh"
+#include "stream.cuh"
 
 namespace qlora::cuda {
 
@@ -58,18 +59,20 @@ inline int embedding_threads(index_t cols) { return cols >= 1024 ? 256 : 128; }
 // bad_token: a device int32 holding INT32_MAX; on return it holds the first bad token's index if there was one.
 template <class T>
 void embedding_forward(const std::int32_t* ids, const T* table, T* y, index_t tokens, index_t vocab, index_t cols,
-                       T normalizer, std::int32_t* bad_token) {
-  embedding_forward_kernel<<<embedding_blocks(tokens), embedding_threads(cols)>>>(ids, table, y, tokens, vocab, cols,
-                                                                                normalizer, bad_token);
+                       T normalizer, std::int32_t* bad_token, const Stream& stream) {
+  const DeviceGuard guard(stream.device);
+  embedding_forward_kernel<<<embedding_blocks(tokens), embedding_threads(cols), 0, stream.handle>>>(
+      ids, table, y, tokens, vocab, cols, normalizer, bad_token);
   check(cudaGetLastError(), "embedding", "launching the forward kernel");
 }
 
 // d_table must hold zeros (or the gradient to add to).
 template <class T>
 void embedding_backward(const std::int32_t* ids, const T* dy, T* d_table, index_t tokens, index_t cols, T normalizer,
-                        index_t padding_idx) {
-  embedding_backward_kernel<<<embedding_blocks(tokens), embedding_threads(cols)>>>(ids, dy, d_table, tokens, cols,
-                                                                                 normalizer, padding_idx);
+                        index_t padding_idx, const Stream& stream) {
+  const DeviceGuard guard(stream.device);
+  embedding_backward_kernel<<<embedding_blocks(tokens), embedding_threads(cols), 0, stream.handle>>>(
+      ids, dy, d_table, tokens, cols, normalizer, padding_idx);
   check(cudaGetLastError(), "embedding", "launching the backward kernel");
 }
 

@@ -9,6 +9,7 @@
 
 #include "../core/dtype.hpp"
 #include "check.cuh"
+#include "stream.cuh"
 #include "reduce.cuh"
 
 namespace qlora::cuda {
@@ -63,11 +64,13 @@ __global__ void quantize_4bit_kernel(const float* x, index_t n, FourBitType type
 
 // x: [n] on the GPU -> packed [(n + 1) / 2], absmax [blocks] on the GPU.
 inline void quantize_4bit(const float* x, index_t n, FourBitType type, index_t blocksize, std::uint8_t* packed,
-                          float* absmax) {
+                          float* absmax, const Stream& stream) {
   const index_t blocks = (n + blocksize - 1) / blocksize;
   if (blocks == 0) return;
+  const DeviceGuard guard(stream.device);
   const int threads = blocksize >= 512 ? 256 : static_cast<int>(blocksize / 2);
-  quantize_4bit_kernel<><<<static_cast<unsigned>(blocks), threads>>>(x, n, type, blocksize, packed, absmax);
+  quantize_4bit_kernel<><<<static_cast<unsigned>(blocks), threads, 0, stream.handle>>>(x, n, type, blocksize, packed,
+                                                                                       absmax);
   check(cudaGetLastError(), "nf4", "launching the 4-bit quantization kernel");
 }
 
@@ -85,11 +88,12 @@ __global__ void dequantize_4bit_kernel(FourBitDequantParams p, T* out) {
 }
 
 template <class T>
-void dequantize_4bit(const FourBitDequantParams& p, T* out) {
+void dequantize_4bit(const FourBitDequantParams& p, T* out, const Stream& stream) {
   const index_t bytes = (p.numel + 1) / 2;
   if (bytes == 0) return;
+  const DeviceGuard guard(stream.device);
   const auto blocks = static_cast<unsigned>(std::min<index_t>((bytes + 255) / 256, 65535));
-  dequantize_4bit_kernel<><<<blocks, 256>>>(p, out);
+  dequantize_4bit_kernel<><<<blocks, 256, 0, stream.handle>>>(p, out);
   check(cudaGetLastError(), "nf4", "launching the 4-bit dequantization kernel");
 }
 

@@ -8,6 +8,7 @@
 
 #include "../core/dtype.hpp"
 #include "check.cuh"
+#include "stream.cuh"
 #include "reduce.cuh"
 
 namespace qlora::cuda {
@@ -90,7 +91,9 @@ inline int rmsnorm_threads(index_t cols) { return cols >= 2048 ? 512 : (cols >= 
 inline unsigned rmsnorm_blocks(index_t rows) { return static_cast<unsigned>(std::min<index_t>(rows, 65535 * 8)); }
 
 template <class T>
-void rmsnorm_forward(const T* x, const T* w, T* y, compute_t<T>* rstd, index_t rows, index_t cols, double eps) {
+void rmsnorm_forward(const T* x, const T* w, T* y, compute_t<T>* rstd, index_t rows, index_t cols, double eps,
+                     const Stream& stream) {
+  const DeviceGuard guard(stream.device);
   RmsNormArgs<T> p;
   p.x = x;
   p.w = w;
@@ -99,13 +102,14 @@ void rmsnorm_forward(const T* x, const T* w, T* y, compute_t<T>* rstd, index_t r
   p.rows = rows;
   p.cols = cols;
   p.eps = static_cast<compute_t<T>>(eps);
-  rmsnorm_forward_kernel<<<rmsnorm_blocks(rows), rmsnorm_threads(cols)>>>(p);
+  rmsnorm_forward_kernel<<<rmsnorm_blocks(rows), rmsnorm_threads(cols), 0, stream.handle>>>(p);
   check(cudaGetLastError(), "rmsnorm", "launching the forward kernel");
 }
 
 template <class T>
 void rmsnorm_backward(const T* dy, const T* x, const T* w, const compute_t<T>* rstd, T* dx, T* dw, index_t rows,
-                      index_t cols) {
+                      index_t cols, const Stream& stream) {
+  const DeviceGuard guard(stream.device);
   RmsNormArgs<T> p;
   p.x = x;
   p.w = w;
@@ -116,12 +120,12 @@ void rmsnorm_backward(const T* dy, const T* x, const T* w, const compute_t<T>* r
   p.rows = rows;
   p.cols = cols;
   if (dx) {
-    rmsnorm_backward_input_kernel<<<rmsnorm_blocks(rows), rmsnorm_threads(cols)>>>(p);
+    rmsnorm_backward_input_kernel<<<rmsnorm_blocks(rows), rmsnorm_threads(cols), 0, stream.handle>>>(p);
     check(cudaGetLastError(), "rmsnorm", "launching the input-gradient kernel");
   }
   if (dw) {
     const auto blocks = static_cast<unsigned>((cols + 31) / 32);
-    rmsnorm_backward_weight_kernel<<<blocks, dim3(32, 8)>>>(p);
+    rmsnorm_backward_weight_kernel<<<blocks, dim3(32, 8), 0, stream.handle>>>(p);
     check(cudaGetLastError(), "rmsnorm", "launching the weight-gradient kernel");
   }
 }

@@ -9,6 +9,7 @@
 
 #include "../core/dtype.hpp"
 #include "check.cuh"
+#include "stream.cuh"
 
 namespace qlora::cuda {
 
@@ -42,10 +43,11 @@ __global__ void rope_kernel(const T* x, const std::int32_t* positions, Frequenci
 // x, out: [tokens, heads, 2·f.half], positions: [tokens].
 template <class T, class Frequencies>
 void rope_apply(const T* x, const std::int32_t* positions, const Frequencies& f, T* out, index_t tokens,
-                index_t heads, bool inverse) {
+                index_t heads, bool inverse, const Stream& stream) {
+  const DeviceGuard guard(stream.device);
   const auto blocks = static_cast<unsigned>(std::min<index_t>(tokens, 65535 * 8));
   const int threads = heads * f.half >= 512 ? 256 : 128;
-  rope_kernel<<<blocks, threads>>>(x, positions, f, out, tokens, heads, inverse);
+  rope_kernel<<<blocks, threads, 0, stream.handle>>>(x, positions, f, out, tokens, heads, inverse);
   check(cudaGetLastError(), "rope", "launching the rotation kernel");
 }
 

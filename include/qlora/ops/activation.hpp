@@ -153,11 +153,8 @@ Tensor<T, Ds...> geglu_forward(const Tensor<T, Ds...>& gate, const Tensor<T, Ds.
   if (gate.device().is_cpu()) {
     cpu::geglu_forward(gate.data(), up.data(), out.data(), gate.numel());
   } else {
-#if defined(__CUDACC__)
-    cuda::geglu_forward(gate.data(), up.data(), out.data(), gate.numel());
-#else
-    fail("geglu", "gate is on ", gate.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("geglu", gate.device(),
+                  cuda::geglu_forward(gate.data(), up.data(), out.data(), gate.numel(), gate.device()));
   }
   return out;
 }
@@ -174,11 +171,9 @@ GegluBackward<T, Ds...> geglu_backward(const Tensor<T, Ds...>& gate, const Tenso
   if (gate.device().is_cpu()) {
     cpu::geglu_backward(gate.data(), up.data(), dy.data(), g.d_gate.data(), g.d_up.data(), gate.numel());
   } else {
-#if defined(__CUDACC__)
-    cuda::geglu_backward(gate.data(), up.data(), dy.data(), g.d_gate.data(), g.d_up.data(), gate.numel());
-#else
-    fail("geglu", "gate is on ", gate.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("geglu", gate.device(),
+                  cuda::geglu_backward(gate.data(), up.data(), dy.data(), g.d_gate.data(), g.d_up.data(),
+                                       gate.numel(), gate.device()));
   }
   return g;
 }

@@ -223,12 +223,10 @@ AttentionForward<T, Dt, Dh, Dd> attention_forward(const Tensor<T, Dt, Dh, Dd>& q
   if (q.device().is_cpu()) {
     cpu::attention_forward(q.data(), k.data(), v.data(), segment_ids.data(), r.out.data(), r.lse.data(), s, p);
   } else {
-#if defined(__CUDACC__)
-    cuda::attention_forward(q.data(), k.data(), v.data(), segment_ids.data(), r.out.data(), r.lse.data(),
-                            cuda::AttentionShape{s.tokens, s.q_heads, s.kv_heads, s.head_dim, p.window, p.scale});
-#else
-    fail("attention", "q is on ", q.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("attention", q.device(),
+                  const cuda::AttentionShape shape{s.tokens, s.q_heads, s.kv_heads, s.head_dim, p.window, p.scale};
+                  cuda::attention_forward(q.data(), k.data(), v.data(), segment_ids.data(), r.out.data(),
+                                          r.lse.data(), shape, q.device()));
   }
   return r;
 }
@@ -252,14 +250,12 @@ AttentionGrads<T, Dt, Dh, Dd, Et, Eh, Ed> attention_backward(
     cpu::attention_backward(d_out.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), segment_ids.data(),
                             g.dq.data(), g.dk.data(), g.dv.data(), s, p);
   } else {
-#if defined(__CUDACC__)
-    Tensor<compute_t<T>, Dyn, Dyn> delta(lse.shape(), q.device());  // [Hq, T]: Σ_d dout · out, between the passes
-    cuda::attention_backward(d_out.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), segment_ids.data(),
-                             g.dq.data(), g.dk.data(), g.dv.data(), delta.data(),
-                             cuda::AttentionShape{s.tokens, s.q_heads, s.kv_heads, s.head_dim, p.window, p.scale});
-#else
-    fail("attention", "q is on ", q.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    // delta: [Hq, T], Σ_d dout · out, between the two passes
+    QLORA_ON_CUDA("attention", q.device(), Tensor<compute_t<T>, Dyn, Dyn> delta(lse.shape(), q.device());
+                  const cuda::AttentionShape shape{s.tokens, s.q_heads, s.kv_heads, s.head_dim, p.window, p.scale};
+                  cuda::attention_backward(d_out.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
+                                           segment_ids.data(), g.dq.data(), g.dk.data(), g.dv.data(), delta.data(),
+                                           shape, q.device()));
   }
   return g;
 }

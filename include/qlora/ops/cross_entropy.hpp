@@ -434,12 +434,8 @@ CrossEntropyForward<T> cross_entropy_forward(const Tensor<T, Dn, Dc>& hidden, co
   if (hidden.device().is_cpu()) {
     cpu::cross_entropy_forward(a);
   } else {
-#if defined(__CUDACC__)
-    impl::CrossEntropyScratch<T> scratch(a, hidden.device(), false);
-    cuda::cross_entropy_forward(a);
-#else
-    fail("cross_entropy", "hidden is on ", hidden.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("cross_entropy", hidden.device(), impl::CrossEntropyScratch<T> scratch(a, hidden.device(), false);
+                  cuda::cross_entropy_forward(a, hidden.device()));
   }
   for (const auto l : loss.to_vector()) r.sum += static_cast<double>(l);  // in token order: deterministic
   return r;
@@ -466,12 +462,8 @@ CrossEntropyGrads<T, Dn, Dc, Dv, Ec> cross_entropy_backward(const Tensor<T, Dn, 
   if (hidden.device().is_cpu()) {
     cpu::cross_entropy_backward(a);
   } else {
-#if defined(__CUDACC__)
-    impl::CrossEntropyScratch<T> scratch(a, hidden.device(), true);
-    cuda::cross_entropy_backward(a);
-#else
-    fail("cross_entropy", "hidden is on ", hidden.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("cross_entropy", hidden.device(), impl::CrossEntropyScratch<T> scratch(a, hidden.device(), true);
+                  cuda::cross_entropy_backward(a, hidden.device()));
   }
   return g;
 }

@@ -75,11 +75,7 @@ Tensor<T, Ds...> dropout_apply(const DropoutParams& d, const Tensor<T, Ds...>& i
   if (in.device().is_cpu()) {
     cpu::dropout_apply(d, in.data(), out.data(), in.numel());
   } else {
-#if defined(__CUDACC__)
-    cuda::dropout_apply(d, in.data(), out.data(), in.numel());
-#else
-    fail("dropout", "input is on ", in.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("dropout", in.device(), cuda::dropout_apply(d, in.data(), out.data(), in.numel(), in.device()));
   }
   return out;
 }

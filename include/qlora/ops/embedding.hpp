@@ -112,16 +112,14 @@ Tensor<T, Dt, Dc> embedding_forward(const Tensor<std::int32_t, Dt>& ids, const T
     if (bad >= 0) impl::embedding_bad_id(ids.data()[bad], bad, vocab);
     cpu::embedding_forward(ids.data(), table.data(), y.data(), tokens, cols, s);
   } else {
-#if defined(__CUDACC__)
     // the kernel records the first bad token (min over tokens) in a device int; reading it back synchronises
-    Tensor<std::int32_t, Dim<1>> bad(Shape<Dim<1>>{}, table.device());
-    bad.copy_from(Tensor<std::int32_t, Dim<1>>::full(std::numeric_limits<std::int32_t>::max()));
-    cuda::embedding_forward(ids.data(), table.data(), y.data(), tokens, vocab, cols, s, bad.data());
-    const std::int32_t first = bad.to_vector()[0];
-    if (first != std::numeric_limits<std::int32_t>::max()) impl::embedding_bad_id(ids[first].item(), first, vocab);
-#else
-    fail("embedding", "the table is on ", table.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("embedding", table.device(), Tensor<std::int32_t, Dim<1>> bad(Shape<Dim<1>>{}, table.device());
+                  bad.copy_from(Tensor<std::int32_t, Dim<1>>::full(std::numeric_limits<std::int32_t>::max()));
+                  cuda::embedding_forward(ids.data(), table.data(), y.data(), tokens, vocab, cols, s, bad.data(),
+                                          table.device());
+                  const std::int32_t first = bad.to_vector()[0];
+                  if (first != std::numeric_limits<std::int32_t>::max())
+                      impl::embedding_bad_id(ids[first].item(), first, vocab));
   }
   return y;
 }
@@ -139,11 +137,9 @@ Tensor<T, Dv, Dc> embedding_backward(const Tensor<std::int32_t, Dt>& ids, const 
   if (dy.device().is_cpu()) {
     cpu::embedding_backward(ids.data(), dy.data(), d_table.data(), tokens, cols, s, padding_idx);
   } else {
-#if defined(__CUDACC__)
-    cuda::embedding_backward(ids.data(), dy.data(), d_table.data(), tokens, cols, s, padding_idx);
-#else
-    fail("embedding", "dy is on ", dy.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("embedding", dy.device(),
+                  cuda::embedding_backward(ids.data(), dy.data(), d_table.data(), tokens, cols, s, padding_idx,
+                                           dy.device()));
   }
   return d_table;
 }

@@ -99,15 +99,17 @@ constexpr void check_matmul_types() {
 
 QLORA_DISPATCH_BEGIN
 
-// Runs the GEMM on the operands' device.
+// Runs the GEMM on the operands' device: on the CPU with the device's GEMM backend, on a GPU with cuBLAS on the
+// device's stream.
 template <class T>
 void gemm(const GemmParams& p, const Device& device, const T* a, const T* b, T* c) {
-  if (device.is_cpu()) return cpu::gemm(p, a, b, c);
-#if defined(__CUDACC__)
-  cuda::gemm(p, a, b, c);
-#else
-  fail("matmul", "operands are on ", device.str(), " but this translation unit was compiled without CUDA");
-#endif
+  if (device.is_cpu()) {
+    switch (device.cpu_gemm()) {
+      case CpuGemm::eigen: return cpu::gemm(p, a, b, c);
+    }
+    fail("matmul", "unknown CPU GEMM backend ", static_cast<int>(device.cpu_gemm()));
+  }
+  QLORA_ON_CUDA("matmul", device, cuda::gemm(p, a, b, c, device));
 }
 
 namespace impl {

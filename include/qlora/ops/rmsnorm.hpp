@@ -122,11 +122,9 @@ RmsNormForward<T, Ds...> rmsnorm_forward(const Tensor<T, Ds...>& x, const Tensor
   if (x.device().is_cpu()) {
     cpu::rmsnorm_forward(x.data(), w.data(), out.y.data(), out.rstd.data(), rows, cols, eps);
   } else {
-#if defined(__CUDACC__)
-    cuda::rmsnorm_forward(x.data(), w.data(), out.y.data(), out.rstd.data(), rows, cols, eps);
-#else
-    fail("rmsnorm", "x is on ", x.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("rmsnorm", x.device(),
+                  cuda::rmsnorm_forward(x.data(), w.data(), out.y.data(), out.rstd.data(), rows, cols, eps,
+                                        x.device()));
   }
   return out;
 }
@@ -147,11 +145,9 @@ RmsNormBackward<T, Ds...> rmsnorm_backward(const Tensor<T, Ds...>& dy, const Ten
   if (x.device().is_cpu()) {
     cpu::rmsnorm_backward(dy.data(), x.data(), w.data(), rstd.data(), g.dx.data(), g.dw.data(), rows, cols);
   } else {
-#if defined(__CUDACC__)
-    cuda::rmsnorm_backward(dy.data(), x.data(), w.data(), rstd.data(), g.dx.data(), g.dw.data(), rows, cols);
-#else
-    fail("rmsnorm", "x is on ", x.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("rmsnorm", x.device(),
+                  cuda::rmsnorm_backward(dy.data(), x.data(), w.data(), rstd.data(), g.dx.data(), g.dw.data(), rows,
+                                         cols, x.device()));
   }
   return g;
 }

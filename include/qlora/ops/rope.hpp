@@ -107,11 +107,9 @@ Tensor<T, Dt, Dh, Dd> rope_run(const Tensor<T, Dt, Dh, Dd>& x, const Tensor<std:
   if (x.device().is_cpu()) {
     cpu::rope_apply(x.data(), positions.data(), f, out.data(), x.size(0), x.size(1), inverse);
   } else {
-#if defined(__CUDACC__)
-    cuda::rope_apply(x.data(), positions.data(), f, out.data(), x.size(0), x.size(1), inverse);
-#else
-    fail("rope", "x is on ", x.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("rope", x.device(),
+                  cuda::rope_apply(x.data(), positions.data(), f, out.data(), x.size(0), x.size(1), inverse,
+                                   x.device()));
   }
   return out;
 }

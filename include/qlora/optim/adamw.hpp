@@ -81,12 +81,9 @@ class AdamW {
       if (p.device().is_cpu()) {
         cpu::adamw_step(s, p.value().data(), g.data(), st.m.data(), st.v.data(), p.numel());
       } else {
-#if defined(__CUDACC__)
-        cuda::adamw_step(s, p.value().data(), g.data(), st.m.data(), st.v.data(), p.numel());
-#else
-        fail("adamw", "parameter '", p.name(), "' is on ", p.device().str(), " but this translation unit was compiled "
-             "without CUDA");
-#endif
+        QLORA_ON_CUDA("adamw", p.device(),
+                      cuda::adamw_step(s, p.value().data(), g.data(), st.m.data(), st.v.data(), p.numel(),
+                                       p.device()));
       }
     }
   }

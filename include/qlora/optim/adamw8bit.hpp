@@ -172,18 +172,13 @@ class AdamW8bit {
                              s.v.data(), p.numel());
       return;
     }
-#if defined(__CUDACC__)
-    if (s.eight_bit)
-      cuda::adamw8bit_step(AdamW8bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.state1.data(),
-                           s.absmax1.data(), s.state2.data(), s.absmax2.data(), p.numel(), code_on(p.device(), 1),
-                           code_on(p.device(), 2));
-    else
-      cuda::adamw32bit_step(AdamW32bitStep::make(config_, lr, s.step), p.value().data(), g.data(), s.m.data(),
-                            s.v.data(), p.numel());
-#else
-    fail("adamw8bit", "parameter '", p.name(), "' is on ", p.device().str(),
-         " but this translation unit was compiled without CUDA");
-#endif
+    QLORA_ON_CUDA("adamw8bit", p.device(),
+                  if (s.eight_bit) cuda::adamw8bit_step(AdamW8bitStep::make(config_, lr, s.step), p.value().data(),
+                                                        g.data(), s.state1.data(), s.absmax1.data(), s.state2.data(),
+                                                        s.absmax2.data(), p.numel(), code_on(p.device(), 1),
+                                                        code_on(p.device(), 2), p.device());
+                  else cuda::adamw32bit_step(AdamW32bitStep::make(config_, lr, s.step), p.value().data(), g.data(),
+                                             s.m.data(), s.v.data(), p.numel(), p.device()));
   }
 
  public:
@@ -236,20 +231,21 @@ class AdamW8bit {
   Device state_device(const Parameter& p) const {
 #if defined(__CUDACC__)
     if (config_.paged && p.device().is_cuda() && p.numel() >= AdamW8bitConfig::paged_min_size)
-      return cuda::managed_device(p.device().index());
+      return cuda::managed_device(p.device());  // the parameter's GPU and stream
 #endif
     return p.device();
   }
 #if defined(__CUDACC__)
-  const float* code_on(Device device, int which) {
-    auto& t = which == 1 ? code1_ : code2_;
-    if (!t.defined()) {
-      const DynamicMap& map = which == 1 ? map1_ : map2_;
-      t = Tensor<float, Dim<256>>::from(std::vector<float>(map.begin(), map.end())).to(device);
-    }
-    return t.data();
+  // The code on `device` (one copy per GPU and stream: a kernel reads only memory of its own stream).
+  const float* code_on(const Device& device, int which) {
+    auto& tables = which == 1 ? code1_ : code2_;
+    for (const auto& t : tables)
+      if (t.device() == device) return t.data();
+    const DynamicMap& map = which == 1 ? map1_ : map2_;
+    tables.push_back(Tensor<float, Dim<256>>::from(std::vector<float>(map.begin(), map.end())).to(device));
+    return tables.back().data();
   }
-  Tensor<float, Dim<256>> code1_, code2_;
+  std::vector<Tensor<float, Dim<256>>> code1_, code2_;
 #endif
 
   ParameterList params_;

@@ -187,28 +187,32 @@ struct Blockwise8Tensor {
   index_t blocksize = 4096;
 };
 
+namespace detail {
+// The 256 code values as a float tensor on `device` (the kernels read the code from device memory).
+inline Tensor<float, Dim<256>> code_table(const DynamicMap& code, const Device& device) {
+  return Tensor<float, Dim<256>>::from(std::vector<float>(code.begin(), code.end())).to(device);
+}
+}  // namespace detail
+
 QLORA_DISPATCH_BEGIN
 
 // quantize_blockwise of x (any shape, CPU or GPU) with the 256-entry `code`, on x's device.
 template <class... Ds>
 Blockwise8Tensor quantize_blockwise(const Tensor<float, Ds...>& x, const DynamicMap& code, index_t blocksize = 4096,
                                     DynamicRounding rounding = DynamicRounding::cpu_lookup_table) {
+  require(blocksize > 0, "blockwise8", "blocksize must be positive, got ", blocksize);
   const index_t n = x.numel();
   Blockwise8Tensor q{Tensor<std::uint8_t, Dyn>::zeros_on(x.device(), n),
                      Tensor<float, Dyn>::zeros_on(x.device(), blockwise_block_count(n, blocksize)), blocksize};
   if (x.device().is_cpu()) {
     qlora::quantize_blockwise(x.data(), n, code, blocksize, q.codes.data(), q.absmax.data(), rounding);
-    return q;
+  } else {
+    QLORA_ON_CUDA("blockwise8", x.device(), const auto table = detail::code_table(code, x.device());
+                  cuda::quantize_blockwise(x.data(), n, table.data(), blocksize,
+                                           rounding == DynamicRounding::cuda_nearest, q.codes.data(),
+                                           q.absmax.data(), x.device()));
   }
-#if defined(__CUDACC__)
-  if (blocksize <= 0) fail("blockwise8", "blocksize must be positive, got ", blocksize);
-  const auto table = Tensor<float, Dim<256>>::from(std::vector<float>(code.begin(), code.end())).to(x.device());
-  cuda::quantize_blockwise(x.data(), n, table.data(), blocksize, rounding == DynamicRounding::cuda_nearest,
-                           q.codes.data(), q.absmax.data());
   return q;
-#else
-  fail("blockwise8", "tensor on ", x.device().str(), " but this translation unit was compiled without CUDA");
-#endif
 }
 
 // The float32 values of q (code[q] * absmax[block]) into `out` (same device, same element count).
@@ -218,12 +222,9 @@ void dequantize_blockwise(const Blockwise8Tensor& q, const DynamicMap& code, con
   if (q.codes.numel() != n) fail("blockwise8", "dequantize: ", q.codes.numel(), " codes into ", n, " values");
   if (out.device().is_cpu())
     return qlora::dequantize_blockwise(q.codes.data(), n, q.absmax.data(), code, q.blocksize, out.data());
-#if defined(__CUDACC__)
-  const auto table = Tensor<float, Dim<256>>::from(std::vector<float>(code.begin(), code.end())).to(out.device());
-  cuda::dequantize_blockwise(q.codes.data(), n, q.absmax.data(), table.data(), q.blocksize, out.data());
-#else
-  fail("blockwise8", "tensor on ", out.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+  QLORA_ON_CUDA("blockwise8", out.device(), const auto table = detail::code_table(code, out.device());
+                cuda::dequantize_blockwise(q.codes.data(), n, q.absmax.data(), table.data(), q.blocksize, out.data(),
+                                           out.device()));
 }
 
 QLORA_DISPATCH_END

@@ -159,22 +159,18 @@ void dequantize_into(const Tensor<Q, Rows, Cols>& w, const Tensor<T, Ds...>& out
     dequantize_4bit(w.packed().data(), w.numel(), Q::type, s.blocksize, absmax.data(), out.data());
     return;
   }
-#if defined(__CUDACC__)
-  const FourBitDeviceState& d = w.device_state();
-  cuda::FourBitDequantParams p;
-  p.packed = w.packed().data();
-  p.numel = w.numel();
-  p.type = Q::type;
-  p.blocksize = s.blocksize;
-  p.absmax = d.absmax.data();
-  p.codes = d.codes.data();
-  p.nested_absmax = d.nested_absmax.data();
-  p.dynamic_code = d.dynamic_code.data();
-  p.offset = s.nested ? s.nested->offset : 0.0f;
-  cuda::dequantize_4bit(p, out.data());
-#else
-  fail(Q::name.data(), "tensor on ", w.device().str(), " but this translation unit was compiled without CUDA");
-#endif
+  QLORA_ON_CUDA(Q::name.data(), w.device(), const FourBitDeviceState& d = w.device_state();
+                cuda::FourBitDequantParams p;
+                p.packed = w.packed().data();
+                p.numel = w.numel();
+                p.type = Q::type;
+                p.blocksize = s.blocksize;
+                p.absmax = d.absmax.data();
+                p.codes = d.codes.data();
+                p.nested_absmax = d.nested_absmax.data();
+                p.dynamic_code = d.dynamic_code.data();
+                p.offset = s.nested ? s.nested->offset : 0.0f;
+                cuda::dequantize_4bit(p, out.data(), w.device()));
 }
 
 // bitsandbytes' quantize_4bit of a weight on the CPU or a GPU; the result lives on the weight's device. On a GPU
@@ -184,7 +180,6 @@ template <class Q, class Rows, class Cols>
   requires FourBitElement<Q>
 Tensor<Q, Rows, Cols> quantize(const Tensor<float, Rows, Cols>& w, FourBitOptions options = {}) {
   if (w.device().is_cpu()) return Tensor<Q, Rows, Cols>::quantize(w, options);
-#if defined(__CUDACC__)
   detail::check_four_bit_blocksize(options.blocksize);
   const index_t n = w.numel();
   QuantState4bit state;
@@ -193,14 +188,13 @@ Tensor<Q, Rows, Cols> quantize(const Tensor<float, Rows, Cols>& w, FourBitOption
   state.numel = n;
   auto packed = Tensor<std::uint8_t, Dyn>::zeros_on(w.device(), four_bit_packed_bytes(n));
   auto absmax = Tensor<float, Dyn>::zeros_on(w.device(), state.blocks());
-  cuda::quantize_4bit(w.data(), n, Q::type, options.blocksize, packed.data(), absmax.data());
-  std::vector<float> host_absmax = absmax.to_vector();
+  QLORA_ON_CUDA(Q::name.data(), w.device(),
+                cuda::quantize_4bit(w.data(), n, Q::type, options.blocksize, packed.data(), absmax.data(),
+                                    w.device()));
+  std::vector<float> host_absmax = absmax.to_vector();  // waits for the kernel
   if (options.double_quant) state.nested = double_quantize_absmax(host_absmax);
   else state.absmax = std::move(host_absmax);
   return Tensor<Q, Rows, Cols>::from_device_parts(w.shape(), std::move(packed), std::move(state));
-#else
-  fail(Q::name.data(), "weight on ", w.device().str(), " but this translation unit was compiled without CUDA");
-#endif
 }
 
 // The dense weight in T (fp32, bf16, fp64...), on the 4-bit tensor's device.
