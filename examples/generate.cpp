@@ -29,7 +29,7 @@ int main(int argc, char** argv) try {
     return 77;
   }
 
-  // 1. The model, with the adapter's lora_alpha when there is one (the adapter's matrices are copied in below).
+  // 1. The model, with the adapter's ranks, targets and alphas when there is one (its matrices are copied in below).
   const Gemma3WeightSource source = Gemma3WeightSource::open(model_path);
   const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
                                          : Tokenizer::from_model_file(model_path + "/tokenizer.model");
