@@ -53,8 +53,8 @@ void block_step(benchmark::State& state, bool with_backward) {
     if (with_backward) {
       backward(mean(block(x, positions, segments, pass)));
       block.for_each_projection([](Projection, const auto& p) {
-        p.lora_a().zero_grad();
-        p.lora_b().zero_grad();
+        p.lora()->lora_a().zero_grad();
+        p.lora()->lora_b().zero_grad();
       });
       x.zero_grad();
     } else {

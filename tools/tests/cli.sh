@@ -89,9 +89,9 @@ errors)
   expect_fail "no such file or folder" finetune "${out[@]}" --model "$work/no-such-model.gguf"
   expect_fail "no such data file" finetune "${out[@]}" --dataset "$work/no-such-data.jsonl"
   mkdir -p "$work/odd" && echo '{"hidden_size": 999, "intermediate_size": 1, "num_hidden_layers": 3,
-    "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 8, "vocab_size": 10, "sliding_window": 4}' \
+    "num_attention_heads": 3, "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 10, "sliding_window": 4}' \
     > "$work/odd/config.json"
-  expect_fail "no supported Gemma 3 model has hidden_size 999" finetune "${out[@]}" --model "$work/odd"
+  expect_fail "num_attention_heads 3 is not a multiple of num_key_value_heads 2" info "$work/odd"
   expect_fail "lora r must be >= 1, got 0" finetune "${out[@]}" --lora-r 0
   expect_fail "option 'target_modules' is 'k_porj'" finetune "${out[@]}" --target-modules k_porj
   expect_fail "rank_pattern key 'q_proj(' is not a valid regular expression" finetune "${out[@]}" --rank-pattern 'q_proj(=4'

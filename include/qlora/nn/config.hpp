@@ -14,6 +14,7 @@
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
+#include "../core/shape.hpp"
 
 namespace qlora {
 
