@@ -32,15 +32,8 @@ enum class LoraMatrix { A, B };
 enum class ModelLayout { causal_lm, conditional_generation };
 
 inline std::string tensor_name(index_t layer, Projection p, LoraMatrix m, ModelLayout layout = ModelLayout::causal_lm) {
-  const bool attention = p == Projection::q_proj || p == Projection::k_proj || p == Projection::v_proj ||
-                         p == Projection::o_proj;
-  std::string name = layout == ModelLayout::causal_lm ? "base_model.model.model.layers."
-                                                      : "base_model.model.model.language_model.layers.";
-  name += std::to_string(layer);
-  name += attention ? ".self_attn." : ".mlp.";
-  name += name_of(p);
-  name += m == LoraMatrix::A ? ".lora_A.weight" : ".lora_B.weight";
-  return name;
+  return (layout == ModelLayout::causal_lm ? "base_model.model.model." : "base_model.model.model.language_model.") +
+         projection_path(layer, p) + (m == LoraMatrix::A ? ".lora_A.weight" : ".lora_B.weight");
 }
 
 struct TensorName {

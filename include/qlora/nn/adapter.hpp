@@ -54,11 +54,14 @@ inline std::vector<std::string> all_linear_targets() {
   return {projection_names.begin(), projection_names.end()};
 }
 
-// transformers' module name of a projection in Gemma3ForCausalLM: "model.layers.3.self_attn.q_proj".
-inline std::string projection_module_name(index_t layer, Projection p) {
-  return "model.layers." + std::to_string(layer) + (is_attention(p) ? ".self_attn." : ".mlp.") +
-         std::string(name_of(p));
+// A projection's path inside the decoder: "layers.3.self_attn.q_proj", "layers.3.mlp.up_proj". Module, weight and
+// PEFT tensor names are this path with a prefix and a suffix.
+inline std::string projection_path(index_t layer, Projection p) {
+  return "layers." + std::to_string(layer) + (is_attention(p) ? ".self_attn." : ".mlp.") + std::string(name_of(p));
 }
+
+// transformers' module name of a projection in Gemma3ForCausalLM: "model.layers.3.self_attn.q_proj".
+inline std::string projection_module_name(index_t layer, Projection p) { return "model." + projection_path(layer, p); }
 
 class LoraTargets {
  public:
@@ -105,10 +108,8 @@ class LoraTargets {
     for (index_t l = 0; l < layers; ++l)
       for (Projection p : all_projections)
         if (at(l, p)) return;
-    std::string given;
-    for (const auto& t : config_->target_modules) given += (given.empty() ? "" : ",") + t;
-    fail("lora", "target_modules '", given, "' match no projection of ", model, " (module names are like ",
-         projection_module_name(0, Projection::q_proj), ")");
+    fail("lora", "target_modules '", join_names(config_->target_modules), "' match no projection of ", model,
+         " (module names are like ", projection_module_name(0, Projection::q_proj), ")");
   }
 
  private:

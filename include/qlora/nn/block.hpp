@@ -90,10 +90,7 @@ class BlockLinear {
 };
 
 // transformers' name of a projection's weight: "layers.3.self_attn.q_proj.weight", "layers.3.mlp.up_proj.weight".
-inline std::string projection_weight_name(index_t layer, Projection p) {
-  return "layers." + std::to_string(layer) + (is_attention(p) ? ".self_attn." : ".mlp.") + std::string(name_of(p)) +
-         ".weight";
-}
+inline std::string projection_weight_name(index_t layer, Projection p) { return projection_path(layer, p) + ".weight"; }
 
 // The dropout stream of one projection call: distinct per micro-batch, layer and projection.
 inline RandomStream projection_stream(RandomStream pass, index_t layer, Projection p) {

@@ -146,9 +146,10 @@ inline Gemma3RuntimeConfig complete_config(Gemma3RuntimeConfig c, std::string_vi
   return c;
 }
 
-// Throws naming every field where the file's configuration differs from the type's (`source`: the file).
+// Every field where the file's configuration differs from the type's, "field have (expected want), ..."; empty when
+// the file describes Cfg (fields the file does not give are not compared).
 template <class Cfg>
-void check_config(const Gemma3RuntimeConfig& file, std::string_view source) {
+std::string config_differences(const Gemma3RuntimeConfig& file) {
   const Gemma3RuntimeConfig want = runtime_config_of<Cfg>();
   std::string diffs;
   auto cmp = [&](const char* field, double have, double expected) {
@@ -167,6 +168,13 @@ void check_config(const Gemma3RuntimeConfig& file, std::string_view source) {
   if (file.rope_local_theta) cmp("rope_local_base_freq", file.rope_local_theta, want.rope_local_theta);
   if (file.rope_global_theta) cmp("rope_theta", file.rope_global_theta, want.rope_global_theta);
   cmp("rope_scaling.factor", file.rope_global_scaling, want.rope_global_scaling);
+  return diffs;
+}
+
+// Throws naming every field where the file's configuration differs from the type's (`source`: the file).
+template <class Cfg>
+void check_config(const Gemma3RuntimeConfig& file, std::string_view source) {
+  const std::string diffs = config_differences<Cfg>(file);
   if (!diffs.empty()) fail("config", source, " does not describe ", Cfg::name, ": ", diffs);
 }
 
@@ -175,14 +183,8 @@ using Gemma3Configs = std::tuple<Gemma3_270M, Gemma3_1B, Gemma3_4B, Gemma3_12B, 
 
 // Whether the file describes exactly this published size (every field it gives equals the type's).
 template <class Cfg>
-bool describes(const Gemma3RuntimeConfig& file, std::string_view source) {
-  if (file.hidden != Cfg::hidden || file.layers != Cfg::layers) return false;
-  try {
-    check_config<Cfg>(file, source);
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
+bool describes(const Gemma3RuntimeConfig& file) {
+  return config_differences<Cfg>(file).empty();
 }
 
 // Calls fn(Cfg{}) with the published size the file describes, or fn(Gemma3AnySize{}) for any other buildable
@@ -200,7 +202,7 @@ auto dispatch_config(const Gemma3RuntimeConfig& file, std::string_view source, F
     }
   };
   auto try_one = [&](auto cfg) {
-    if (!result && describes<decltype(cfg)>(file, source)) call(cfg);
+    if (!result && describes<decltype(cfg)>(file)) call(cfg);
   };
   std::apply([&](auto... cfgs) { (try_one(cfgs), ...); }, Gemma3Configs{});
   if (!result) {
