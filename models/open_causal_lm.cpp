@@ -33,7 +33,7 @@ constexpr bool compiled_static() {
 template <class Cfg>
 std::unique_ptr<CausalLM> make(const Gemma3WeightSource& source, Gemma3Options options, CausalLMWeights weights) {
   if (weights == CausalLMWeights::nf4) return make_gemma3<Cfg, float, NF4>(source, options);
-  options.nf4_values = true;
+  options.nf4_values = weights == CausalLMWeights::nf4_dequantized;
   return make_gemma3<Cfg, float, float>(source, options);
 }
 }  // namespace

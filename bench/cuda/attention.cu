@@ -5,6 +5,8 @@
 #include <benchmark/benchmark.h>
 
 #include <qlora/cuda.hpp>
+
+#include "skip.cuh"
 #include <qlora/ops/attention.hpp>
 
 namespace {
@@ -12,11 +14,7 @@ using namespace qlora;
 using X = Tensor<bf16, Dyn, Dyn, Dyn>;  // [T, H, D]
 constexpr index_t kHq = 4, kHkv = 1, kD = 256;
 
-bool no_gpu(benchmark::State& state) {
-  if (cuda::available()) return false;
-  state.SkipWithError("no CUDA GPU");
-  return true;
-}
+using bench::no_gpu;
 
 // One block per (row, head): p = softmax over j ≤ i of s (fp32), rounded to bf16 as eager attention does.
 __global__ void naive_softmax_kernel(const float* s, bf16* prob, index_t tokens) {

@@ -7,6 +7,8 @@
 #include <cstdint>
 
 #include <qlora/cuda.hpp>
+
+#include "skip.cuh"
 #include <qlora/ops/activation.hpp>
 #include <qlora/ops/embedding.hpp>
 #include <qlora/ops/rmsnorm.hpp>
@@ -15,11 +17,7 @@
 namespace {
 using namespace qlora;
 
-bool no_gpu(benchmark::State& state) {
-  if (cuda::available()) return false;
-  state.SkipWithError("no CUDA GPU");
-  return true;
-}
+using bench::no_gpu;
 void bytes(benchmark::State& state, index_t n) {
   state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
 }

@@ -4,14 +4,12 @@
 
 #include <qlora/cuda.hpp>
 
+#include "skip.cuh"
+
 namespace {
 using namespace qlora;
 
-bool no_gpu(benchmark::State& state) {
-  if (cuda::available()) return false;
-  state.SkipWithError("no CUDA GPU");
-  return true;
-}
+using bench::no_gpu;
 
 template <class T>
 void BM_matmul_cuda(benchmark::State& state) {

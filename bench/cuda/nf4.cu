@@ -4,6 +4,8 @@
 #include <benchmark/benchmark.h>
 
 #include <qlora/cuda.hpp>
+
+#include "skip.cuh"
 #include <qlora/ops/lora.hpp>
 #include <qlora/qlora.hpp>
 #include <qlora/quant/four_bit_tensor.hpp>

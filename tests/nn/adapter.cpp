@@ -12,9 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "support/lora.hpp"
-#include <qlora/nn/adapter_io.hpp>
+#include "support/models.hpp"
 #include <qlora/nn/merge.hpp>
-#include <qlora/nn/model.hpp>
 #include <qlora/optim/adamw.hpp>
 
 using namespace qlora;
@@ -107,23 +106,25 @@ TEST_SUITE("nn") {
     const auto src = Gemma3WeightSource::open(kTiny);
     Gemma3Options options;
     options.lora = LoraTargets(adapter.config);
-    const Gemma3<Gemma3Tiny, float, float> model(src, options);
-    load_adapter(model, adapter, (kPattern / "adapter").string());
-    CHECK(model.blocks()[0].q_proj().lora()->rank() == 2);
-    CHECK(model.blocks()[5].v_proj().lora()->rank() == 1);
-    CHECK(model.blocks()[3].down_proj().lora()->rank() == 6);
-    CHECK_FALSE(model.blocks()[3].k_proj().lora());
+    const auto model = open_causal_lm(src, options, CausalLMWeights::fp32);
+    model->load_adapter(adapter, (kPattern / "adapter").string());
+    const ParameterList params = model->lora_parameters();
+    // A is [r, in]: q_proj and v_proj read 32 features, down_proj 64
+    CHECK(test::find_parameter(params, "layers.0.self_attn.q_proj.lora_A")->numel() == 2 * 32);
+    CHECK(test::find_parameter(params, "layers.5.self_attn.v_proj.lora_A")->numel() == 1 * 32);
+    CHECK(test::find_parameter(params, "layers.3.mlp.down_proj.lora_A")->numel() == 6 * 64);
+    CHECK_FALSE(test::find_parameter(params, "layers.3.self_attn.k_proj.lora_A"));
     const auto ids = want["sequence"].get<std::vector<std::int32_t>>();
-    const double err = max_relative(model.logits(model_input(ids)), want["logits"]);
+    const double err = max_relative(model->logits(model_input(ids)), want["logits"]);
     INFO("max relative error against PEFT: " << err);
     CHECK(err < 1e-5);
-    CHECK(max_relative(model.logits(model_input(ids)), want["base_logits"]) > 1e-3);  // the adapter matters
+    CHECK(max_relative(model->logits(model_input(ids)), want["base_logits"]) > 1e-3);  // the adapter matters
 
     const auto dir = std::filesystem::temp_directory_path() / "qlora_merged_rank_pattern";
     std::filesystem::remove_all(dir);
     save_merged_safetensors(src, &adapter, (kPattern / "adapter").string(), dir);
-    const Gemma3<Gemma3Tiny, float, float> merged(Gemma3WeightSource::open(dir));
-    const double merged_err = max_relative(merged.logits(model_input(ids)), want["logits"]);
+    const auto merged = open_causal_lm(Gemma3WeightSource::open(dir), {}, CausalLMWeights::fp32);
+    const double merged_err = max_relative(merged->logits(model_input(ids)), want["logits"]);
     INFO("merged: max relative error against PEFT: " << merged_err);
     CHECK(merged_err < 1e-5);
     std::filesystem::remove_all(dir);
@@ -133,11 +134,11 @@ TEST_SUITE("nn") {
     const peft::Adapter adapter = peft::load_adapter(kPattern / "adapter");
     Gemma3Options options;
     options.lora = LoraTargets(adapter.config);
-    const Gemma3<Gemma3Tiny, float, float> model(Gemma3WeightSource::open(kTiny), options);
-    load_adapter(model, adapter, "golden");
+    const auto model = test::open_tiny(options);
+    model->load_adapter(adapter, "golden");
     const auto dir = std::filesystem::temp_directory_path() / "qlora_rank_pattern_roundtrip";
     std::filesystem::remove_all(dir);
-    save_adapter(model, dir, "tiny");
+    model->save_adapter(dir, "tiny");
     const peft::Adapter back = peft::load_adapter(dir);
     CHECK(back.config.rank_pattern == adapter.config.rank_pattern);
     CHECK(back.config.alpha_pattern == adapter.config.alpha_pattern);
@@ -157,12 +158,12 @@ TEST_SUITE("nn") {
                                  {{"up_proj", 1}, {"layers.2.mlp.down_proj", 7}});
     Gemma3Options options;
     options.lora = LoraTargets(c);
-    const Gemma3<Gemma3Tiny, float, NF4> model(Gemma3WeightSource::open(kTiny), options);
-    const ParameterList params = model.lora_parameters();
+    const auto model = test::open_tiny(options, CausalLMWeights::nf4);
+    const ParameterList params = model->lora_parameters();
     CHECK(params.size() == 6 * 3 * 2);
-    CHECK(model.blocks()[2].down_proj().lora()->lora_a().value().size(0) == 7);
-    CHECK(model.blocks()[2].up_proj().lora()->lora_b().value().size(1) == 1);
-    CHECK(model.trainable_parameter_count() == 6 * (3 * (32 + 32) + 1 * (32 + 64) + 3 * (64 + 32)) + (7 - 3) * (64 + 32));
+    CHECK(test::find_parameter(params, "layers.2.mlp.down_proj.lora_A")->numel() == 7 * 64);  // [7, 64]
+    CHECK(test::find_parameter(params, "layers.2.mlp.up_proj.lora_B")->numel() == 64 * 1);    // [64, 1]
+    CHECK(model->trainable_parameter_count() == 6 * (3 * (32 + 32) + 1 * (32 + 64) + 3 * (64 + 32)) + (7 - 3) * (64 + 32));
     AdamW opt(params, AdamWConfig{});
     const std::vector<std::int32_t> ids = {2, 17, 200, 45, 45, 9, 120, 3, 77};
     std::vector<Sample> samples(1);
@@ -171,7 +172,7 @@ TEST_SUITE("nn") {
     const ModelInput in = model_input(pad_batch(samples, 0));
     float first = 0, last = 0;
     for (int step = 0; step < 8; ++step) {
-      const auto loss = model.loss_sum(in, ForwardPass{true, false, RandomStream{1, static_cast<std::uint64_t>(step)}});
+      const auto loss = model->loss_sum(in, ForwardPass{true, false, RandomStream{1, static_cast<std::uint64_t>(step)}});
       (step == 0 ? first : last) = loss.sum.value().item();
       backward(loss.sum);
       opt.step(1e-2);
@@ -181,12 +182,11 @@ TEST_SUITE("nn") {
     // For compat.peft_loads_our_rank_pattern_adapter: PEFT reads this adapter and must compute these logits.
     if (const char* compat = std::getenv("QLORA_COMPAT_DIR")) {
       NoGrad no_grad;
-      Gemma3Options dense = options;
-      const Gemma3<Gemma3Tiny, float, float> exact(Gemma3WeightSource::open(kTiny), dense);  // PEFT's fp32 base
+      const auto exact = test::open_tiny(options, CausalLMWeights::fp32);  // PEFT's fp32 base
       const auto dir = std::filesystem::path(compat);
-      save_adapter(model, dir / "adapter", kTiny.string());
-      load_adapter(exact, dir / "adapter");
-      const auto l = exact.logits(model_input(ids));
+      model->save_adapter(dir / "adapter", kTiny.string());
+      exact->load_adapter(dir / "adapter");
+      const auto l = exact->logits(model_input(ids));
       nlohmann::json rows = nlohmann::json::array();
       for (index_t t = 0; t < l.size(0); ++t) rows.push_back(std::vector<float>(l.data() + t * l.size(1), l.data() + (t + 1) * l.size(1)));
       std::ofstream(dir / "logits.json") << nlohmann::json{{"sequences", {ids}}, {"logits", {rows}}}.dump();
@@ -209,8 +209,7 @@ TEST_SUITE("nn") {
                          doctest::Contains("all-linear must be given alone"), Error);
     Gemma3Options nowhere;
     nowhere.lora = LoraTargets(test::lora_config(4, {"model.layers.9.self_attn.q_proj"}));
-    CHECK_THROWS_WITH_AS((Gemma3<Gemma3Tiny, float, float>(Gemma3WeightSource::open(kTiny), nowhere)),
-                         doctest::Contains("match no projection of gemma-3-tiny"), Error);
+    CHECK_THROWS_WITH_AS(test::open_tiny(nowhere), doctest::Contains("match no projection of gemma-3-tiny"), Error);
   }
 
   TEST_CASE("an adapter file whose tensors disagree with its own rank_pattern is refused, naming the tensor") {

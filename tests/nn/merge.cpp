@@ -9,9 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include <qlora/nn/adapter_io.hpp>
+#include "support/models.hpp"
+
 #include <qlora/nn/merge.hpp>
-#include <qlora/nn/model.hpp>
 
 using namespace qlora;
 
@@ -45,15 +45,15 @@ TEST_SUITE("nn") {
 
     Gemma3Options options;
     options.lora = LoraTargets(adapter.config);
-    const Gemma3<Gemma3Tiny, float, float> with_adapter(src, options);
-    load_adapter(with_adapter, adapter, adapter_dir.string());
-    const Gemma3<Gemma3Tiny, float, float> merged(Gemma3WeightSource::open(dir));
-    const Gemma3<Gemma3Tiny, float, float> base(src);
+    const auto with_adapter = open_causal_lm(src, options, CausalLMWeights::fp32);
+    with_adapter->load_adapter(adapter, adapter_dir.string());
+    const auto merged = open_causal_lm(Gemma3WeightSource::open(dir), {}, CausalLMWeights::fp32);
+    const auto base = open_causal_lm(src, {}, CausalLMWeights::fp32);
 
-    const auto want = with_adapter.logits(model_input(kIds));
-    const auto got = merged.logits(model_input(kIds));
+    const auto want = with_adapter->logits(model_input(kIds));
+    const auto got = merged->logits(model_input(kIds));
     const double err = max_abs_diff(got, want) / max_abs(want);
-    const double base_diff = max_abs_diff(base.logits(model_input(kIds)), want) / max_abs(want);
+    const double base_diff = max_abs_diff(base->logits(model_input(kIds)), want) / max_abs(want);
     MESSAGE("merged vs base + adapter: max relative difference " << err << "; base vs base + adapter " << base_diff);
     CHECK(err < 1e-5);
     CHECK(base_diff > 1e-3);
@@ -61,7 +61,7 @@ TEST_SUITE("nn") {
     std::ifstream in(kData / "gemma3_train" / "train.json");
     const auto golden = nlohmann::json::parse(in)["final_logits"];
     const auto peft_ids = golden["sequences"][0].get<std::vector<std::int32_t>>();
-    const auto ours = merged.logits(model_input(peft_ids));
+    const auto ours = merged->logits(model_input(peft_ids));
     double worst = 0, scale = 0;
     for (index_t t = 0; t < ours.size(0); ++t)
       for (index_t v = 0; v < ours.size(1); ++v) {
@@ -84,8 +84,8 @@ TEST_SUITE("nn") {
     std::ifstream cfg(dir / "config.json");
     CHECK(nlohmann::json::parse(cfg)["torch_dtype"] == "bfloat16");
     CHECK(SafetensorsFile(dir / "model.safetensors").info("model.norm.weight").dtype == SafetensorsDtype::BF16);
-    const Gemma3<Gemma3Tiny, float, float> merged(Gemma3WeightSource::open(dir));
-    const auto logits = merged.logits(model_input(kIds));
+    const auto merged = open_causal_lm(Gemma3WeightSource::open(dir), {}, CausalLMWeights::fp32);
+    const auto logits = merged->logits(model_input(kIds));
     for (index_t i = 0; i < logits.numel(); ++i) REQUIRE(std::isfinite(logits.data()[i]));
     std::filesystem::remove_all(dir);
   }
@@ -120,8 +120,8 @@ TEST_SUITE("nn") {
     const auto back = Gemma3WeightSource::open(out);
     CHECK(back.gguf()->get_string("tokenizer.ggml.model") == src.gguf()->get_string("tokenizer.ggml.model"));
     const std::vector<std::int32_t> ids = {2, 818, 5279, 529, 7001, 563};
-    const Gemma3<Gemma3_270M, float, float> a(src), b(back);
-    const auto la = a.logits(model_input(ids)), lb = b.logits(model_input(ids));
+    const auto a = open_causal_lm(src, {}, CausalLMWeights::fp32), b = open_causal_lm(back, {}, CausalLMWeights::fp32);
+    const auto la = a->logits(model_input(ids)), lb = b->logits(model_input(ids));
     const double err = max_abs_diff(la, lb) / max_abs(la);
     MESSAGE("exported F32 GGUF vs original: max relative logit difference " << err);
     CHECK(err < 1e-5);

@@ -13,6 +13,7 @@
 
 #include "support/check.hpp"
 #include "support/lora.hpp"
+#include "support/models.hpp"
 
 #include <qlora/nn/model.hpp>
 
@@ -47,7 +48,8 @@ std::vector<std::int32_t> ids_of(const nlohmann::json& j) { return j.get<std::ve
 // The all-linear rank-2 adapter most tests use.
 const Gemma3Options kTinyAll = test::lora_options(2, all_linear_targets());
 
-// B is zero at initialisation, which would hide A's gradient: fill every B with seeded values.
+// B is zero at initialisation, which would hide A's gradient: fill every B with seeded values (fp64 models, whose
+// matrices are not fp32 Parameters; test::randomise_lora_b does the same through lora_parameters()).
 template <class Model>
 void randomise_lora_b(const Model& m, std::uint64_t seed) {
   m.for_each_lora([&](index_t layer, Projection p, const auto& proj) {
@@ -86,9 +88,9 @@ std::filesystem::path edited_tiny(const std::string& tag,
 TEST_SUITE("nn") {
   TEST_CASE("the tiny Gemma 3 (fp32 weights) gives transformers' logits") {
     const auto golden = read_json(std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "tiny_logits.json");
-    const Gemma3<Gemma3Tiny, float, float> model(Gemma3WeightSource::open(kTiny));
+    const auto model = test::open_tiny();
     for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
-      const auto logits = model.logits(model_input(ids_of(golden["sequences"][s])));
+      const auto logits = model->logits(model_input(ids_of(golden["sequences"][s])));
       const double err = relative_error(logits, golden["logits"][s]);
       INFO("sequence " << s << ": max relative error " << err);
       CHECK(err < 1e-5);
@@ -102,9 +104,9 @@ TEST_SUITE("nn") {
       return;
     }
     const auto golden = read_json(path);
-    const Gemma3<Gemma3Tiny, float, NF4> model(Gemma3WeightSource::open(kTiny));
+    const auto model = test::open_tiny({}, CausalLMWeights::nf4);
     for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
-      const auto logits = model.logits(model_input(ids_of(golden["sequences"][s])));
+      const auto logits = model->logits(model_input(ids_of(golden["sequences"][s])));
       const double err = relative_error(logits, golden["logits"][s]);
       INFO("sequence " << s << ": max relative error vs bitsandbytes NF4 " << err);
       CHECK(err < 1e-5);
@@ -112,16 +114,14 @@ TEST_SUITE("nn") {
   }
 
   TEST_CASE("dense weights holding the NF4 values give the NF4 model's logits exactly (fast inference)") {
-    Gemma3Options dense;
-    dense.nf4_values = true;
-    const Gemma3<Gemma3Tiny, float, float> a(Gemma3WeightSource::open(kTiny), dense);
-    const Gemma3<Gemma3Tiny, float, NF4> b(Gemma3WeightSource::open(kTiny));
+    const auto a = test::open_tiny({}, CausalLMWeights::nf4_dequantized);
+    const auto b = test::open_tiny({}, CausalLMWeights::nf4);
     const std::vector<std::int32_t> ids = {2, 17, 200, 45, 45, 9, 120, 3, 77};
-    CHECK(a.logits(model_input(ids)).to_vector() == b.logits(model_input(ids)).to_vector());
+    CHECK(a->logits(model_input(ids)).to_vector() == b->logits(model_input(ids)).to_vector());
   }
 
   TEST_CASE("rows of a padded batch, and samples packed in one row, give the logits of each sequence alone") {
-    const Gemma3<Gemma3Tiny, float, float> model(Gemma3WeightSource::open(kTiny));
+    const auto model = test::open_tiny();
     std::vector<Sample> samples(3);
     samples[0].input_ids = {2, 17, 200, 45, 45, 9, 120};
     samples[1].input_ids = {2, 5, 77};
@@ -129,9 +129,9 @@ TEST_SUITE("nn") {
     for (auto& s : samples) s.labels = s.input_ids;
     std::vector<std::vector<std::size_t>> rows = {{0}, {1, 2}};  // row 1 packs two samples
     const Batch batch = make_batch(samples, rows, 0);
-    const auto packed = model.logits(model_input(batch));
+    const auto packed = model->logits(model_input(batch));
     auto expect_rows = [&](std::size_t sample, std::size_t row, std::size_t start) {
-      const auto alone = model.logits(model_input(samples[sample].input_ids));
+      const auto alone = model->logits(model_input(samples[sample].input_ids));
       for (index_t t = 0; t < alone.size(0); ++t)
         for (index_t v = 0; v < alone.size(1); ++v)
           REQUIRE(std::abs(alone(t, v) - packed(static_cast<index_t>(batch.at(row, start) + t), v)) < 1e-5);
@@ -142,15 +142,15 @@ TEST_SUITE("nn") {
   }
 
   TEST_CASE("the model's loss sum equals the cross-entropy of its materialised logits") {
-    const Gemma3<Gemma3Tiny, float, float> model(Gemma3WeightSource::open(kTiny), kTinyAll);
-    randomise_lora_b(model, 3);
+    const auto model = test::open_tiny(kTinyAll);
+    test::randomise_lora_b(*model, 3);
     std::vector<Sample> samples(1);
     samples[0].input_ids = {2, 17, 200, 45, 45, 9, 120, 3, 77};
     samples[0].labels = {-100, -100, -100, 45, 45, 9, 120, 3, 77};
     const Batch batch = pad_batch(samples, 0);
     const ModelInput in = model_input(batch);
-    const auto loss = model.loss_sum(in);
-    const auto logits = model.logits(in);
+    const auto loss = model->loss_sum(in);
+    const auto logits = model->logits(in);
     const auto labels = in.labels.to_vector();
     double want = 0;
     long count = 0;
@@ -214,19 +214,19 @@ TEST_SUITE("nn") {
   }
 
   TEST_CASE("gradient checkpointing gives the same loss and gradients") {
-    const Gemma3<Gemma3Tiny, float, float> model(Gemma3WeightSource::open(kTiny), kTinyAll);
-    randomise_lora_b(model, 5);
+    const auto model = test::open_tiny(kTinyAll);
+    test::randomise_lora_b(*model, 5);
     std::vector<Sample> samples(1);
     samples[0].input_ids = {2, 17, 200, 45, 45, 9, 120, 3, 77, 250, 11};
     samples[0].labels = samples[0].input_ids;
     const ModelInput in = model_input(pad_batch(samples, 0));
-    const ParameterList params = model.lora_parameters();
+    const ParameterList params = model->lora_parameters();
     CHECK(params.size() == 6 * 7 * 2);
     std::vector<std::vector<float>> grads[2];
     float losses[2];
     for (int pass_kind = 0; pass_kind < 2; ++pass_kind) {
       for (const auto& p : params) p.zero_grad();
-      const auto loss = model.loss_sum(in, ForwardPass{false, pass_kind == 1, {}});
+      const auto loss = model->loss_sum(in, ForwardPass{false, pass_kind == 1, {}});
       losses[pass_kind] = loss.sum.value().item();
       backward(loss.sum);
       for (const auto& p : params) grads[pass_kind].push_back(p.grad().to_vector());
@@ -239,22 +239,24 @@ TEST_SUITE("nn") {
   }
 
   TEST_CASE("PEFT's parameter names and the trainable count of an all-linear adapter") {
-    const Gemma3<Gemma3Tiny, float, NF4> model(Gemma3WeightSource::open(kTiny), kTinyAll);
-    const ParameterList params = model.lora_parameters();
+    const auto model = test::open_tiny(kTinyAll, CausalLMWeights::nf4);
+    const ParameterList params = model->lora_parameters();
     CHECK(params.front().name() == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
     CHECK(params.back().name() == "base_model.model.model.layers.5.mlp.down_proj.lora_B.weight");
     // per layer: r · (in + out) for q (32 -> 32), k, v (32 -> 16), o (32 -> 32), gate, up (32 -> 64), down (64 -> 32)
     const index_t per_layer = 2 * ((32 + 32) + 2 * (32 + 16) + (32 + 32) + 2 * (32 + 64) + (64 + 32));
-    CHECK(model.trainable_parameter_count() == 6 * per_layer);
+    CHECK(model->trainable_parameter_count() == 6 * per_layer);
   }
 
   TEST_CASE("the run-time-shaped model (every extent Dyn) gives the static model's loss, logits and gradients") {
     const auto src = Gemma3WeightSource::open(kTiny);
     const Gemma3<Gemma3Tiny, float, float> fixed(src, kTinyAll);
-    const Gemma3<Gemma3AnySize, float, float> any(src, kTinyAll);
-    CHECK(any.name() == "gemma-3 (hidden 32, 6 layers)");
-    randomise_lora_b(fixed, 21);
-    randomise_lora_b(any, 21);
+    const auto any_model = open_causal_lm(src, kTinyAll, CausalLMWeights::fp32);  // qlora::models' Gemma3AnySize
+    const CausalLM& any = *any_model;
+    CHECK(any.name() == "gemma-3-tiny");  // a known shape is named as such whichever model type holds it
+    CHECK(any.config().hidden == 32);
+    test::randomise_lora_b(fixed.lora_parameters(), 21);
+    test::randomise_lora_b(any.lora_parameters(), 21);
     std::vector<Sample> samples(1);
     samples[0].input_ids = {2, 17, 200, 45, 45, 9, 120, 3, 77};
     samples[0].labels = samples[0].input_ids;
@@ -286,34 +288,41 @@ TEST_SUITE("nn") {
     c.head_dim = 4;
     c.intermediate = 40;
     const auto src = Gemma3WeightSource::random(c, 3, "odd");
-    const Gemma3<Gemma3AnySize, float, NF4> model(src, test::lora_options(3, {"q_proj", "down_proj"}));
-    CHECK(model.name() == "gemma-3 (hidden 48, 7 layers)");
-    CHECK(model.blocks().size() == 7);
-    CHECK(model.blocks()[6].q_proj().lora()->lora_a().value().shape().str() == "[3, 48]");
+    const auto model = open_causal_lm(src, test::lora_options(3, {"q_proj", "down_proj"}), CausalLMWeights::nf4);
+    CHECK(model->name() == "gemma-3 (hidden 48, 7 layers)");
+    CHECK(model->config().layers == 7);
+    const ParameterList params = model->lora_parameters();
+    CHECK(params.size() == 7 * 2 * 2);
+    CHECK(test::find_parameter(params, "layers.6.self_attn.q_proj.lora_A")->numel() == 3 * 48);  // [3, 48]
     std::vector<Sample> samples(1);
     samples[0].input_ids = {2, 17, 200, 45, 45, 9};
     samples[0].labels = samples[0].input_ids;
-    const auto loss = model.loss_sum(model_input(pad_batch(samples, 0)), ForwardPass{true, false, {}});
+    const auto loss = model->loss_sum(model_input(pad_batch(samples, 0)), ForwardPass{true, false, {}});
     CHECK(std::isfinite(loss.sum.value().item()));
     backward(loss.sum);
-    CHECK(model.lora_parameters().front().grad().defined());
+    CHECK(params.front().grad().defined());
   }
 
   TEST_CASE("loading a checkpoint of another size names the fields that differ") {
-    CHECK_THROWS_WITH_AS((Gemma3<Gemma3_270M, float, NF4>(Gemma3WeightSource::open(kTiny))),
+    const auto src = Gemma3WeightSource::open(kTiny);
+    CHECK_THROWS_WITH_AS(check_config<Gemma3_270M>(src.config(), src.path().string()),
                          doctest::Contains("does not describe gemma-3-270m: hidden_size 32 (expected 640)"),
                          qlora::Error);
   }
 
   TEST_CASE("a checkpoint with a missing tensor or a wrong shape gives an error naming the tensor") {
     const auto missing = edited_tiny("missing", [](auto& t) { t.erase("model.layers.3.mlp.up_proj.weight"); });
-    CHECK_THROWS_WITH_AS((Gemma3<Gemma3Tiny, float, float>(Gemma3WeightSource::open(missing))),
+    CHECK_THROWS_WITH_AS(open_causal_lm(Gemma3WeightSource::open(missing), {}, CausalLMWeights::fp32),
                          doctest::Contains("layers.3.mlp.up_proj.weight"), qlora::Error);
     const auto wrong = edited_tiny("shape", [](auto& t) {
       t["model.layers.2.self_attn.k_proj.weight"] = Tensor<float, Dyn, Dyn>::zeros(8, 32);
     });
-    CHECK_THROWS_WITH_AS((Gemma3<Gemma3Tiny, float, float>(Gemma3WeightSource::open(wrong))),
-                         doctest::Contains("model.layers.2.self_attn.k_proj.weight"), qlora::Error);
+    CHECK_THROWS_WITH_AS(open_causal_lm(Gemma3WeightSource::open(wrong), {}, CausalLMWeights::fp32),
+                         doctest::Contains("layers.2.self_attn.k_proj.weight has shape [8, 32], its configuration needs "
+                                           "[16, 32]"),
+                         qlora::Error);
+    CHECK_THROWS_WITH_AS(open_causal_lm(Gemma3WeightSource::open(wrong), {}, CausalLMWeights::nf4),
+                         doctest::Contains("layers.2.self_attn.k_proj.weight has shape [8, 32]"), qlora::Error);
     CHECK_THROWS_WITH_AS(Gemma3WeightSource::open(std::filesystem::temp_directory_path() / "qlora-no-such-model"),
                          doctest::Contains("no such file or folder"), qlora::Error);
     std::filesystem::remove_all(missing);
@@ -327,9 +336,9 @@ TEST_SUITE("nn") {
       return;
     }
     const auto golden = read_json(std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "real_logits.json");
-    const Gemma3<Gemma3_270M, float, float> model(Gemma3WeightSource::open(path));
+    const auto model = open_causal_lm(Gemma3WeightSource::open(path), {}, CausalLMWeights::fp32);
     for (const auto& r : golden["records"]) {
-      const auto logits = model.logits(model_input(ids_of(r["ids"])));
+      const auto logits = model->logits(model_input(ids_of(r["ids"])));
       const auto argmax = r["argmax"].get<std::vector<index_t>>();
       const index_t T = logits.size(0);
       int argmax_equal = 0;

@@ -7,41 +7,35 @@
 #include <random>
 
 #include "support/lora.hpp"
+#include "support/models.hpp"
 #include <qlora/train/generate.hpp>
 
 using namespace qlora;
 
 namespace {
-const std::filesystem::path kTiny = std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "tiny";
-using Model = Gemma3<Gemma3Tiny, float, NF4>;
-
-Model adapted_tiny() {
-  Model m(Gemma3WeightSource::open(kTiny), test::lora_options(2, all_linear_targets()));
-  m.for_each_lora([](index_t layer, Projection p, const auto& proj) {
-    const auto& b = proj.lora_b().value();
-    std::mt19937_64 rng(static_cast<std::uint64_t>(layer * 8) + static_cast<std::uint64_t>(p));
-    std::uniform_real_distribution<float> u(-0.3f, 0.3f);
-    for (index_t i = 0; i < b.numel(); ++i) b.data()[i] = u(rng);
-  });
+// The tiny model with its NF4 base and a random all-linear adapter.
+std::unique_ptr<CausalLM> adapted_tiny() {
+  auto m = test::open_tiny(test::lora_options(2, all_linear_targets()), CausalLMWeights::nf4);
+  test::randomise_lora_b(*m, 1, 0.3f);
   return m;
 }
 }  // namespace
 
 TEST_SUITE("train") {
   TEST_CASE("cached generation equals greedy decoding by full forward passes, past the sliding window") {
-    const Model model = adapted_tiny();
+    const auto model = adapted_tiny();
     const std::vector<std::int32_t> prompt = {2, 17, 200, 45, 45, 9};
     GenerationConfig config;
     config.max_new_tokens = 12;
-    const Generation g = generate(model, prompt, config);
+    const Generation g = generate(*model, prompt, config);
     REQUIRE(g.tokens.size() == 12);
     CHECK_FALSE(g.stopped);
 
     std::vector<std::int32_t> seq = prompt;
-    KvCache<Model> cache(model, 64);
-    std::vector<float> cached = cache.extend(prompt);
+    const auto cache = model->decoder(64);
+    std::vector<float> cached = cache->extend(prompt);
     for (std::size_t step = 0; step < 12; ++step) {
-      const auto full = model.logits(model_input(seq));
+      const auto full = model->logits(model_input(seq));
       const index_t last = full.size(0) - 1;
       float worst = 0;
       std::int32_t best = 0;
@@ -53,41 +47,41 @@ TEST_SUITE("train") {
       CHECK(worst < 1e-4f);
       CHECK(best == g.tokens[step]);
       seq.push_back(g.tokens[step]);
-      cached = cache.extend(std::span<const std::int32_t>(&g.tokens[step], 1));
+      cached = cache->extend(std::span<const std::int32_t>(&g.tokens[step], 1));
     }
   }
 
   TEST_CASE("generation stops at a stop token and keeps it") {
-    const Model model = adapted_tiny();
+    const auto model = adapted_tiny();
     const std::vector<std::int32_t> prompt = {2, 5, 77};
     GenerationConfig config;
     config.max_new_tokens = 8;
-    const auto first = generate(model, prompt, config);
+    const auto first = generate(*model, prompt, config);
     REQUIRE(first.tokens.size() >= 2);
     config.stop_ids = {first.tokens[1]};
-    const auto stopped = generate(model, prompt, config);
+    const auto stopped = generate(*model, prompt, config);
     CHECK(stopped.stopped);
     CHECK(stopped.tokens.back() == first.tokens[1]);
     CHECK(stopped.tokens.size() <= 2);
   }
 
   TEST_CASE("sampling with a seed is reproducible and a different seed changes it") {
-    const Model model = adapted_tiny();
+    const auto model = adapted_tiny();
     GenerationConfig config;
     config.max_new_tokens = 16;
     config.sampling = {true, 1.5, 0, 1.0, 7};
-    const auto a = generate(model, {2, 17}, config);
-    const auto b = generate(model, {2, 17}, config);
+    const auto a = generate(*model, {2, 17}, config);
+    const auto b = generate(*model, {2, 17}, config);
     CHECK(a.tokens == b.tokens);
     config.sampling.seed = 8;
-    const auto c = generate(model, {2, 17}, config);
+    const auto c = generate(*model, {2, 17}, config);
     CHECK(a.tokens != c.tokens);
   }
 
   TEST_CASE("a prompt longer than the cache is an error naming the sizes") {
-    const Model model = adapted_tiny();
-    KvCache<Model> cache(model, 3);
+    const auto model = adapted_tiny();
+    const auto cache = model->decoder(3);
     const std::vector<std::int32_t> prompt = {2, 5, 77, 8};
-    CHECK_THROWS_WITH_AS(cache.extend(prompt), doctest::Contains("holds 3 positions; 4 needed"), qlora::Error);
+    CHECK_THROWS_WITH_AS(cache->extend(prompt), doctest::Contains("holds 3 positions; 4 needed"), qlora::Error);
   }
 }

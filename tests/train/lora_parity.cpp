@@ -12,9 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "support/lora.hpp"
+#include "support/models.hpp"
 #include <qlora/io/peft.hpp>
-#include <qlora/nn/adapter_io.hpp>
-#include <qlora/nn/model.hpp>
 #include <qlora/optim/adamw.hpp>
 #include <qlora/train/trainer.hpp>
 
@@ -22,7 +21,6 @@ using namespace qlora;
 
 namespace {
 const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
-using Model = Gemma3<Gemma3Tiny, float, float>;
 
 nlohmann::json golden() {
   std::ifstream in(kData / "gemma3_train" / "train.json");
@@ -47,8 +45,8 @@ TEST_SUITE("train") {
     const nlohmann::json g = golden();
     const auto& h = g["hyperparameters"];
     const Gemma3Options options = test::lora_options(4, all_linear_targets(), h["lora_alpha"].get<double>());
-    const Model model(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), options);
-    load_adapter(model, kData / "gemma3_train" / "initial_adapter");
+    const auto model = test::open_tiny(options);
+    model->load_adapter(kData / "gemma3_train" / "initial_adapter");
 
     std::vector<Sample> samples;
     for (const auto& s : g["sequences"])
@@ -70,17 +68,17 @@ TEST_SUITE("train") {
     args.save_strategy = "no";
     args.report_to = {};
 
-    AdamW optimizer(model.lora_parameters(), AdamWConfig{h["adam_beta1"].get<double>(), h["adam_beta2"].get<double>(),
+    AdamW optimizer(model->lora_parameters(), AdamWConfig{h["adam_beta1"].get<double>(), h["adam_beta2"].get<double>(),
                                                          h["adam_epsilon"].get<double>(), args.weight_decay});
     TrainStepFunctions<Batch> fns;
     fns.loss = [&](const Batch& b, RandomStream dropout) {
-      const auto l = model.loss_sum(model_input(b), ForwardPass{true, false, dropout});
+      const auto l = model->loss_sum(model_input(b), ForwardPass{true, false, dropout});
       return TokenLoss{l.sum, static_cast<long>(l.count)};
     };
     fns.label_tokens = [](const Batch& b) { return b.label_tokens(); };
     fns.optimizer_step = [&](double lr) { optimizer.step(lr); };
     fns.zero_grad = [&]() { optimizer.zero_grad(); };
-    Trainer<Batch> trainer(args, model.lora_parameters(), fns, args.max_steps);
+    Trainer<Batch> trainer(args, model->lora_parameters(), fns, args.max_steps);
     const long steps_per_epoch = static_cast<long>(batches.size()) / args.gradient_accumulation_steps;
     const TrainResult result = trainer.train(
         [&](long) {
@@ -114,24 +112,24 @@ TEST_SUITE("train") {
     // The trained adapter reproduces PEFT's trained model, and saved + loaded by PEFT's names it is the same adapter.
     const auto& fl = g["final_logits"];
     for (std::size_t i = 0; i < fl["sequences"].size(); ++i) {
-      const auto logits = model.logits(model_input(fl["sequences"][i].get<std::vector<std::int32_t>>()));
+      const auto logits = model->logits(model_input(fl["sequences"][i].get<std::vector<std::int32_t>>()));
       const double err = max_relative(logits, fl["logits"][i]);
       INFO("final logits of sequence " << i << ": max relative error " << err);
       CHECK(err < 1e-4);
     }
     const auto saved = std::filesystem::path(args.output_dir) / "adapter";
-    save_adapter(model, saved, "tests/data/gemma3_model/tiny");
-    const Model reloaded(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), options);
-    load_adapter(reloaded, saved);
+    model->save_adapter(saved, "tests/data/gemma3_model/tiny");
+    const auto reloaded = test::open_tiny(options);
+    reloaded->load_adapter(saved);
     const auto ids = fl["sequences"][0].get<std::vector<std::int32_t>>();
-    CHECK(reloaded.logits(model_input(ids)).to_vector() == model.logits(model_input(ids)).to_vector());
+    CHECK(reloaded->logits(model_input(ids)).to_vector() == model->logits(model_input(ids)).to_vector());
     // For the compat checks (tests/compat/peft_load.py, merged_load.py): our adapter and the logits it gives.
     if (const char* compat = std::getenv("QLORA_COMPAT_DIR")) {
       const std::filesystem::path dir(compat);
-      save_adapter(model, dir / "adapter", (kData / "gemma3_model" / "tiny").string());
+      model->save_adapter(dir / "adapter", (kData / "gemma3_model" / "tiny").string());
       nlohmann::json out{{"sequences", fl["sequences"]}, {"logits", nlohmann::json::array()}};
       for (const auto& seq : fl["sequences"]) {
-        const auto l = model.logits(model_input(seq.get<std::vector<std::int32_t>>()));
+        const auto l = model->logits(model_input(seq.get<std::vector<std::int32_t>>()));
         nlohmann::json rows = nlohmann::json::array();
         for (index_t t = 0; t < l.size(0); ++t) {
           std::vector<float> row(l.data() + t * l.size(1), l.data() + (t + 1) * l.size(1));
@@ -149,11 +147,11 @@ TEST_SUITE("train") {
     const nlohmann::json g = golden();
     const Gemma3Options options =
         test::lora_options(4, all_linear_targets(), g["hyperparameters"]["lora_alpha"].get<double>());
-    const Model model(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), options);
-    load_adapter(model, kData / "gemma3_train" / "final_adapter");
+    const auto model = test::open_tiny(options);
+    model->load_adapter(kData / "gemma3_train" / "final_adapter");
     const auto& fl = g["final_logits"];
     for (std::size_t i = 0; i < fl["sequences"].size(); ++i) {
-      const double err = max_relative(model.logits(model_input(fl["sequences"][i].get<std::vector<std::int32_t>>())),
+      const double err = max_relative(model->logits(model_input(fl["sequences"][i].get<std::vector<std::int32_t>>())),
                                       fl["logits"][i]);
       INFO("sequence " << i << ": max relative error " << err);
       CHECK(err < 1e-5);
@@ -161,19 +159,19 @@ TEST_SUITE("train") {
   }
 
   TEST_CASE("an adapter of another rank or other targets is refused, naming what differs") {
-    const Model qv(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), test::lora_options(4, q_v_targets()));
-    CHECK_THROWS_WITH_AS(load_adapter(qv, kData / "gemma3_train" / "initial_adapter"),
+    const auto qv = test::open_tiny(test::lora_options(4, q_v_targets()));
+    CHECK_THROWS_WITH_AS(qv->load_adapter(kData / "gemma3_train" / "initial_adapter"),
                          doctest::Contains("adapts a module the model has no adapter on (its target_modules: "
                                            "q_proj,v_proj)"),
                          qlora::Error);
-    const Model r8(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), test::lora_options(8, all_linear_targets()));
-    CHECK_THROWS_WITH_AS(load_adapter(r8, kData / "gemma3_train" / "initial_adapter"),
+    const auto r8 = test::open_tiny(test::lora_options(8, all_linear_targets()));
+    CHECK_THROWS_WITH_AS(r8->load_adapter(kData / "gemma3_train" / "initial_adapter"),
                          doctest::Contains("lora_A.weight has shape [4, 32], the model needs [8, 32]"), qlora::Error);
-    const Model all(Gemma3WeightSource::open(kData / "gemma3_model" / "tiny"), test::lora_options(4, all_linear_targets()));
+    const auto all = test::open_tiny(test::lora_options(4, all_linear_targets()));
     peft::Adapter partial = peft::load_adapter(kData / "gemma3_train" / "initial_adapter");
     partial.config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"};
     std::erase_if(partial.tensors, [](const peft::AdapterTensor& t) { return t.name.find("down_proj") != std::string::npos; });
-    CHECK_THROWS_WITH_AS(load_adapter(all, partial, "partial"),
+    CHECK_THROWS_WITH_AS(all->load_adapter(partial, "partial"),
                          doctest::Contains("down_proj.lora_A.weight is missing (the adapter does not target this module"),
                          qlora::Error);
   }

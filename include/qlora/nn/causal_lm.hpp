@@ -64,9 +64,10 @@ class CausalLM {
   virtual std::unique_ptr<DecodeSession> decoder(index_t capacity) const = 0;
 };
 
-// How a model's numbers are held: a 4-bit NF4 base computed in fp32 (QLoRA training), or the same NF4 values
-// dequantized once into fp32 weights (generation: one token at a time, no dequantization per call).
-enum class CausalLMWeights { nf4, nf4_dequantized };
+// How a model's numbers are held: a 4-bit NF4 base computed in fp32 (QLoRA training); the same NF4 values
+// dequantized once into fp32 weights (generation: one token at a time, no dequantization per call); or the file's own
+// weights in fp32, not quantized (plain LoRA, as PEFT on an fp32 base — the reference the tests compare with).
+enum class CausalLMWeights { nf4, nf4_dequantized, fp32 };
 
 // One compiled Gemma 3 model; defined in nn/gemma3_causal_lm.hpp and instantiated once per size (models/*.cpp).
 template <class Cfg, class T, class W>

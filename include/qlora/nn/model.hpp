@@ -48,10 +48,11 @@ class Gemma3 {
     norm_ = detail::load_constant<T, typename dims::hidden>(src, "norm.weight", options);
   }
 
-  // "gemma-3-270m", or "gemma-3 (hidden 64, 6 layers)" for a run-time shape.
+  // "gemma-3-270m" (also when the run-time-shaped model holds a published size), or "gemma-3 (hidden 64, 6 layers)"
+  // for a shape no published size has.
   std::string name() const {
     if constexpr (Cfg::is_static) return std::string(Cfg::name);
-    else return detail::concat(Cfg::name, " (hidden ", cfg_.hidden, ", ", cfg_.layers, " layers)");
+    else return model_name(cfg_, "model");
   }
   const Gemma3RuntimeConfig& runtime_config() const { return cfg_; }
 

@@ -11,6 +11,7 @@
 // generated when read, with the shape its name has in `config`, from Philox keyed by (seed, FNV-1a of the name).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -184,16 +185,31 @@ class Gemma3WeightSource {
       if (!gguf_->has_tensor(name))
         fail("model", path_.string(), ": tensor ", name, " (", hf_name, ") is missing");
       Tensor<T, Ds...> t = gguf_->read<T, Ds...>(name);
+      check_shape(hf_name, t.shape());
       if (detail::is_norm_weight(hf_name))
         for (index_t i = 0; i < t.numel(); ++i) t.data()[i] = convert<T>(convert<double>(t.data()[i]) - 1.0);
       return t;
     }
     if (!safetensors_) safetensors_ = std::make_unique<SafetensorsCheckpoint>(path_);
-    return safetensors_->read_text<T, Ds...>(hf_name);
+    Tensor<T, Ds...> t = safetensors_->read_text<T, Ds...>(hf_name);
+    check_shape(hf_name, t.shape());
+    return t;
   }
 
  private:
   Gemma3WeightSource() = default;
+
+  // A tensor must have the shape its configuration gives it: static extents check this as they read, run-time ones
+  // (Gemma3AnySize) would otherwise take any shape the file holds.
+  template <class Shape>
+  void check_shape(std::string_view hf_name, const Shape& got) const {
+    const std::vector<index_t> want = detail::gemma3_tensor_shape(config_, hf_name);
+    if (want.empty()) return;
+    const auto& extents = got.extents();
+    if (!std::equal(extents.begin(), extents.end(), want.begin(), want.end()))
+      fail("model", path_.string(), ": tensor ", hf_name, " has shape ", got.str(), ", its configuration needs ",
+           detail::shape_str(want));
+  }
   std::filesystem::path path_;
   Gemma3RuntimeConfig config_;
   nlohmann::json hf_config_;
