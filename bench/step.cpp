@@ -21,10 +21,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include <qlora/nn/causal_lm.hpp>
 #include <qlora/nn/model.hpp>
 #include <qlora/optim/adamw8bit.hpp>
 #include <qlora/optim/clip.hpp>
@@ -224,11 +227,12 @@ void breakdown(const Model& model, const ModelInput& in, double label_tokens, co
                blocks_f / n, head_f / n, all_b / n, head_recompute / n);
 }
 
-// Cfg: the shape (and the random weights' configuration); ModelCfg: the model type's configuration, Cfg itself
-// (static extents) or Gemma3AnySize (every extent a run-time value).
-template <class Cfg, class ModelCfg = Cfg>
+// Cfg: the shape (and the random weights' configuration). kStatic: the model open_causal_lm gives (qlora::models:
+// the size's static instantiation where QLORA_STATIC_MODELS compiled it, 270M by default); otherwise the
+// run-time-shaped Gemma3AnySize compiled here, whose internals --breakdown times.
+template <class Cfg, bool kStatic>
 int run(const Options& o) {
-  using Model = Gemma3<ModelCfg, float, NF4>;
+  using Model = std::conditional_t<kStatic, std::unique_ptr<CausalLM>, std::optional<Gemma3<Gemma3AnySize, float, NF4>>>;
   const auto t_load = Clock::now();
   Gemma3Options mo;
   LoraConfig lora;  // the recipe's adapter on all seven projections
@@ -238,11 +242,12 @@ int run(const Options& o) {
   lora.target_modules = all_linear_targets();
   mo.lora = LoraTargets(lora);
   std::string source_name;
-  std::optional<Model> model;
+  Model model;
   {  // the source (and its memory map) is gone once the model is built
     const Gemma3WeightSource src = o.model.empty() ? Gemma3WeightSource::random<Cfg>(1) : Gemma3WeightSource::open(o.model);
     source_name = src.path().string();
-    model.emplace(src, mo);
+    if constexpr (kStatic) model = open_causal_lm(src, mo);
+    else model.emplace(src, mo);
   }
   const double load_s = seconds(t_load, Clock::now());
   const long rss_loaded = status_kib("VmRSS"), hwm_load = status_kib("VmHWM");
@@ -280,7 +285,9 @@ int run(const Options& o) {
   const double n = static_cast<double>(o.steps), step_s = (fwd + bwd + opt) / n;
   const double gflops = flops_per_token<Cfg>(o.seq, o.rank) * tokens / step_s / 1e9;
   const long hwm_steps = status_kib("VmHWM"), hwm = std::max(hwm_load, hwm_steps);
-  if (o.breakdown) breakdown(*model, in, label_tokens, o);
+  if constexpr (!kStatic) {
+    if (o.breakdown) breakdown(*model, in, label_tokens, o);
+  }
   const double gemm_gflops = host_gemm_gflops();
   const std::string isa = build_isa();
   const double mib = 1.0 / 1024.0;
@@ -291,14 +298,14 @@ int run(const Options& o) {
                 "\"optimizer_s\": %.4f, \"tokens_per_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mib\": %.1f, "
                 "\"step_peak_rss_mib\": %.1f, \"loaded_rss_mib\": %.1f, \"first_loss\": %.4f, \"last_loss\": %.4f, "
                 "\"gemm_gflops\": %.1f, \"gemm_fraction\": %.3f, \"isa\": \"%s\"}\n",
-                source_name.c_str(), model->name().c_str(), o.seq, o.batch, o.rank, o.steps,
+                source_name.c_str(), std::string(model->name()).c_str(), o.seq, o.batch, o.rank, o.steps,
                 omp_get_max_threads(), o.gradient_checkpointing ? "true" : "false", load_s, step_s, best, fwd / n,
                 bwd / n, opt / n, tokens / step_s, gflops, hwm * mib, peak_reset ? hwm_steps * mib : -1.0,
                 rss_loaded * mib, first_loss, last_loss, gemm_gflops, gflops / gemm_gflops, isa.c_str());
     return 0;
   }
   std::printf("qlora step: %s (%s), NF4 base + LoRA r %ld on all 7 projections, batch %ld x seq %ld, %d threads%s\n",
-              model->name().c_str(), source_name.c_str(), o.rank, o.batch, o.seq, omp_get_max_threads(),
+              std::string(model->name()).c_str(), source_name.c_str(), o.rank, o.batch, o.seq, omp_get_max_threads(),
               o.gradient_checkpointing ? ", gradient checkpointing" : "");
   std::printf("  load %.2f s; trainable parameters %lld; loss %.4f -> %.4f\n", load_s,
               static_cast<long long>(model->trainable_parameter_count()), first_loss, last_loss);
@@ -315,16 +322,12 @@ int run(const Options& o) {
 
 }  // namespace
 
-// Static extents are compiled for the 270M shape (the recipe's model; each static model type costs about a minute of
-// compiling); 1B and 4B run the run-time-shaped model, which computes at the same speed (docs/benchmarks.md).
+// --extents static: the program's model (open_causal_lm); dynamic, and --breakdown: the run-time-shaped type built here.
 template <class Cfg>
 int run_shape(const Options& o) {
-  if constexpr (std::is_same_v<Cfg, Gemma3_270M>) {
-    return o.dynamic_extents ? run<Cfg, Gemma3AnySize>(o) : run<Cfg>(o);
-  } else {
-    if (!o.dynamic_extents) std::fprintf(stderr, "qlora_step_bench: static extents are compiled for 270m only; running run-time extents\n");
-    return run<Cfg, Gemma3AnySize>(o);
-  }
+  if (o.breakdown && !o.dynamic_extents)
+    std::fprintf(stderr, "qlora_step_bench: --breakdown times the run-time-shaped model (--extents dynamic)\n");
+  return o.dynamic_extents || o.breakdown ? run<Cfg, false>(o) : run<Cfg, true>(o);
 }
 
 int main(int argc, char** argv) {

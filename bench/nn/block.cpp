@@ -15,22 +15,21 @@ namespace {
 using namespace qlora;
 constexpr index_t kTokens = 512;
 
-template <class Cfg>
-struct BlockShape {
-  static constexpr double base = static_cast<double>(Cfg::hidden) * (Cfg::q_dim + 2 * Cfg::kv_dim) +
-                                 static_cast<double>(Cfg::q_dim) * Cfg::hidden +
-                                 3.0 * static_cast<double>(Cfg::hidden) * Cfg::intermediate;
-  static constexpr double lora = 16.0 * ((Cfg::hidden + Cfg::q_dim) * 2.0 + (Cfg::hidden + Cfg::kv_dim) * 2.0 +
-                                         (Cfg::hidden + Cfg::intermediate) * 3.0);
-  static constexpr double attention = 4.0 * Cfg::heads * Cfg::head_dim * (kTokens + 1) / 2.0;  // forward, per token
-  static double flops_per_token(bool backward) {
-    return backward ? 4 * base + 6 * lora + 3 * attention : 2 * base + 2 * lora + attention;
-  }
-};
+// FLOPs per token of one block with r 16 on all seven projections.
+double flops_per_token(const Gemma3RuntimeConfig& c, bool backward) {
+  const double hidden = static_cast<double>(c.hidden), q = static_cast<double>(c.q_dim()),
+               kv = static_cast<double>(c.kv_dim()), inter = static_cast<double>(c.intermediate);
+  const double base = hidden * (q + 2 * kv) + q * hidden + 3.0 * hidden * inter;
+  const double lora = 16.0 * ((hidden + q) * 2.0 + (hidden + kv) * 2.0 + (hidden + inter) * 3.0);
+  const double attention = 4.0 * static_cast<double>(c.heads * c.head_dim) * (kTokens + 1) / 2.0;  // forward
+  return backward ? 4 * base + 6 * lora + 3 * attention : 2 * base + 2 * lora + attention;
+}
 
+// One block type for every size: the run-time-shaped block (Gemma3AnySize), which runs at the static types' speed
+// (docs/benchmarks.md) and is compiled once here instead of once per size.
 template <class Cfg>
 void block_step(benchmark::State& state, bool with_backward) {
-  using Block = Gemma3Block<Cfg, float, NF4>;
+  using Block = Gemma3Block<Gemma3AnySize, float, NF4>;
   Gemma3Options options;
   LoraConfig lora;  // r 16, alpha 32, dropout 0.05 on all seven projections
   lora.r = 16;
@@ -38,10 +37,11 @@ void block_step(benchmark::State& state, bool with_backward) {
   lora.lora_dropout = 0.05;
   lora.target_modules = all_linear_targets();
   options.lora = LoraTargets(lora);
-  const Block block(Gemma3WeightSource::random<Cfg>(1), 0, options);
-  auto x0 = Tensor<float, Dyn, Dim<Cfg::hidden>>::zeros(kTokens);
+  const Gemma3RuntimeConfig cfg = runtime_config_of<Cfg>();
+  const Block block(Gemma3WeightSource::random<Cfg>(1), 0, options, cfg);
+  auto x0 = Tensor<float, Dyn, Dyn>::zeros(kTokens, cfg.hidden);
   detail::fill_random_normalish(x0.data(), x0.numel(), RandomStream{2, 0}, 1.0);
-  auto x = Variable<float, Dyn, Dim<Cfg::hidden>>::leaf(x0);
+  auto x = Variable<float, Dyn, Dyn>::leaf(x0);
   auto positions = Tensor<std::int32_t, Dyn>::zeros(kTokens), segments = Tensor<std::int32_t, Dyn>::zeros(kTokens);
   for (index_t t = 0; t < kTokens; ++t) {
     positions.data()[t] = static_cast<std::int32_t>(t);
@@ -63,7 +63,7 @@ void block_step(benchmark::State& state, bool with_backward) {
     }
   }
   state.counters["tokens/s"] = benchmark::Counter(kTokens, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["FLOP/s"] = benchmark::Counter(kTokens * BlockShape<Cfg>::flops_per_token(with_backward),
+  state.counters["FLOP/s"] = benchmark::Counter(kTokens * flops_per_token(cfg, with_backward),
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 

@@ -16,15 +16,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kDir = fs::path(QLORA_TEST_DATA_DIR) / "io" / "safetensors";
+const fs::path kSafetensorsDir = fs::path(QLORA_TEST_DATA_DIR) / "io" / "safetensors";
 
-nlohmann::json manifest() {
-  std::ifstream in(kDir / "manifest.json");
-  REQUIRE_MESSAGE(in.good(), "cannot open ", (kDir / "manifest.json").string(),
+nlohmann::json safetensors_manifest() {
+  std::ifstream in(kSafetensorsDir / "manifest.json");
+  REQUIRE_MESSAGE(in.good(), "cannot open ", (kSafetensorsDir / "manifest.json").string(),
                   " (run tests/golden/safetensors_files.py)");
   return nlohmann::json::parse(in);
 }
-std::vector<std::uint8_t> read_bytes(const fs::path& p) {
+std::vector<std::uint8_t> read_safetensors_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   REQUIRE_MESSAGE(in.good(), "cannot open ", p.string());
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -34,15 +34,15 @@ void write_bytes(const fs::path& p, std::string_view b) {
   out.write(b.data(), static_cast<std::streamsize>(b.size()));
 }
 
-struct TempDir {
+struct SafetensorsTempDir {
   fs::path path;
-  TempDir() {
+  SafetensorsTempDir() {
     static std::atomic<int> counter{0};
     path =
         fs::temp_directory_path() / ("qlora-st-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     fs::create_directories(path);
   }
-  ~TempDir() {
+  ~SafetensorsTempDir() {
     std::error_code ec;
     fs::remove_all(path, ec);
   }
@@ -88,12 +88,12 @@ std::string open_error(const fs::path& p, std::string_view bytes) {
 
 TEST_SUITE("io") {
   TEST_CASE("safetensors files from the package: dtypes, shapes, metadata and values") {
-    const auto m = manifest();
+    const auto m = safetensors_manifest();
     for (const auto& file_item : m.at("files").items()) {
       const std::string& file = file_item.key();
       const auto& expected = file_item.value();
       INFO("file ", file);
-      SafetensorsFile f(kDir / file);
+      SafetensorsFile f(kSafetensorsDir / file);
       CHECK(f.has_metadata() == !expected.at("metadata").is_null());
       if (f.has_metadata()) CHECK(nlohmann::json(f.metadata()) == expected.at("metadata"));
       CHECK(f.tensors().size() == expected.at("tensors").size());
@@ -107,30 +107,30 @@ TEST_SUITE("io") {
         CHECK(read_flat(f, name, info.shape.size()) == e.at("values").get<std::vector<double>>());
       }
     }
-    SafetensorsFile t(kDir / "torch_bf16.safetensors");
+    SafetensorsFile t(kSafetensorsDir / "torch_bf16.safetensors");
     const auto emb = t.read<bf16, Dim<4>, Dim<8>>("model.embed_tokens.weight");  // stored bf16: bits unchanged
     CHECK(std::memcmp(emb.data(), t.raw("model.embed_tokens.weight").data(), emb.bytes()) == 0);
     const auto norm = t.read<float, Dim<4>>("model.norm.weight");
     CHECK(norm(2) == 3.140625f);
-    SafetensorsFile n(kDir / "numpy.safetensors");
+    SafetensorsFile n(kSafetensorsDir / "numpy.safetensors");
     CHECK(n.read<float>("scalar").item() == 2.5f);
     CHECK(n.read<float, Dyn, Dim<4>>("empty").numel() == 0);
     CHECK(n.read<std::int64_t, Dim<3>>("ids")(2) == (std::int64_t{1} << 40));
   }
 
   TEST_CASE("SafetensorsWriter writes the package's bytes for the same tensors and metadata") {
-    TempDir tmp;
+    SafetensorsTempDir tmp;
     for (const char* file : {"numpy.safetensors", "no_metadata.safetensors", "torch_bf16.safetensors"}) {
       INFO("file ", file);
-      SafetensorsFile reference(kDir / file);
+      SafetensorsFile reference(kSafetensorsDir / file);
       SafetensorsWriter w;
       for (const auto& t : reference.tensors()) w.add_raw(t.name, t.dtype, t.shape, reference.raw(t.name));
       if (reference.has_metadata()) w.set_metadata(reference.metadata());
       w.write(tmp.path / file);
-      CHECK(read_bytes(tmp.path / file) == read_bytes(kDir / file));
+      CHECK(read_safetensors_bytes(tmp.path / file) == read_safetensors_bytes(kSafetensorsDir / file));
     }
     // typed tensors give the same file
-    SafetensorsFile reference(kDir / "torch_bf16.safetensors");
+    SafetensorsFile reference(kSafetensorsDir / "torch_bf16.safetensors");
     SafetensorsWriter w;
     w.set_metadata("format", "pt");
     w.add("model.norm.weight", reference.read<bf16, Dim<4>>("model.norm.weight"));
@@ -138,7 +138,7 @@ TEST_SUITE("io") {
     w.add("half", reference.read<f16, Dyn>("half"));
     w.add("model.embed_tokens.weight", reference.read<bf16, Dyn, Dim<8>>("model.embed_tokens.weight"));
     w.write(tmp.path / "typed.safetensors");
-    CHECK(read_bytes(tmp.path / "typed.safetensors") == read_bytes(kDir / "torch_bf16.safetensors"));
+    CHECK(read_safetensors_bytes(tmp.path / "typed.safetensors") == read_safetensors_bytes(kSafetensorsDir / "torch_bf16.safetensors"));
     CHECK_THROWS_WITH_AS(w.add("half", Tensor<float, Dim<1>>::zeros()), "[safetensors] tensor half: added twice",
                          Error);
     CHECK_THROWS_WITH_AS(w.add_raw("x", SafetensorsDtype::F32, {2}, std::vector<std::uint8_t>(7)),
@@ -164,8 +164,8 @@ TEST_SUITE("io") {
   }
 
   TEST_CASE("sharded checkpoints: the index maps names to shards, and Gemma 3 text names resolve under prefixes") {
-    const auto m = manifest().at("sharded");
-    SafetensorsCheckpoint c(kDir / "sharded");
+    const auto m = safetensors_manifest().at("sharded");
+    SafetensorsCheckpoint c(kSafetensorsDir / "sharded");
     CHECK(c.shards().size() == 2);
     CHECK(c.names().size() == m.at("weight_map").size());
     CHECK(c.index_metadata().at("total_size") == 424);
@@ -188,7 +188,7 @@ TEST_SUITE("io") {
     }
     CHECK(text == 8);
     CHECK(vision == 2);
-    const std::string index = (kDir / "sharded" / "model.safetensors.index.json").string();
+    const std::string index = (kSafetensorsDir / "sharded" / "model.safetensors.index.json").string();
     CHECK_THROWS_WITH_AS(c.text_tensor_name("layers.2.mlp.up_proj.weight"),
                          ("[safetensors] " + index +
                           ": tensor layers.2.mlp.up_proj.weight: not in the checkpoint under "
@@ -201,7 +201,7 @@ TEST_SUITE("io") {
                           "checkpoint")
                              .c_str(),
                          Error);
-    SafetensorsCheckpoint single(kDir / "torch_bf16.safetensors");
+    SafetensorsCheckpoint single(kSafetensorsDir / "torch_bf16.safetensors");
     CHECK(single.text_tensor_name("norm.weight") == "model.norm.weight");
   }
 
@@ -217,8 +217,8 @@ TEST_SUITE("io") {
   }
 
   TEST_CASE("a broken index names the index file, the tensor and the shard") {
-    TempDir tmp;
-    for (const auto& e : fs::directory_iterator(kDir / "sharded")) fs::copy(e.path(), tmp.path / e.path().filename());
+    SafetensorsTempDir tmp;
+    for (const auto& e : fs::directory_iterator(kSafetensorsDir / "sharded")) fs::copy(e.path(), tmp.path / e.path().filename());
     const fs::path index = tmp.path / "model.safetensors.index.json";
     auto j = nlohmann::json::parse(std::ifstream(index));
     j["weight_map"]["model.language_model.norm.weight"] = "model-00001-of-00002.safetensors";
@@ -257,7 +257,7 @@ TEST_SUITE("io") {
   }
 
   TEST_CASE("corrupt safetensors files are rejected with the file, the tensor and the problem") {
-    TempDir tmp;
+    SafetensorsTempDir tmp;
     const fs::path p = tmp.path / "model.safetensors";
     const std::string at = "[safetensors] " + p.string() + ": ";
     auto err = [&](std::string_view bytes) { return open_error(p, bytes); };
@@ -318,8 +318,8 @@ TEST_SUITE("io") {
   }
 
   TEST_CASE("every truncation of a package file fails with qlora::Error") {
-    TempDir tmp;
-    const auto good = read_bytes(kDir / "numpy.safetensors");
+    SafetensorsTempDir tmp;
+    const auto good = read_safetensors_bytes(kSafetensorsDir / "numpy.safetensors");
     for (std::size_t n = 0; n < good.size(); ++n) {
       const std::string e =
           open_error(tmp.path / "cut.safetensors", std::string_view(reinterpret_cast<const char*>(good.data()), n));
@@ -328,7 +328,7 @@ TEST_SUITE("io") {
   }
 
   TEST_CASE("AtomicFileWriter publishes a file only on commit and leaves no temporary behind") {
-    TempDir tmp;
+    SafetensorsTempDir tmp;
     const fs::path p = tmp.path / "out.bin";
     const fs::path partial = p.string() + ".tmp-" + std::to_string(::getpid());
     {

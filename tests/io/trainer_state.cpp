@@ -11,12 +11,12 @@
 using namespace qlora;
 
 namespace {
-std::filesystem::path temp_file(const std::string& name) {
+std::filesystem::path trainer_state_file(const std::string& name) {
   const auto dir = std::filesystem::temp_directory_path() / ("qlora_trainer_state" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   return dir / name;
 }
-void write_text(const std::filesystem::path& p, const std::string& text) { std::ofstream(p) << text; }
+void write_state_text(const std::filesystem::path& p, const std::string& text) { std::ofstream(p) << text; }
 
 // As transformers 4.5x writes it after 2 steps with logging_steps 1 (keys trimmed to the ones that matter).
 constexpr const char* hf_file = R"({
@@ -61,7 +61,7 @@ TEST_SUITE("io") {
     s.save_steps = 2;
     s.train_batch_size = 4;
     s.num_train_epochs = 3;
-    const auto path = temp_file("trainer_state.json");
+    const auto path = trainer_state_file("trainer_state.json");
     save_trainer_state(s, path);
     const auto j = nlohmann::json::parse(std::ifstream(path));
     for (const char* key : {"global_step", "epoch", "log_history", "max_steps", "logging_steps", "eval_steps",
@@ -87,8 +87,8 @@ TEST_SUITE("io") {
   }
 
   TEST_CASE("a trainer_state.json written by the HF Trainer reads, without a data position") {
-    const auto path = temp_file("hf_trainer_state.json");
-    write_text(path, hf_file);
+    const auto path = trainer_state_file("hf_trainer_state.json");
+    write_state_text(path, hf_file);
     const TrainerState s = load_trainer_state(path);
     CHECK(s.global_step == 2);
     CHECK(s.epoch == 0.5);
@@ -101,10 +101,10 @@ TEST_SUITE("io") {
   }
 
   TEST_CASE("damaged trainer_state.json files are refused naming the file and the key") {
-    const auto path = temp_file("bad.json");
+    const auto path = trainer_state_file("bad.json");
     const std::string where = "[trainer_state] " + path.string() + ": ";
     const auto check = [&](const std::string& text, const std::string& expected) {
-      write_text(path, text);
+      write_state_text(path, text);
       CHECK_THROWS_WITH_AS(load_trainer_state(path), doctest::Contains((where + expected).c_str()), Error);
     };
     check(R"({"global_step": 3,)", "not valid JSON");

@@ -17,10 +17,10 @@
 #include <qlora/optim/adamw.hpp>
 
 using namespace qlora;
+using test::kData;
+using test::kTiny;
 
 namespace {
-const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
-const std::filesystem::path kTiny = kData / "gemma3_model" / "tiny";
 const std::filesystem::path kPattern = kData / "peft_rank_pattern";
 
 nlohmann::json expected() {

@@ -14,10 +14,10 @@
 #include <qlora/nn/merge.hpp>
 
 using namespace qlora;
+using test::kData;
+using test::kTiny;
 
 namespace {
-const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
-const std::filesystem::path kTiny = kData / "gemma3_model" / "tiny";
 const std::vector<std::int32_t> kIds = {2, 17, 200, 45, 45, 9, 120, 3, 77};
 
 double max_abs_diff(const Tensor<float, Dyn, Dyn>& a, const Tensor<float, Dyn, Dyn>& b) {

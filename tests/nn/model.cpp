@@ -18,9 +18,10 @@
 #include <qlora/nn/model.hpp>
 
 using namespace qlora;
+using test::kData;
+using test::kTiny;
 
 namespace {
-const std::filesystem::path kTiny = std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "tiny";
 
 nlohmann::json read_json(const std::filesystem::path& p) {
   std::ifstream in(p);

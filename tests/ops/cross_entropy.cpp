@@ -14,7 +14,7 @@ using namespace qlora;
 
 namespace {
 using Labels = Tensor<std::int32_t, Dyn>;
-using M = Tensor<double, Dyn, Dyn>;
+using MD = Tensor<double, Dyn, Dyn>;
 
 Labels labels_of(const std::vector<std::int32_t>& ids) { return Labels::from(ids, static_cast<index_t>(ids.size())); }
 
@@ -40,7 +40,7 @@ std::pair<double, index_t> materialised(const H& hidden, const H& table, const L
   return {sum, count};
 }
 
-void check_golden_case(const std::string& name) {
+void check_ce_golden_case(const std::string& name) {
   const test::GoldenSet set("gemma3_attention");
   const auto& prm = set.params(name);
   const auto seed = prm.at("seed").get<std::uint64_t>();
@@ -86,8 +86,8 @@ TEST_SUITE("ops") {
   }
 
   TEST_CASE("cross-entropy gradients pass gradcheck through chunk boundaries (hidden and table)") {
-    auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<M>(3, -1, 1, 7, 5));
-    auto table = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<M>(4, -1, 1, 11, 5));
+    auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<MD>(3, -1, 1, 7, 5));
+    auto table = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<MD>(4, -1, 1, 11, 5));
     const Labels labels = labels_of({3, kIgnoreIndex, 0, 10, 7, kIgnoreIndex, 3});
     for (double cap : {0.0, 1.5}) {
       CAPTURE(cap);
@@ -125,8 +125,8 @@ TEST_SUITE("ops") {
   }
 
   TEST_CASE("cross-entropy with a frozen table passes gradcheck through chunk boundaries (gradient in the forward)") {
-    auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<M>(13, -1, 1, 9, 5));
-    const auto table = Variable<double, Dyn, Dyn>(test::random_tensor<M>(14, -3, 3, 13, 5));
+    auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<MD>(13, -1, 1, 9, 5));
+    const auto table = Variable<double, Dyn, Dyn>(test::random_tensor<MD>(14, -3, 3, 13, 5));
     const Labels labels = labels_of({3, kIgnoreIndex, 0, 12, 7, kIgnoreIndex, 3, 11, 1});
     for (double cap : {0.0, 1.5}) {
       for (const auto& chunk : {std::pair<index_t, index_t>{2, 3}, {9, 13}, {4, 1}}) {
@@ -142,8 +142,8 @@ TEST_SUITE("ops") {
   }
 
   TEST_CASE("cross-entropy sum is count times the mean, in value and gradient") {
-    auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<M>(5, -1, 1, 6, 4));
-    const auto table = Variable<double, Dyn, Dyn>(test::random_tensor<M>(6, -1, 1, 9, 4));
+    auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<MD>(5, -1, 1, 6, 4));
+    const auto table = Variable<double, Dyn, Dyn>(test::random_tensor<MD>(6, -1, 1, 9, 4));
     const Labels labels = labels_of({1, 2, kIgnoreIndex, 8, 0, kIgnoreIndex});
     const auto summed = cross_entropy_sum(hidden, table, labels);
     CHECK(summed.count == 4);
@@ -157,8 +157,8 @@ TEST_SUITE("ops") {
   }
 
   TEST_CASE("cross-entropy with every label ignored is 0 with a zero gradient") {
-    auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<M>(7, -1, 1, 3, 4));
-    const auto table = Variable<double, Dyn, Dyn>(test::random_tensor<M>(8, -1, 1, 5, 4));
+    auto hidden = Variable<double, Dyn, Dyn>::leaf(test::random_tensor<MD>(7, -1, 1, 3, 4));
+    const auto table = Variable<double, Dyn, Dyn>(test::random_tensor<MD>(8, -1, 1, 5, 4));
     const auto loss = cross_entropy(hidden, table, labels_of({kIgnoreIndex, kIgnoreIndex, kIgnoreIndex}));
     CHECK(loss.value().item() == 0.0);
     backward(loss);
@@ -178,9 +178,9 @@ TEST_SUITE("ops") {
   }
 
   TEST_CASE("cross-entropy equals torch's F.cross_entropy(ignore_index=-100) on hidden · tableᵀ") {
-    check_golden_case("ce");
+    check_ce_golden_case("ce");
   }
-  TEST_CASE("soft-capped cross-entropy equals torch on cap · tanh(logits / cap)") { check_golden_case("ce_softcap"); }
+  TEST_CASE("soft-capped cross-entropy equals torch on cap · tanh(logits / cap)") { check_ce_golden_case("ce_softcap"); }
 
   TEST_CASE("cross-entropy rejects a label outside the vocabulary naming the token and the label") {
     const auto hidden = Tensor<float, Dyn, Dyn>::zeros(4, 8);

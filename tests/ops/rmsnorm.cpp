@@ -14,7 +14,7 @@ namespace {
 using Rows = Tensor<float, Dyn, Dyn>;
 using Vec = Tensor<float, Dyn>;
 
-Rows rows_of(const test::GoldenArray<float>& a) { return Rows::from(a.values, a.shape[0], a.numel() / a.shape[0]); }
+Rows rmsnorm_rows_of(const test::GoldenArray<float>& a) { return Rows::from(a.values, a.shape[0], a.numel() / a.shape[0]); }
 Vec vec_of(const test::GoldenArray<float>& a) { return Vec::from(a.values, a.numel()); }
 template <class T>
 Tensor<T, Dyn, Dyn> cast(const Rows& x) {
@@ -29,12 +29,12 @@ TEST_SUITE("ops") {
   TEST_CASE("rmsnorm forward and gradients match transformers' Gemma3RMSNorm in fp32") {
     const test::GoldenSet golden("gemma3_ops");
     const double eps = golden.params("rmsnorm").at("eps").get<double>();
-    const Rows x = rows_of(golden.floats("rmsnorm_x"));  // x: [6, 640], row 0 ×30, row 1 ×1e-3
+    const Rows x = rmsnorm_rows_of(golden.floats("rmsnorm_x"));  // x: [6, 640], row 0 ×30, row 1 ×1e-3
     const Vec w = vec_of(golden.floats("rmsnorm_w"));    // w: [640]
     const auto fwd = rmsnorm_forward(x, w, eps);
-    QLORA_CHECK_GOLDEN(fwd.y, rows_of(golden.floats("rmsnorm_y")), 1e-6, 1e-6, "y");
-    const auto g = rmsnorm_backward(rows_of(golden.floats("rmsnorm_dy")), x, w, fwd.rstd);
-    QLORA_CHECK_GOLDEN(g.dx, rows_of(golden.floats("rmsnorm_dx")), 1e-6, 1e-5, "dx");
+    QLORA_CHECK_GOLDEN(fwd.y, rmsnorm_rows_of(golden.floats("rmsnorm_y")), 1e-6, 1e-6, "y");
+    const auto g = rmsnorm_backward(rmsnorm_rows_of(golden.floats("rmsnorm_dy")), x, w, fwd.rstd);
+    QLORA_CHECK_GOLDEN(g.dx, rmsnorm_rows_of(golden.floats("rmsnorm_dx")), 1e-6, 1e-5, "dx");
     QLORA_CHECK_GOLDEN(g.dw, vec_of(golden.floats("rmsnorm_dw")), 1e-5, 1e-5, "dw");
   }
 
@@ -57,8 +57,8 @@ TEST_SUITE("ops") {
   // bf16: one rounding of the fp32 result; a different fp32 summation order may flip a rounding by one bf16 ulp.
   TEST_CASE("rmsnorm on bf16 computes in fp32 and rounds once, like transformers") {
     const test::GoldenSet golden("gemma3_ops");
-    const Rows want = rows_of(golden.floats("rmsnorm_bf16_y"));
-    const auto x = cast<bf16>(rows_of(golden.floats("rmsnorm_x")));
+    const Rows want = rmsnorm_rows_of(golden.floats("rmsnorm_bf16_y"));
+    const auto x = cast<bf16>(rmsnorm_rows_of(golden.floats("rmsnorm_x")));
     const auto gw = golden.floats("rmsnorm_bf16_w");
     auto w = Tensor<bf16, Dyn>::zeros(gw.numel());
     for (index_t i = 0; i < w.numel(); ++i) w.data()[i] = bf16(gw.values[static_cast<std::size_t>(i)]);

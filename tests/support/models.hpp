@@ -15,10 +15,10 @@
 
 namespace qlora::test {
 
-inline const std::filesystem::path& tiny_checkpoint() {
-  static const std::filesystem::path p = std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "tiny";
-  return p;
-}
+// tests/data, and the tiny random Gemma 3 that transformers saved there.
+inline const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
+inline const std::filesystem::path kTiny = kData / "gemma3_model" / "tiny";
+inline const std::filesystem::path& tiny_checkpoint() { return kTiny; }
 
 // The tiny Gemma 3 (tests/data/gemma3_model/tiny) with `options`' adapter; fp32 weights as saved unless told.
 inline std::unique_ptr<CausalLM> open_tiny(const Gemma3Options& options = {},

@@ -1,4 +1,4 @@
-// A 10-step LoRA fine-tune of the tiny Gemma 3 model against transformers' Trainer + PEFT (tests/golden/
+// A 10-step LoRA fine-tune of the tiny Gemma 3 model against transformers' Trainer + PEFT (tests/train_golden/
 // gemma3_lora_train.py → tests/data/gemma3_train/): same initial adapter (PEFT wrote it), same sequences in the same
 // order, AdamW (torch), linear schedule with warmup, clipping at 1.0, 2 micro-batches per step with the loss
 // normalised over the step's label tokens. The logged loss, gradient norm and learning rate of every step must match,
@@ -22,7 +22,7 @@ using namespace qlora;
 namespace {
 const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
 
-nlohmann::json golden() {
+nlohmann::json train_golden() {
   std::ifstream in(kData / "gemma3_train" / "train.json");
   REQUIRE_MESSAGE(in.good(), "tests/data/gemma3_train/train.json is missing (run tests/golden/gemma3_lora_train.py)");
   return nlohmann::json::parse(in);
@@ -42,7 +42,7 @@ double max_relative(const Tensor<float, Dyn, Dyn>& got, const nlohmann::json& wa
 
 TEST_SUITE("train") {
   TEST_CASE("a 10-step LoRA run of the tiny Gemma 3 gives transformers + PEFT's loss curve") {
-    const nlohmann::json g = golden();
+    const nlohmann::json g = train_golden();
     const auto& h = g["hyperparameters"];
     const Gemma3Options options = test::lora_options(4, all_linear_targets(), h["lora_alpha"].get<double>());
     const auto model = test::open_tiny(options);
@@ -144,7 +144,7 @@ TEST_SUITE("train") {
   }
 
   TEST_CASE("PEFT's trained adapter loaded into the tiny model gives PEFT's logits") {
-    const nlohmann::json g = golden();
+    const nlohmann::json g = train_golden();
     const Gemma3Options options =
         test::lora_options(4, all_linear_targets(), g["hyperparameters"]["lora_alpha"].get<double>());
     const auto model = test::open_tiny(options);
