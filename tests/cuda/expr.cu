@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "support/check.hpp"
+#include "support/concurrent.hpp"
 
 #include <qlora/cuda.hpp>
 
@@ -266,21 +267,9 @@ TEST_SUITE("cuda") {
     const Device streams[2] = {cuda::new_stream_device(), cuda::device_on(0, user.stream)};
     for (int round = 0; round < 3; ++round) {
       CAPTURE(round);
-      BlockResult results[2];
-      std::exception_ptr errors[2];
-      std::vector<std::thread> threads;
-      for (int i = 0; i < 2; ++i)
-        threads.emplace_back([&, i] {
-          try {
-            results[i] = run_block(in, streams[i]);
-          } catch (...) {
-            errors[i] = std::current_exception();
-          }
-        });
-      for (auto& t : threads) t.join();
-      for (int i = 0; i < 2; ++i) {
+      const auto results = test::run_concurrently(2, [&](int i) { return run_block(in, streams[i]); });
+      for (std::size_t i = 0; i < 2; ++i) {
         CAPTURE(i);
-        if (errors[i]) std::rethrow_exception(errors[i]);
         // cuBLAS may pick other GEMM algorithms while two streams are busy: equal up to rounding, not bit for bit
         check_block(results[i], single, 1e-6, 1e-4);
         check_block(results[i], cpu, 1e-5, 1e-3);

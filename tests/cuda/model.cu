@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <exception>
 #include <filesystem>
-#include <thread>
 #include <vector>
+
+#include "support/concurrent.hpp"
 
 #include <qlora/cuda.hpp>
 #include <qlora/nn/model.hpp>
@@ -65,21 +65,9 @@ TEST_SUITE("cuda") {
   TEST_CASE("two Gemma 3 models on two streams at once give the CPU model's loss and LoRA gradients") {
     const TinyStep cpu = tiny_step(qlora::Device::cpu());
     const qlora::Device streams[2] = {qlora::cuda::new_stream_device(), qlora::cuda::new_stream_device()};
-    TinyStep results[2];
-    std::exception_ptr errors[2];
-    std::vector<std::thread> threads;
-    for (int i = 0; i < 2; ++i)
-      threads.emplace_back([&, i] {
-        try {
-          results[i] = tiny_step(streams[i]);
-        } catch (...) {
-          errors[i] = std::current_exception();
-        }
-      });
-    for (auto& t : threads) t.join();
-    for (int i = 0; i < 2; ++i) {
+    const auto results = qlora::test::run_concurrently(2, [&](int i) { return tiny_step(streams[i]); });
+    for (std::size_t i = 0; i < 2; ++i) {
       CAPTURE(i);
-      if (errors[i]) std::rethrow_exception(errors[i]);
       check_step(results[i], cpu, 1e-3);  // fp32 throughout; cuBLAS sums in another order
     }
   }
