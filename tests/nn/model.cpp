@@ -88,7 +88,7 @@ std::filesystem::path edited_tiny(const std::string& tag,
 
 TEST_SUITE("nn") {
   TEST_CASE("the tiny Gemma 3 (fp32 weights) gives transformers' logits") {
-    const auto golden = read_json(std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "tiny_logits.json");
+    const auto golden = read_json(kData / "gemma3_model" / "tiny_logits.json");
     const auto model = test::open_tiny();
     for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
       const auto logits = model->logits(model_input(ids_of(golden["sequences"][s])));
@@ -99,7 +99,7 @@ TEST_SUITE("nn") {
   }
 
   TEST_CASE("an NF4 base (double quantization) stays close to transformers + bitsandbytes NF4") {
-    const auto path = std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "tiny_nf4_logits.json";
+    const auto path = kData / "gemma3_model" / "tiny_nf4_logits.json";
     if (!std::filesystem::exists(path)) {
       MESSAGE("tests/data/gemma3_model/tiny_nf4_logits.json is missing (tests/golden/gemma3_nf4_logits.py): skipped");
       return;
@@ -336,7 +336,7 @@ TEST_SUITE("nn") {
       MESSAGE("QLORA_MODEL is not set to the Gemma 3 270M GGUF (scripts/fetch-model): real-model parity skipped");
       return;
     }
-    const auto golden = read_json(std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma3_model" / "real_logits.json");
+    const auto golden = read_json(kData / "gemma3_model" / "real_logits.json");
     const auto model = open_causal_lm(Gemma3WeightSource::open(path), {}, CausalLMWeights::fp32);
     for (const auto& r : golden["records"]) {
       const auto logits = model->logits(model_input(ids_of(r["ids"])));

@@ -18,16 +18,11 @@ namespace qlora::test {
 // tests/data, and the tiny random Gemma 3 that transformers saved there.
 inline const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
 inline const std::filesystem::path kTiny = kData / "gemma3_model" / "tiny";
-inline const std::filesystem::path& tiny_checkpoint() { return kTiny; }
 
 // The tiny Gemma 3 (tests/data/gemma3_model/tiny) with `options`' adapter; fp32 weights as saved unless told.
 inline std::unique_ptr<CausalLM> open_tiny(const Gemma3Options& options = {},
                                            CausalLMWeights weights = CausalLMWeights::fp32) {
-  return open_causal_lm(Gemma3WeightSource::open(tiny_checkpoint()), options, weights);
-}
-
-inline bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  return open_causal_lm(Gemma3WeightSource::open(kTiny), options, weights);
 }
 
 // B is zero at initialisation, which would hide A's gradient and the adapter's effect: fill every B matrix with
@@ -36,7 +31,7 @@ inline void randomise_lora_b(const ParameterList& params, std::uint64_t seed, fl
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-scale, scale);
   for (const auto& p : params) {
-    if (!ends_with(p.name(), "lora_B.weight")) continue;
+    if (!p.name().ends_with("lora_B.weight")) continue;
     float* b = p.value().data();
     for (index_t i = 0; i < p.numel(); ++i) b[i] = u(rng);
   }
@@ -48,7 +43,7 @@ inline void randomise_lora_b(const CausalLM& model, std::uint64_t seed, float sc
 // The LoRA parameter of that PEFT name (e.g. "layers.3.mlp.down_proj.lora_A"), or nullptr.
 inline const Parameter* find_parameter(const ParameterList& params, const std::string& tail) {
   for (const auto& p : params)
-    if (ends_with(p.name(), tail + ".weight")) return &p;
+    if (p.name().ends_with(tail + ".weight")) return &p;
   return nullptr;
 }
 

@@ -18,9 +18,10 @@
 #include <qlora/train/trainer.hpp>
 
 using namespace qlora;
+using test::kData;
+using test::kTiny;
 
 namespace {
-const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
 
 nlohmann::json train_golden() {
   std::ifstream in(kData / "gemma3_train" / "train.json");
@@ -126,7 +127,7 @@ TEST_SUITE("train") {
     // For the compat checks (tests/compat/peft_load.py, merged_load.py): our adapter and the logits it gives.
     if (const char* compat = std::getenv("QLORA_COMPAT_DIR")) {
       const std::filesystem::path dir(compat);
-      model->save_adapter(dir / "adapter", (kData / "gemma3_model" / "tiny").string());
+      model->save_adapter(dir / "adapter", kTiny.string());
       nlohmann::json out{{"sequences", fl["sequences"]}, {"logits", nlohmann::json::array()}};
       for (const auto& seq : fl["sequences"]) {
         const auto l = model->logits(model_input(seq.get<std::vector<std::int32_t>>()));
