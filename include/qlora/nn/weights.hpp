@@ -210,7 +210,6 @@ class Gemma3WeightSource {
       fail("model", path_.string(), ": tensor ", hf_name, " has shape ", got.str(), ", its configuration needs ",
            detail::shape_str(want));
   }
-
   std::filesystem::path path_;
   Gemma3RuntimeConfig config_;
   nlohmann::json hf_config_;
