@@ -40,11 +40,19 @@ std::unique_ptr<CausalLM> make(const Gemma3WeightSource& source, Gemma3Options o
 
 std::unique_ptr<CausalLM> open_causal_lm(const Gemma3WeightSource& source, Gemma3Options options,
                                          CausalLMWeights weights) {
-  return dispatch_config(source.config(), source.path().string(), [&](auto cfg) -> std::unique_ptr<CausalLM> {
-    using Cfg = decltype(cfg);
-    if constexpr (compiled_static<Cfg>()) return make<Cfg>(source, options, weights);
-    else return make<Gemma3AnySize>(source, options, weights);
-  });
+  // Module names (and so rank_pattern / alpha_pattern keys) are those of the checkpoint's class.
+  const ModelLayout layout = source.layout();
+  options.lora.for_layout(layout);
+  std::unique_ptr<CausalLM> model =
+      dispatch_config(source.config(), source.path().string(), [&](auto cfg) -> std::unique_ptr<CausalLM> {
+        using Cfg = decltype(cfg);
+        if constexpr (compiled_static<Cfg>()) return make<Cfg>(source, options, weights);
+        else return make<Gemma3AnySize>(source, options, weights);
+      });
+  model->set_adapter_layout(layout);
+  if (layout == ModelLayout::conditional_generation && source.checkpoint())
+    model->set_vision_lora(peft::initial_vision_lora(*source.checkpoint(), options.lora, options.seed));
+  return model;
 }
 
 }  // namespace qlora

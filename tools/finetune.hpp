@@ -84,7 +84,8 @@ inline std::optional<std::filesystem::path> resume_folder(const TrainingArgument
 inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const Tokenizer& tok) {
   const TrainingArguments& args = job.args;
   namespace fs = std::filesystem;
-  const LoraTargets targets(job.lora);  // checks ranks, patterns and target names before anything is read
+  // Checks ranks, patterns and target names before anything is read; module names are the checkpoint class's.
+  const LoraTargets targets = LoraTargets(job.lora).for_layout(source.layout());
   const std::string name = model_name(source.config(), source.path().string());
   targets.check_matches(source.config().layers, name);
 
@@ -135,7 +136,7 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
                join_names(job.lora.target_modules).c_str(),
                job.lora.rank_pattern.empty() && job.lora.alpha_pattern.empty() ? "" : " (with per-module patterns)");
   const std::unique_ptr<CausalLM> model_ptr = open_causal_lm(source, options);
-  const CausalLM& model = *model_ptr;
+  CausalLM& model = *model_ptr;
   TrainOptimizer optimizer(args, model.lora_parameters());
   TrainerState state;
   if (const auto resume = resume_folder(args)) {

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <tuple>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -79,6 +81,9 @@ constexpr Flag kFlags[] = {
     {"packing", "data", "packing", Kind::flag, "Pack several samples per row"},
     {"train-on-prompt", "data", "train_on_prompt", Kind::flag, "Learn the prompt tokens too"},
     {"device", "top", "device", Kind::text, "cpu (cuda: not in this version of finetune)"},
+    {"dry-run", "top", "dry_run", Kind::flag,
+     "Print the memory the run needs on this host and on a GPU, then stop (--model may name a published size: "
+     "gemma-3-270m, gemma-3-1b, gemma-3-4b, gemma-3-12b, gemma-3-27b)"},
 };
 
 nlohmann::json value_of(const Flag& f, const std::string& text) {
@@ -166,6 +171,39 @@ nlohmann::json recipe_defaults() {
           {"data", nlohmann::json::object()}};
 }
 
+// --dry-run: the memory estimates for max_seq_length × batch tokens per micro-batch, without data or training. The
+// model is a file, or a published size's name (its configuration; nothing is read).
+int dry_run(const nlohmann::json& cfg, const FinetuneJob& job) {
+  const std::string model = cfg.contains("model") ? cfg["model"].get<std::string>() : std::string();
+  std::optional<Gemma3WeightSource> named;
+  std::apply([&](auto... sizes) {
+    auto try_one = [&](auto size) {
+      using Cfg = decltype(size);
+      if (!named && model == Cfg::name && !std::filesystem::exists(model)) named = Gemma3WeightSource::random<Cfg>(0);
+    };
+    (try_one(sizes), ...);
+  }, Gemma3Configs{});
+  const Gemma3WeightSource source = named ? std::move(*named)
+                                          : Gemma3WeightSource::open(model.empty() ? default_model_path() : std::filesystem::path(model));
+  const LoraTargets targets = LoraTargets(job.lora).for_layout(source.layout());
+  const std::string name = model_name(source.config(), source.path().string());
+  targets.check_matches(source.config().layers, name);
+  const auto tokens = static_cast<index_t>(job.data.max_length) * static_cast<index_t>(job.args.per_device_train_batch_size);
+  const bool ckpt = job.args.gradient_checkpointing;
+  const bool eight_bit = job.args.optim.find("8bit") != std::string::npos;
+  constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
+  const MemoryEstimate host = estimate_memory(source.config(), targets, tokens, ckpt);
+  const MemoryEstimate gpu = estimate_gpu_memory(source.config(), targets, tokens, ckpt, eight_bit);
+  std::printf("model %s, LoRA r %ld on %s, %lld tokens per micro-batch (max_seq_length %zu x batch %ld)%s\n",
+              name.c_str(), job.lora.r, join_names(job.lora.target_modules).c_str(), static_cast<long long>(tokens),
+              job.data.max_length, job.args.per_device_train_batch_size, ckpt ? ", gradient checkpointing" : "");
+  std::printf("host (CPU training, fp32 compute): %6.2f GiB  = model %.2f + adapter and optimizer %.3f + activations %.2f\n",
+              host.total() / GiB, host.model / GiB, host.adapter / GiB, host.activations / GiB);
+  std::printf("GPU  (bf16 compute, %s AdamW):   %6.2f GiB  = model %.2f + adapter and optimizer %.3f + activations %.2f\n",
+              eight_bit ? "8-bit" : "fp32", gpu.total() / GiB, gpu.model / GiB, gpu.adapter / GiB, gpu.activations / GiB);
+  return 0;
+}
+
 int run(const nlohmann::json& cfg) {
   const nlohmann::json& data = cfg["data"];
   FinetuneJob job;
@@ -202,6 +240,7 @@ int run(const nlohmann::json& cfg) {
   else if (format == "chat") job.format = ChatFormat{};
   else fail("finetune", "--format ", format, ": use finance or chat");
 
+  if (cfg.value("dry_run", false)) return dry_run(cfg, job);
   job.model_path = cfg.contains("model") ? std::filesystem::path(cfg["model"].get<std::string>()) : default_model_path();
   job.dataset_path = cfg.contains("dataset") ? std::filesystem::path(cfg["dataset"].get<std::string>())
                                              : default_dataset_path();
@@ -212,8 +251,8 @@ int run(const nlohmann::json& cfg) {
   if (job.args.bf16) std::fprintf(stderr, "qlora: --bf16 applies to GPU compute; the CPU computes in fp32\n");
 
   const Gemma3WeightSource source = Gemma3WeightSource::open(job.model_path);
-  const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
-                                         : Tokenizer::from_model_file((job.model_path / "tokenizer.model").string());
+  describe_source(source);
+  const Tokenizer tok = open_tokenizer(source);
   return run_finetune(job, source, tok);
 }
 }  // namespace

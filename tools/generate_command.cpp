@@ -73,9 +73,12 @@ std::vector<Question> questions(const GenerateOptions& o, const Tokenizer& tok) 
   return out;
 }
 
-int answer_all(const CausalLM& model, const Tokenizer& tok, const GenerateOptions& o) {
+int answer_all(const CausalLM& model, const Tokenizer& tok, const GenerateOptions& o,
+               const std::vector<std::int32_t>& eos_ids) {
   GenerationConfig gen = o.gen;
   gen.stop_ids = {tok.eos_id(), tok.token_id("<end_of_turn>")};
+  for (std::int32_t id : eos_ids)  // generation_config.json's eos_token_id, as transformers stops
+    if (std::find(gen.stop_ids.begin(), gen.stop_ids.end(), id) == gen.stop_ids.end()) gen.stop_ids.push_back(id);
   std::ofstream out;
   if (!o.output.empty()) {
     out.open(o.output);
@@ -101,8 +104,8 @@ int run(const GenerateOptions& o) {
   if (o.prompt.empty() == o.records.empty()) fail("generate", "give either --prompt or --records");
   const auto path = o.model.empty() ? default_model_path() : std::filesystem::path(o.model);
   const Gemma3WeightSource source = Gemma3WeightSource::open(path);
-  const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())
-                                         : Tokenizer::from_model_file((path / "tokenizer.model").string());
+  describe_source(source);
+  const Tokenizer tok = open_tokenizer(source);
   // The NF4 model's numbers, dequantized once; with an adapter, the base it was trained on plus its LoRA weights
   // (each module's rank and alpha from the adapter's config; no dropout).
   Gemma3Options options;
@@ -115,7 +118,9 @@ int run(const GenerateOptions& o) {
   }
   const auto model = open_causal_lm(source, options, CausalLMWeights::nf4_dequantized);
   if (adapter) model->load_adapter(*adapter, o.adapter);
-  return answer_all(*model, tok, o);
+  const std::vector<std::int32_t> eos_ids = source.folder().empty() ? std::vector<std::int32_t>{}
+                                                                    : read_hf_folder(source.folder()).eos_token_ids;
+  return answer_all(*model, tok, o, eos_ids);
 }
 }  // namespace
 

@@ -11,6 +11,9 @@
 #include <qlora/io/safetensors.hpp>
 #include <qlora/nn/config_io.hpp>
 
+#include <qlora/io/hf_folder.hpp>
+#include <qlora/nn/weights.hpp>
+
 #include "commands.hpp"
 
 namespace qlora::cli {
@@ -58,11 +61,21 @@ int info_folder(const std::filesystem::path& dir) {
     return 0;
   }
   if (!std::filesystem::exists(dir / "config.json")) fail("info", dir.string(), ": no config.json or adapter_config.json");
-  std::ifstream in(dir / "config.json");
-  std::printf("%s: Hugging Face checkpoint\n", dir.string().c_str());
-  print_config(gemma3_config_from_json(nlohmann::json::parse(in), (dir / "config.json").string()), dir.string());
-  const SafetensorsCheckpoint ckpt(dir);
-  std::printf("  tensors: %zu\n", ckpt.names().size());
+  const Gemma3WeightSource source = Gemma3WeightSource::open(dir);
+  const bool multimodal = source.layout() == ModelLayout::conditional_generation;
+  std::printf("%s: Hugging Face checkpoint (%s)\n", dir.string().c_str(),
+              multimodal ? "Gemma3ForConditionalGeneration: text model + vision tower" : "Gemma3ForCausalLM");
+  print_config(source.config(), dir.string());
+  const SafetensorsCheckpoint& ckpt = *source.checkpoint();
+  const std::size_t vision = source.vision_tensor_names().size();
+  std::printf("  tensors: %zu in %zu file(s)", ckpt.names().size(), ckpt.shards().size());
+  if (multimodal) std::printf(" (%zu of them the vision tower and projector)", vision);
+  std::printf("\n");
+  const HfFolderFiles files = read_hf_folder(dir);
+  std::printf("  tokenizer.model: %s; chat template: %s; generation eos ids:", files.tokenizer_model.empty() ? "missing" : "yes",
+              files.chat_template.empty() ? "none" : is_gemma_chat_template(files.chat_template) ? "Gemma's" : "not Gemma's");
+  for (std::int32_t id : files.eos_token_ids) std::printf(" %d", id);
+  std::printf("%s\n", files.eos_token_ids.empty() ? " none" : "");
   return 0;
 }
 }  // namespace

@@ -48,6 +48,23 @@ inline MemoryEstimate estimate_memory(const Gemma3RuntimeConfig& c, const LoraTa
   return e;
 }
 
+// The same run on one GPU as the Python recipes run it (bnb NF4 base with double quantization, bf16 embedding and
+// activations, fp32 LoRA weights and gradients, 8-bit or fp32 AdamW states, attention that never stores [T, T]),
+// plus the CUDA context, cuBLAS workspace and one dequantized projection (bf16): what a card must hold.
+inline MemoryEstimate estimate_gpu_memory(const Gemma3RuntimeConfig& c, const LoraTargets& targets, index_t tokens,
+                                          bool checkpointing, bool eight_bit_optimizer) {
+  MemoryEstimate e = estimate_memory(c, targets, tokens, checkpointing);
+  const double C = static_cast<double>(c.hidden), I = static_cast<double>(c.intermediate),
+               V = static_cast<double>(c.vocab);
+  e.model += -V * C * 4 + V * C * 2 + I * C * 2;   // bf16 embedding; one dequantized projection at a time
+  e.model += 0.75 * 1024.0 * 1024.0 * 1024.0;      // CUDA context, cuBLAS / cuBLASLt workspaces
+  // adapter: weights + gradients fp32 (2 of the CPU's 4 copies), states 2 bytes (8-bit) or 8 bytes per parameter
+  const double lora_params = e.adapter / 16;
+  e.adapter = lora_params * (8 + (eight_bit_optimizer ? 2.05 : 8));
+  e.activations = e.activations / 2;               // bf16 instead of fp32
+  return e;
+}
+
 // MemAvailable of /proc/meminfo in bytes (QLORA_MEMORY_AVAILABLE, in bytes, pretends another figure); 0 when unknown.
 inline double available_memory() {
   if (const char* pretend = std::getenv("QLORA_MEMORY_AVAILABLE"); pretend && *pretend) return std::atof(pretend);

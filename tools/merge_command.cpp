@@ -1,7 +1,10 @@
 // qlora merge / qlora export: fold a LoRA adapter into its base model (nn/merge.hpp) and write the result — a
-// Hugging Face checkpoint folder (config.json + model.safetensors, fp32 or bf16) that transformers loads without
-// PEFT, or a GGUF file (f32, f16, bf16, q8_0) that llama.cpp and Ollama load. Without --adapter, export converts the
-// base model alone. Everything is checked before the output is written, and each file is written atomically.
+// Hugging Face checkpoint folder (config.json + model.safetensors, fp32 or bf16, in the base's layout: a multimodal
+// base stays multimodal) that transformers loads without PEFT, or a GGUF file (f32, f16, bf16, q8_0) of the text model
+// that llama.cpp and Ollama load. --merge-into picks the weights the adapter is added to: the file's original ones
+// (PEFT's merge_and_unload on a 16/32-bit base) or their NF4 round trip (what training and `qlora generate` computed
+// with). Without --adapter, export converts the base model alone. Everything is checked before the output is written,
+// and each file is written atomically.
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -15,25 +18,39 @@
 namespace qlora::cli {
 namespace {
 struct MergeOptions {
-  std::string model, adapter, output, gguf, dtype = "float32", type = "q8_0";
+  std::string model, adapter, output, gguf, dtype = "float32", type = "q8_0", merge_into = "original";
 };
 
 int run_merge(const MergeOptions& o, bool require_adapter) {
   if (require_adapter && o.adapter.empty()) fail("merge", "--adapter is required (the folder qlora finetune wrote)");
   if (o.output.empty() == o.gguf.empty()) fail("export", "give exactly one of --output DIR (safetensors) and --gguf FILE");
   const auto path = o.model.empty() ? default_model_path() : std::filesystem::path(o.model);
+  MergeInto into;
+  if (o.merge_into == "original") into = MergeInto::original;
+  else if (o.merge_into == "nf4") into = MergeInto::nf4;
+  else fail("merge", "--merge-into ", o.merge_into, ": use original or nf4");
   const Gemma3WeightSource source = Gemma3WeightSource::open(path);
   std::optional<peft::Adapter> adapter;
   if (!o.adapter.empty()) adapter = peft::load_adapter(o.adapter);
   const peft::Adapter* a = adapter ? &*adapter : nullptr;
+  if (a)
+    std::printf("qlora: merging into the %s weights (%s)\n", o.merge_into.c_str(),
+                into == MergeInto::original
+                    ? "the file's own, as PEFT's merge_and_unload on a 16/32-bit base; --merge-into nf4 reproduces "
+                      "what qlora generate --adapter computes"
+                    : "their NF4 round trip, the values training and qlora generate --adapter computed with");
   if (!o.output.empty()) {
     MergedDtype dtype;
     if (o.dtype == "float32" || o.dtype == "fp32") dtype = MergedDtype::float32;
     else if (o.dtype == "bfloat16" || o.dtype == "bf16") dtype = MergedDtype::bfloat16;
     else fail("merge", "--dtype ", o.dtype, ": use float32 or bfloat16");
-    save_merged_safetensors(source, a, o.adapter, o.output, dtype);
-    std::printf("qlora: merged %s%s%s into %s (config.json + model.safetensors, %s)\n", path.string().c_str(),
-                a ? " + " : "", o.adapter.c_str(), o.output.c_str(), o.dtype.c_str());
+    const std::size_t vision = source.layout() == ModelLayout::conditional_generation ? source.vision_tensor_names().size() : 0;
+    save_merged_safetensors(source, a, o.adapter, o.output, dtype, into);
+    std::printf("qlora: merged %s%s%s into %s (config.json + model.safetensors, %s%s)\n", path.string().c_str(),
+                a ? " + " : "", o.adapter.c_str(), o.output.c_str(), o.dtype.c_str(),
+                vision ? detail::concat(", Gemma3ForConditionalGeneration: ", vision,
+                                        " vision-tower and projector tensors copied through").c_str()
+                       : "");
     return 0;
   }
   GgmlType type;
@@ -42,7 +59,10 @@ int run_merge(const MergeOptions& o, bool require_adapter) {
   else if (o.type == "bf16") type = GgmlType::BF16;
   else if (o.type == "q8_0") type = GgmlType::Q8_0;
   else fail("export", "--type ", o.type, ": use f32, f16, bf16 or q8_0");
-  save_merged_gguf(source, a, o.adapter, o.gguf, type);
+  if (source.layout() == ModelLayout::conditional_generation)
+    std::printf("qlora: %s is multimodal; the GGUF holds its text model (the vision tower is left out)\n",
+                path.string().c_str());
+  save_merged_gguf(source, a, o.adapter, o.gguf, type, into);
   std::printf("qlora: wrote %s (%s%s%s, %s)\n", o.gguf.c_str(), path.string().c_str(), a ? " + " : "",
               o.adapter.c_str(), o.type.c_str());
   return 0;
@@ -52,7 +72,10 @@ void add_common(CLI::App* cmd, MergeOptions& o) {
   cmd->add_option("--model", o.model, "Base model: GGUF file or checkpoint folder (default: Gemma 3 270M GGUF)");
   cmd->add_option("--output", o.output, "Write a Hugging Face folder (config.json + model.safetensors) here");
   cmd->add_option("--dtype", o.dtype, "float32 (default) or bfloat16, for --output");
-  cmd->add_option("--gguf", o.gguf, "Write a GGUF file here instead (needs a GGUF base for its tokenizer)");
+  cmd->add_option("--gguf", o.gguf, "Write a GGUF file of the text model here instead");
+  cmd->add_option("--merge-into", o.merge_into,
+                  "original (default: the file's weights, as PEFT's merge_and_unload) or nf4 (their NF4 round trip: "
+                  "reproduces qlora generate --adapter)");
   cmd->add_option("--type", o.type, "f32, f16, bf16 or q8_0 (default), for --gguf");
 }
 }  // namespace

@@ -9,6 +9,8 @@
 #include <string>
 
 #include <qlora/core/error.hpp>
+#include <qlora/io/hf_folder.hpp>
+#include <qlora/nn/weights.hpp>
 
 #ifndef QLORA_DEFAULT_DATASET
 #define QLORA_DEFAULT_DATASET ""
@@ -52,6 +54,23 @@ inline std::filesystem::path default_dataset_path() {
   const fs::path source = QLORA_DEFAULT_DATASET;
   if (!source.empty() && fs::exists(source)) return source;
   fail("finetune", "no --dataset given and the bundled finance_reasoning.jsonl was not found (set QLORA_DATASET)");
+}
+
+// One line on what was found in a Hugging Face folder that the program does not use: the vision tower of a multimodal
+// checkpoint, or a chat template that is not Gemma's (qlora renders Gemma's turns itself).
+inline void describe_source(const Gemma3WeightSource& source) {
+  if (source.layout() == ModelLayout::conditional_generation) {
+    const std::size_t n = source.vision_tensor_names().size();
+    std::fprintf(stderr, "qlora: %s is a Gemma3ForConditionalGeneration checkpoint: its text model is used; the vision "
+                 "tower and multimodal projector (%zu tensors) are skipped and left as they are\n",
+                 source.path().string().c_str(), n);
+  }
+  if (const auto folder = source.folder(); !folder.empty()) {
+    const HfFolderFiles files = read_hf_folder(folder);
+    if (!files.chat_template.empty() && !is_gemma_chat_template(files.chat_template))
+      std::fprintf(stderr, "qlora: warning: the chat template in %s is not Gemma's (no <start_of_turn>/<end_of_turn>); "
+                   "qlora formats chat data with Gemma's turns\n", files.chat_template_file.string().c_str());
+  }
 }
 
 }  // namespace qlora::cli

@@ -97,14 +97,14 @@ TEST_SUITE("nn") {
     bad.tensors.push_back({"base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight",
                            Tensor<float, Dyn, Dyn>::zeros(2, 32)});
     auto sink = [](const Gemma3TensorSpec&, const Tensor<float, Dyn, Dyn>&) {};
-    CHECK_THROWS_WITH_AS(for_each_merged_tensor(src, &bad, "bad", sink),
+    CHECK_THROWS_WITH_AS(for_each_merged_tensor(src, &bad, "bad", MergeInto::original, sink),
                          doctest::Contains("is for layer 9 but the model has 6"), qlora::Error);
     bad.tensors[0].name = "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight";
-    CHECK_THROWS_WITH_AS(for_each_merged_tensor(src, &bad, "bad", sink),
+    CHECK_THROWS_WITH_AS(for_each_merged_tensor(src, &bad, "bad", MergeInto::original, sink),
                          doctest::Contains("layer 1 q_proj has only one of lora_A and lora_B"), qlora::Error);
     CHECK_THROWS_WITH_AS(save_merged_gguf(src, nullptr, "", std::filesystem::temp_directory_path() / "x.gguf",
                                           GgmlType::F16),
-                         doctest::Contains("GGUF export needs the tokenizer and metadata of a GGUF base model"),
+                         doctest::Contains("no tokenizer.model in the model folder"),
                          qlora::Error);
   }
 

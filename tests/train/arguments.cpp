@@ -50,7 +50,7 @@ TEST_SUITE("train") {
     CHECK_THROWS_AS(lora_config_from_json(json::parse(R"({"lora_dropout": 1.0})")), Error);
     CHECK_THROWS_WITH_AS(lora_config_from_json(json::parse(R"({"target_modules": ["q_proj", "lm_head"]})")),
                          "[config] option 'target_modules' is 'lm_head'; allowed: q_proj, k_proj, v_proj, o_proj, "
-                         "gate_proj, up_proj, down_proj",
+                         "gate_proj, up_proj, down_proj, out_proj, fc1, fc2",
                          Error);
   }
 }

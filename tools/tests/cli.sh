@@ -18,6 +18,49 @@ if [ "$what" = help ]; then  # every flag of the issue is listed by `qlora finet
   echo "finetune --help lists every flag"
   exit 0
 fi
+if [ "$what" = multimodal ]; then
+  # A Gemma3ForConditionalGeneration folder as the 4B-27B -it checkpoints come (tiny, random, transformers 5's
+  # sharded layout: tests/data/gemma3_mm/hf5): finetune, resume, merge both ways, export and generate. Needs no model.
+  mm="$(cd "$(dirname "$0")/../.." && pwd)/tests/data/gemma3_mm/hf5"
+  rm -rf "$work" && mkdir -p "$work"
+  die() { echo "FAILED: $*"; exit 1; }
+  run=(finetune --model "$mm" --select 12 --eval-size 2 --max-seq-length 160 --max-steps 3 --save-steps 1
+       --lora-r 4 --lora-alpha 8 --target-modules q_proj,v_proj --report-to none --lora-dropout 0.1)
+  "$qlora" "${run[@]}" --output-dir "$work/run" 2> "$work/log.txt" || { cat "$work/log.txt"; die "finetune"; }
+  cat "$work/log.txt"
+  grep -q "is a Gemma3ForConditionalGeneration checkpoint: its text model is used; the vision tower" "$work/log.txt" \
+    || die "no line about the skipped vision tower"
+  grep -aq '"base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"' \
+    "$work/run/adapter_model.safetensors" || die "adapter not in the multimodal layout"
+  grep -aq '"base_model.model.model.vision_tower.encoder.layers.0.self_attn.v_proj.lora_B.weight"' \
+    "$work/run/adapter_model.safetensors" || die "adapter lacks PEFT's vision-tower entries"
+  # resume: the last checkpoint removed, the run resumed from checkpoint-2 ends with the same bytes
+  cp "$work/run/adapter_model.safetensors" "$work/straight.safetensors"
+  rm -rf "$work/run/checkpoint-3" "$work/run/adapter_model.safetensors"
+  "$qlora" "${run[@]}" --output-dir "$work/run" --resume-from-checkpoint latest 2> "$work/resumed.txt" \
+    || { cat "$work/resumed.txt"; die "resume"; }
+  grep -q "resuming from" "$work/resumed.txt" || die "did not resume"
+  cmp "$work/straight.safetensors" "$work/run/adapter_model.safetensors" || die "the resumed run's adapter differs"
+  "$qlora" merge --model "$mm" --adapter "$work/run" --output "$work/merged" > "$work/merge.txt" \
+    || { cat "$work/merge.txt"; die "merge"; }
+  grep -q "merging into the original weights" "$work/merge.txt" || die "merge does not say which weights"
+  grep -q "vision-tower and projector tensors copied through" "$work/merge.txt" || die "merge lost the vision tower"
+  "$qlora" merge --model "$mm" --adapter "$work/run" --output "$work/merged-nf4" --merge-into nf4 > "$work/merge4.txt" \
+    || { cat "$work/merge4.txt"; die "merge --merge-into nf4"; }
+  grep -q "merging into the nf4 weights" "$work/merge4.txt" || die "merge --merge-into nf4 does not say so"
+  "$qlora" info "$work/merged" > /dev/null || die "info of the merged folder"
+  "$qlora" export --model "$mm" --adapter "$work/run" --gguf "$work/text.gguf" --type f32 || die "export"
+  "$qlora" info "$work/text.gguf" > /dev/null || die "info of the exported GGUF"
+  "$qlora" generate --model "$mm" --adapter "$work/run" --prompt "What is 2 + 2?" --max-new-tokens 4 > /dev/null \
+    || die "generate"
+  "$qlora" generate --model "$work/merged-nf4" --prompt "What is 2 + 2?" --max-new-tokens 4 > /dev/null \
+    || die "generate from the merged folder"
+  "$qlora" finetune --dry-run --model gemma-3-4b --max-seq-length 512 --target-modules q_proj,v_proj > "$work/dry.txt" \
+    || die "dry-run"
+  grep -q "GPU" "$work/dry.txt" || die "dry-run prints no GPU estimate"
+  echo "multimodal folder: finetune, resume, merge (original, nf4), export and generate passed"
+  exit 0
+fi
 if [ -z "${QLORA_MODEL:-}" ] || [ ! -f "$QLORA_MODEL" ]; then
   echo "skipped: QLORA_MODEL is not set to the Gemma 3 270M GGUF (scripts/fetch-model)"
   exit 77

@@ -165,8 +165,24 @@ class Tokenizer {
     Tokenizer t;
     const auto status = t.sp_->LoadFromSerializedProto(proto);
     if (!status.ok()) fail("tokenizer", source, ": SentencePiece rejected the model: ", status.ToString());
-    t.collect_specials(detail::piece_types(proto, source));
+    t.types_ = detail::piece_types(proto, source);
+    t.collect_specials(t.types_);
     return t;
+  }
+
+  // The pieces, scores and types as a GGUF file stores them (tokenizer.ggml.tokens / scores / token_type).
+  Vocabulary vocabulary() const {
+    Vocabulary v;
+    for (int id = 0; id < sp_->GetPieceSize(); ++id) {
+      v.pieces.push_back(sp_->IdToPiece(id));
+      v.scores.push_back(sp_->GetScore(id));
+      v.types.push_back(static_cast<std::size_t>(id) < types_.size() ? types_[static_cast<std::size_t>(id)] : 1);
+    }
+    v.unk_id = sp_->unk_id();
+    v.bos_id = sp_->bos_id();
+    v.eos_id = sp_->eos_id();
+    v.pad_id = sp_->pad_id();
+    return v;
   }
 
   // Token ids of `text` (no BOS/EOS added); special pieces written in the text become their ids.
@@ -246,6 +262,7 @@ class Tokenizer {
 
   std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::unordered_map<std::string, std::int32_t> specials_;
+  std::vector<std::int32_t> types_;  // SentencePiece piece types, by id
   std::size_t max_special_ = 0;
   bool first_bytes_[256] = {};
 };

@@ -4,14 +4,20 @@
 //   base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight      Gemma3ForCausalLM (270M, 1B)
 //   base_model.model.model.layers.{i}.mlp.{gate,up,down}_proj.lora_{A,B}.weight
 //   base_model.model.model.language_model.layers.{i}...                              Gemma3ForConditionalGeneration
+//   base_model.model.model.vision_tower.vision_model.encoder.layers.{i}.self_attn.{q,k,v}_proj.lora_{A,B}.weight
+//                     the vision tower's own projections, which target_modules such as ["q_proj", "v_proj"] also match
+//                     on Gemma3ForConditionalGeneration: PEFT creates, trains (only with images) and saves them. qlora
+//                     keeps them as they are (Adapter::vision): loaded, carried through training and saved again.
 // lora_A.weight is [r, in], lora_B.weight [out, r], fp32; the file's metadata is {"format": "pt"}.
 // save_adapter / load_adapter write and read such a folder (adapter_config.json + adapter_model.safetensors), each file
 // atomically; loading converts F16/BF16 weights to fp32 and refuses pickled adapter_model.bin files.
+// save_adapter(dir, config, base, a.tensors + a.vision) writes an Adapter back with nothing lost.
 #pragma once
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -20,7 +26,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../core/random.hpp"
 #include "../nn/adapter.hpp"
+#include "../nn/config.hpp"
 #include "../train/arguments.hpp"
 #include "safetensors.hpp"
 
@@ -29,11 +37,46 @@ namespace qlora::peft {
 enum class LoraMatrix { A, B };
 
 // Which model class the adapter's names follow: text-only causal LM, or the multimodal 4B+ checkpoints.
-enum class ModelLayout { causal_lm, conditional_generation };
+using qlora::ModelLayout;
+
+// The text model's module prefix under each class ("model." / "model.language_model.").
+constexpr std::string_view module_prefix(ModelLayout layout) {
+  return layout == ModelLayout::causal_lm ? causal_lm_module_prefix : conditional_generation_module_prefix;
+}
 
 inline std::string tensor_name(index_t layer, Projection p, LoraMatrix m, ModelLayout layout = ModelLayout::causal_lm) {
-  return (layout == ModelLayout::causal_lm ? "base_model.model.model." : "base_model.model.model.language_model.") +
-         projection_path(layer, p) + (m == LoraMatrix::A ? ".lora_A.weight" : ".lora_B.weight");
+  return "base_model.model." + projection_module_name(layer, p, module_prefix(layout)) +
+         (m == LoraMatrix::A ? ".lora_A.weight" : ".lora_B.weight");
+}
+
+// The module a LoRA tensor belongs to ("base_model.model.X.lora_A.weight" -> "X") and its matrix; nullopt for a name
+// of another form.
+struct LoraModuleName {
+  std::string module;
+  LoraMatrix matrix = LoraMatrix::A;
+};
+inline std::optional<LoraModuleName> lora_module_of(std::string_view name) {
+  constexpr std::string_view head = "base_model.model.";
+  if (!name.starts_with(head)) return std::nullopt;
+  for (const auto& [tail, m] : {std::pair{std::string_view(".lora_A.weight"), LoraMatrix::A},
+                                std::pair{std::string_view(".lora_B.weight"), LoraMatrix::B}})
+    if (name.size() > head.size() + tail.size() && name.ends_with(tail))
+      return LoraModuleName{std::string(name.substr(head.size(), name.size() - head.size() - tail.size())), m};
+  return std::nullopt;
+}
+
+// Whether a module lies in a multimodal checkpoint's vision tower or projector (either naming: transformers 5's
+// "model.vision_tower." or the older top-level "vision_tower.").
+inline bool is_vision_module(std::string_view module) {
+  for (std::string_view p : {"model.vision_tower.", "model.multi_modal_projector.", "vision_tower.",
+                             "multi_modal_projector."})
+    if (module.starts_with(p)) return true;
+  return false;
+}
+// A LoRA weight of the vision tower or projector ("base_model.model.model.vision_tower....q_proj.lora_A.weight").
+inline bool is_vision_lora_name(std::string_view name) {
+  const auto m = lora_module_of(name);
+  return m && is_vision_module(m->module);
 }
 
 struct TensorName {
@@ -153,24 +196,83 @@ struct AdapterTensor {
 struct Adapter {
   LoraConfig config;
   std::string base_model_name_or_path;  // empty when the file has null
-  std::vector<AdapterTensor> tensors;   // in the file's order
+  std::vector<AdapterTensor> tensors;   // the text model's LoRA weights, in the file's order
+  std::vector<AdapterTensor> vision;    // the vision tower's / projector's (is_vision_lora_name), kept as they are
 };
 
+// The class the adapter's text names follow (causal_lm when it has none under "language_model").
+inline ModelLayout layout_of(const Adapter& a) {
+  for (const auto& t : a.tensors)
+    if (t.name.find(".language_model.") != std::string::npos) return ModelLayout::conditional_generation;
+  return a.vision.empty() ? ModelLayout::causal_lm : ModelLayout::conditional_generation;
+}
+
 // Throws unless every tensor belongs to a module the config targets and has that module's rank (r, or its
-// rank_pattern entry): lora_A [r, in], lora_B [out, r]. `source` names the adapter in errors.
+// rank_pattern entry; patterns match the module names of the class the names come from): lora_A [r, in],
+// lora_B [out, r], and every module has both. `source` names the adapter in errors.
 inline void check_tensors(const Adapter& a, std::string_view source) {
   const LoraTargets targets(a.config);
-  for (const auto& t : a.tensors) {
-    const auto n = parse_tensor_name(t.name);
-    if (!n) fail("peft", source, ": tensor ", t.name, " is not a LoRA weight name");
-    const std::optional<LoraSpec> spec = targets.at(n->layer, n->projection);
+  std::map<std::string, std::pair<const AdapterTensor*, const AdapterTensor*>> modules;
+  auto check = [&](const AdapterTensor& t) {
+    const auto m = lora_module_of(t.name);
+    if (!m) fail("peft", source, ": tensor ", t.name, " is not a LoRA weight name");
+    const std::optional<LoraSpec> spec = targets.for_module(m->module);
     if (!spec)
       fail("peft", source, ": tensor ", t.name, " is for a module the adapter's target_modules do not name");
-    const index_t r = n->matrix == LoraMatrix::A ? t.value.size(0) : t.value.size(1);
+    const index_t r = m->matrix == LoraMatrix::A ? t.value.size(0) : t.value.size(1);
     if (r != spec->rank)
       fail("peft", source, ": tensor ", t.name, " has shape ", t.value.shape().str(), ": rank ", r, " where the config (",
            a.config.rank_pattern.empty() ? "r" : "r and rank_pattern", ") says ", spec->rank);
+    auto& pair = modules[m->module];
+    (m->matrix == LoraMatrix::A ? pair.first : pair.second) = &t;
+  };
+  for (const auto& t : a.tensors) {
+    if (!parse_tensor_name(t.name)) fail("peft", source, ": tensor ", t.name, " is not a LoRA weight of a text layer");
+    check(t);
   }
+  for (const auto& t : a.vision) {
+    if (!is_vision_lora_name(t.name)) fail("peft", source, ": tensor ", t.name, " is not a vision-tower LoRA weight");
+    check(t);
+  }
+  for (const auto& [module, pair] : modules) {
+    if (!pair.first || !pair.second)
+      fail("peft", source, ": module ", module, " has only ", pair.first ? "lora_A" : "lora_B");
+    if (pair.first->value.size(0) != pair.second->value.size(1))
+      fail("peft", source, ": module ", module, ": lora_A ", pair.first->value.shape().str(), " and lora_B ",
+           pair.second->value.shape().str(), " differ in rank");
+  }
+}
+
+// The vision-tower LoRA weights PEFT creates on a multimodal checkpoint for `targets`: one lora_A [r, in] (PEFT's
+// init, U(-1/sqrt(in), 1/sqrt(in)), from Philox keyed by `seed`) and lora_B [out, r] = 0 for every linear layer of the
+// vision tower and projector whose module name the targets match (["q_proj", "v_proj"] matches the SigLIP encoder's
+// self_attn.q_proj / v_proj). Text training leaves them as they are (no images: PEFT's own run does not change them
+// either), and saving them gives the adapter the keys PEFT writes for the same checkpoint.
+inline std::vector<AdapterTensor> initial_vision_lora(const SafetensorsCheckpoint& checkpoint,
+                                                      const LoraTargets& targets, std::uint64_t seed) {
+  std::vector<AdapterTensor> out;
+  if (targets.empty()) return out;
+  std::uint64_t index = 0;
+  for (const std::string& name : checkpoint.names()) {
+    if (!is_gemma3_vision_tensor(name) || !name.ends_with(".weight")) continue;
+    const SafetensorsTensorInfo& info = checkpoint.info(name);
+    if (info.shape.size() != 2 || name.find("embedding") != std::string::npos || name.find("norm") != std::string::npos)
+      continue;  // linear layers only (no position embedding, norms or the patch convolution)
+    const std::string module = gemma3_vision_module(name);  // transformers 5's module tree, as PEFT names it
+    const std::optional<LoraSpec> spec = targets.for_module(module);
+    ++index;
+    if (!spec) continue;
+    const index_t out_features = info.shape[0], in_features = info.shape[1];
+    Tensor<float, Dyn, Dyn> a(Shape<Dyn, Dyn>(spec->rank, in_features)), b(Shape<Dyn, Dyn>(out_features, spec->rank));
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+    const RandomStream stream{seed, (std::uint64_t{1} << 40) + index};
+    for (index_t i = 0; i < a.numel(); ++i)
+      a.data()[i] = static_cast<float>((2.0 * uniform01(stream, static_cast<std::uint64_t>(i)) - 1.0) * bound);
+    for (index_t i = 0; i < b.numel(); ++i) b.data()[i] = 0.0f;
+    out.push_back({"base_model.model." + module + ".lora_A.weight", std::move(a)});
+    out.push_back({"base_model.model." + module + ".lora_B.weight", std::move(b)});
+  }
+  return out;
 }
 
 // Writes `dir`/adapter_config.json and `dir`/adapter_model.safetensors (fp32, metadata {"format": "pt"}), creating
@@ -181,7 +283,7 @@ inline void save_adapter(const std::filesystem::path& dir, const LoraConfig& con
   SafetensorsWriter weights;
   weights.set_metadata("format", "pt");
   for (const auto& t : tensors) {
-    if (!parse_tensor_name(t.name))
+    if (!parse_tensor_name(t.name) && !is_vision_lora_name(t.name))
       fail("peft", (dir / adapter_weights_file_name).string(), ": tensor ", t.name, " is not a LoRA weight name");
     if (!t.value.defined()) fail("peft", (dir / adapter_weights_file_name).string(), ": tensor ", t.name, " is empty");
     weights.add(t.name, t.value);
@@ -241,7 +343,7 @@ inline Adapter load_adapter(const std::filesystem::path& dir) {
   const SafetensorsFile file(weights_path);
   std::string not_lora;
   for (const auto& t : file.tensors())
-    if (!parse_tensor_name(t.name)) not_lora += (not_lora.empty() ? "" : ", ") + t.name;
+    if (!parse_tensor_name(t.name) && !is_vision_lora_name(t.name)) not_lora += (not_lora.empty() ? "" : ", ") + t.name;
   if (!not_lora.empty())
     fail("peft", weights_path.string(), ": tensors that are not LoRA weights of a layer: ", not_lora,
          " (only lora_A/lora_B weights are supported; modules_to_save and biases are not)");
@@ -253,7 +355,7 @@ inline Adapter load_adapter(const std::filesystem::path& dir) {
     if (t.shape.size() != 2)
       fail("peft", weights_path.string(), ": tensor ", t.name, ": shape ", qlora::detail::shape_str(t.shape),
            " is not 2-D");
-    a.tensors.push_back({t.name, file.read<float, Dyn, Dyn>(t.name)});
+    (parse_tensor_name(t.name) ? a.tensors : a.vision).push_back({t.name, file.read<float, Dyn, Dyn>(t.name)});
   }
   check_tensors(a, weights_path.string());
   return a;

@@ -493,6 +493,23 @@ inline bool is_gemma3_vision_tensor(std::string_view name) {
   return false;
 }
 
+// The module a vision-tower / projector weight belongs to, as transformers 5 names it in memory (and PEFT names its
+// LoRA weights): "model.vision_tower.encoder.layers.0.self_attn.q_proj" from any of the files' namings —
+// "model.vision_tower.encoder..." (saved with save_original_format=False), "vision_tower.encoder..." (transformers
+// 5's default save) or "vision_tower.vision_model.encoder..." (Google's published files).
+inline std::string gemma3_vision_module(std::string_view tensor) {
+  std::string_view s = tensor;
+  if (s.ends_with(".weight")) s.remove_suffix(7);
+  if (s.starts_with("model.")) s.remove_prefix(6);
+  std::string out = "model.";
+  if (s.starts_with("vision_tower.vision_model.")) {
+    out += "vision_tower.";
+    s.remove_prefix(std::string_view("vision_tower.vision_model.").size());
+  }
+  out += s;
+  return out;
+}
+
 // The name inside the text model ("layers.3.self_attn.q_proj.weight", "embed_tokens.weight", "norm.weight",
 // "lm_head.weight"); nullopt for vision tensors and anything outside the text model.
 inline std::optional<std::string> gemma3_text_name(std::string_view name) {

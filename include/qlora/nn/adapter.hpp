@@ -4,7 +4,9 @@
 // frozen model (inference, merged weights).
 //
 // The rules are PEFT's (tuners_utils.check_target_module_exists, utils.other.get_pattern_key), applied to the module
-// names of transformers' Gemma3ForCausalLM ("model.layers.3.self_attn.q_proj", "model.layers.3.mlp.up_proj"):
+// names transformers gives the checkpoint's class: "model.layers.3.self_attn.q_proj" in Gemma3ForCausalLM (270M,
+// 1B), "model.language_model.layers.3.self_attn.q_proj" in Gemma3ForConditionalGeneration (4B-27B), and the vision
+// tower's "model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj" (module_prefix says which text prefix):
 // - a target_modules entry adapts a module when it equals the module's name or ends it after a dot ("q_proj",
 //   "self_attn.q_proj", "model.layers.0.mlp.down_proj");
 // - a rank_pattern / alpha_pattern key applies to a module when the regex `(.*\.)?(key)$` matches its whole name
@@ -12,6 +14,7 @@
 //   matches wins, in the order the config lists them.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <optional>
@@ -23,6 +26,7 @@
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
+#include "config.hpp"
 #include "../ops/lora.hpp"
 #include "../train/arguments.hpp"
 
@@ -60,8 +64,16 @@ inline std::string projection_path(index_t layer, Projection p) {
   return "layers." + std::to_string(layer) + (is_attention(p) ? ".self_attn." : ".mlp.") + std::string(name_of(p));
 }
 
-// transformers' module name of a projection in Gemma3ForCausalLM: "model.layers.3.self_attn.q_proj".
-inline std::string projection_module_name(index_t layer, Projection p) { return "model." + projection_path(layer, p); }
+// The text model's module prefix in transformers' classes: Gemma3ForCausalLM and Gemma3ForConditionalGeneration.
+inline constexpr std::string_view causal_lm_module_prefix = "model.";
+inline constexpr std::string_view conditional_generation_module_prefix = "model.language_model.";
+
+// transformers' module name of a projection: "model.layers.3.self_attn.q_proj" (Gemma3ForCausalLM), or with the
+// multimodal class's prefix "model.language_model.layers.3.self_attn.q_proj".
+inline std::string projection_module_name(index_t layer, Projection p,
+                                          std::string_view prefix = causal_lm_module_prefix) {
+  return std::string(prefix) + projection_path(layer, p);
+}
 
 class LoraTargets {
  public:
@@ -83,10 +95,27 @@ class LoraTargets {
     return *config_;
   }
 
+  // The checkpoint class the module names are those of: the text model's prefix ("model." by default;
+  // "model.language_model." for a multimodal checkpoint, so that rank_pattern keys written for its module names
+  // apply), and on a multimodal checkpoint PEFT's all-linear takes the vision tower's out_proj, fc1 and fc2 too.
+  LoraTargets& for_layout(ModelLayout layout) {
+    module_prefix_ = layout == ModelLayout::causal_lm ? causal_lm_module_prefix : conditional_generation_module_prefix;
+    if (layout == ModelLayout::conditional_generation && config_ && config_->all_linear)
+      for (std::string_view name : vision_linear_names)
+        if (std::find(config_->target_modules.begin(), config_->target_modules.end(), name) ==
+            config_->target_modules.end())
+          config_->target_modules.emplace_back(name);
+    return *this;
+  }
+  const std::string& module_prefix() const { return module_prefix_; }
+
   // The adapter of `layer`'s projection `p`, or nullopt when it is not targeted.
   std::optional<LoraSpec> at(index_t layer, Projection p) const {
+    return for_module(projection_module_name(layer, p, module_prefix_));
+  }
+  // The adapter of any module by its transformers name (a vision-tower projection too), or nullopt.
+  std::optional<LoraSpec> for_module(const std::string& module) const {
     if (!config_) return std::nullopt;
-    const std::string module = projection_module_name(layer, p);
     if (!targets(module)) return std::nullopt;
     LoraSpec s{config_->r, config_->lora_alpha, config_->lora_dropout, config_->use_rslora};
     for (std::size_t i = 0; i < rank_res_.size(); ++i)
@@ -109,7 +138,7 @@ class LoraTargets {
       for (Projection p : all_projections)
         if (at(l, p)) return;
     fail("lora", "target_modules '", join_names(config_->target_modules), "' match no projection of ", model,
-         " (module names are like ", projection_module_name(0, Projection::q_proj), ")");
+         " (module names are like ", projection_module_name(0, Projection::q_proj, module_prefix_), ")");
   }
 
  private:
@@ -129,6 +158,7 @@ class LoraTargets {
 
   std::optional<LoraConfig> config_;
   std::vector<std::regex> rank_res_, alpha_res_;
+  std::string module_prefix_{causal_lm_module_prefix};
 };
 
 }  // namespace qlora

@@ -54,14 +54,39 @@ class CausalLM {
   // The trainable LoRA matrices under PEFT's names (A before B, layer by layer, q k v o gate up down).
   virtual ParameterList lora_parameters() const = 0;
   virtual index_t trainable_parameter_count() const = 0;
-  // The adapter as PEFT writes it / read back (ranks and modules must agree with the model's).
-  virtual void save_adapter(const std::filesystem::path& dir, const std::string& base_model_name_or_path) const = 0;
-  virtual void load_adapter(const peft::Adapter& adapter, const std::string& source) const = 0;
-  void load_adapter(const std::filesystem::path& dir) const { load_adapter(peft::load_adapter(dir), dir.string()); }
+  // The adapter as PEFT writes it for the checkpoint's class (adapter_layout()) / read back (ranks and modules must
+  // agree with the model's; an adapter of either class fits). A multimodal adapter's vision-tower entries are kept
+  // (vision_lora()) and written again by save_adapter, so nothing PEFT trained is lost.
+  void save_adapter(const std::filesystem::path& dir, const std::string& base_model_name_or_path) const {
+    std::vector<peft::AdapterTensor> tensors = text_adapter_tensors(adapter_layout_);
+    tensors.insert(tensors.end(), vision_lora_.begin(), vision_lora_.end());
+    peft::save_adapter(dir, options().lora.config(), base_model_name_or_path, tensors);
+  }
+  void load_adapter(const peft::Adapter& adapter, const std::string& source) {
+    load_text_adapter(adapter, source);
+    vision_lora_ = adapter.vision;
+  }
+  void load_adapter(const std::filesystem::path& dir) { load_adapter(peft::load_adapter(dir), dir.string()); }
+  // The text model's LoRA matrices under PEFT's names for `layout` (views of the trained values).
+  virtual std::vector<peft::AdapterTensor> text_adapter_tensors(peft::ModelLayout layout) const = 0;
+
+  // The checkpoint class whose names save_adapter writes (open_causal_lm sets the source's).
+  peft::ModelLayout adapter_layout() const { return adapter_layout_; }
+  void set_adapter_layout(peft::ModelLayout layout) { adapter_layout_ = layout; }
+  // LoRA weights of the vision tower / projector that the adapter carries but text training does not touch.
+  const std::vector<peft::AdapterTensor>& vision_lora() const { return vision_lora_; }
+  void set_vision_lora(std::vector<peft::AdapterTensor> tensors) { vision_lora_ = std::move(tensors); }
 
   // Inference: materialised fp32 logits [N, vocab], and KV-cache decoding for up to `capacity` positions.
   virtual Tensor<float, Dyn, Dyn> logits(const ModelInput& in) const = 0;
   virtual std::unique_ptr<DecodeSession> decoder(index_t capacity) const = 0;
+
+ protected:
+  virtual void load_text_adapter(const peft::Adapter& adapter, const std::string& source) const = 0;
+
+ private:
+  peft::ModelLayout adapter_layout_ = peft::ModelLayout::causal_lm;
+  std::vector<peft::AdapterTensor> vision_lora_;
 };
 
 // How a model's numbers are held: a 4-bit NF4 base computed in fp32 (QLoRA training); the same NF4 values

@@ -84,6 +84,11 @@ struct Gemma3RuntimeConfig {
   static constexpr bool is_global_layer(index_t layer) { return (layer + 1) % 6 == 0; }
 };
 
+// The transformers class a checkpoint's names follow: the text-only Gemma3ForCausalLM (270M, 1B; GGUF files) or the
+// multimodal Gemma3ForConditionalGeneration (4B, 12B, 27B: text model beside a vision tower). It decides the names of
+// module, weight and adapter tensors ("model.layers.0..." / "model.language_model.layers.0...").
+enum class ModelLayout { causal_lm, conditional_generation };
+
 // The model's extents as types: Dim<N> for a published size, Dyn for Gemma3AnySize.
 template <class Cfg>
 struct Gemma3Dims {

@@ -46,8 +46,17 @@ inline Gemma3RuntimeConfig gemma3_config_from_json(const nlohmann::json& root, s
     c.sliding_window = j.at("sliding_window").get<index_t>();
     c.query_pre_attn_scalar = j.value("query_pre_attn_scalar", 0.0);
     c.rms_norm_eps = j.value("rms_norm_eps", 0.0);
+    // RoPE scaling: Gemma 3 uses none, or linear (4B-27B, global layers); other kinds would change every position.
+    auto check_rope_type = [&](const nlohmann::json& p, const char* where) {
+      if (!p.is_object()) return;
+      const std::string type = p.value("rope_type", p.value("type", std::string("default")));
+      if (type != "default" && type != "linear")
+        fail("config", source, ": ", where, " rope_type '", type, "' is not supported (Gemma 3: default or linear)");
+    };
     if (j.contains("rope_parameters")) {  // transformers 5
       const auto& rp = j["rope_parameters"];
+      if (rp.contains("full_attention")) check_rope_type(rp["full_attention"], "rope_parameters.full_attention");
+      if (rp.contains("sliding_attention")) check_rope_type(rp["sliding_attention"], "rope_parameters.sliding_attention");
       if (rp.contains("full_attention")) {
         c.rope_global_theta = rp["full_attention"].value("rope_theta", 0.0);
         c.rope_global_scaling = rp["full_attention"].value("factor", 1.0);
@@ -56,7 +65,27 @@ inline Gemma3RuntimeConfig gemma3_config_from_json(const nlohmann::json& root, s
     } else {  // transformers 4
       c.rope_global_theta = j.value("rope_theta", 0.0);
       c.rope_local_theta = j.value("rope_local_base_freq", 0.0);
-      if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) c.rope_global_scaling = j["rope_scaling"].value("factor", 1.0);
+      if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+        check_rope_type(j["rope_scaling"], "rope_scaling");
+        c.rope_global_scaling = j["rope_scaling"].value("factor", 1.0);
+      }
+    }
+    // Gemma 3 attends globally in every 6th layer; a file that says otherwise describes another model.
+    if (j.contains("sliding_window_pattern") && j["sliding_window_pattern"].is_number() &&
+        j["sliding_window_pattern"].get<index_t>() != 6)
+      fail("config", source, ": sliding_window_pattern ", j["sliding_window_pattern"].get<index_t>(),
+           " is not Gemma 3's 6 (every 6th layer global), which qlora's Gemma 3 implements");
+    if (j.contains("layer_types") && j["layer_types"].is_array()) {
+      const auto& types = j["layer_types"];
+      if (static_cast<index_t>(types.size()) != c.layers)
+        fail("config", source, ": layer_types lists ", types.size(), " layers, num_hidden_layers is ", c.layers);
+      for (index_t l = 0; l < c.layers; ++l) {
+        const std::string want = Gemma3RuntimeConfig::is_global_layer(l) ? "full_attention" : "sliding_attention";
+        const std::string have = types[static_cast<std::size_t>(l)].is_string() ? types[static_cast<std::size_t>(l)].get<std::string>() : types[static_cast<std::size_t>(l)].dump();
+        if (have != want)
+          fail("config", source, ": layer_types[", l, "] is ", have, " where Gemma 3 has ", want,
+               " (every 6th layer global); qlora's Gemma 3 implements only that pattern");
+      }
     }
     return c;
   } catch (const nlohmann::json::exception& e) {

@@ -32,11 +32,8 @@ class Gemma3CausalLM final : public CausalLM {
   }
   ParameterList lora_parameters() const override { return model_.lora_parameters(); }
   index_t trainable_parameter_count() const override { return model_.trainable_parameter_count(); }
-  void save_adapter(const std::filesystem::path& dir, const std::string& base) const override {
-    qlora::save_adapter(model_, dir, base);
-  }
-  void load_adapter(const peft::Adapter& adapter, const std::string& source) const override {
-    qlora::load_adapter(model_, adapter, source);
+  std::vector<peft::AdapterTensor> text_adapter_tensors(peft::ModelLayout layout) const override {
+    return adapter_tensors(model_, layout);
   }
   Tensor<float, Dyn, Dyn> logits(const ModelInput& in) const override { return model_.logits(in); }
   std::unique_ptr<DecodeSession> decoder(index_t capacity) const override {
@@ -44,6 +41,11 @@ class Gemma3CausalLM final : public CausalLM {
   }
 
   const model_type& model() const { return model_; }
+
+ protected:
+  void load_text_adapter(const peft::Adapter& adapter, const std::string& source) const override {
+    qlora::load_adapter(model_, adapter, source);
+  }
 
  private:
   model_type model_;

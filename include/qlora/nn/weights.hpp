@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -166,6 +167,39 @@ class Gemma3WeightSource {
   const GgufFile* gguf() const { return gguf_.get(); }
   // config.json of a Hugging Face checkpoint (null for GGUF).
   const nlohmann::json& hf_config() const { return hf_config_; }
+  // The folder of a Hugging Face checkpoint (tokenizer, chat template and generation config live there); empty for
+  // GGUF and random sources.
+  std::filesystem::path folder() const {
+    if (is_gguf() || is_random()) return {};
+    return std::filesystem::is_directory(path_) ? path_ : path_.parent_path();
+  }
+  // The class the checkpoint was saved from: Gemma3ForConditionalGeneration when config.json says so (or nests the
+  // text model under text_config), else Gemma3ForCausalLM (GGUF files and random sources included).
+  ModelLayout layout() const {
+    if (hf_config_.is_object()) {
+      if (hf_config_.contains("text_config")) return ModelLayout::conditional_generation;
+      if (hf_config_.contains("architectures") && hf_config_["architectures"].is_array())
+        for (const auto& a : hf_config_["architectures"])
+          if (a.is_string() && a.get<std::string>() == "Gemma3ForConditionalGeneration")
+            return ModelLayout::conditional_generation;
+    }
+    return ModelLayout::causal_lm;
+  }
+  // The safetensors files of a Hugging Face checkpoint (opened on first use); null for GGUF and random sources.
+  const SafetensorsCheckpoint* checkpoint() const {
+    if (is_gguf() || is_random()) return nullptr;
+    if (!safetensors_) safetensors_ = std::make_unique<SafetensorsCheckpoint>(path_);
+    return safetensors_.get();
+  }
+  // The file's tensors outside the text model (vision tower, multimodal projector), which text fine-tuning leaves
+  // alone; merge copies them through.
+  std::vector<std::string> vision_tensor_names() const {
+    std::vector<std::string> out;
+    if (const SafetensorsCheckpoint* c = checkpoint())
+      for (const auto& name : c->names())
+        if (is_gemma3_vision_tensor(name)) out.push_back(name);
+    return out;
+  }
 
   // The tensor with transformers' text-model name, as T, in transformers' convention (norms: w, not 1 + w).
   template <class T, class... Ds>
@@ -190,8 +224,7 @@ class Gemma3WeightSource {
         for (index_t i = 0; i < t.numel(); ++i) t.data()[i] = convert<T>(convert<double>(t.data()[i]) - 1.0);
       return t;
     }
-    if (!safetensors_) safetensors_ = std::make_unique<SafetensorsCheckpoint>(path_);
-    Tensor<T, Ds...> t = safetensors_->read_text<T, Ds...>(hf_name);
+    Tensor<T, Ds...> t = checkpoint()->read_text<T, Ds...>(hf_name);
     check_shape(hf_name, t.shape());
     return t;
   }

@@ -3,6 +3,7 @@
 // suggest the nearest known name, so a typo never silently falls back to a default; values are range-checked.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -56,6 +57,9 @@ struct LoraConfig {
   // PEFT's per-module overrides: module-name regex -> r / lora_alpha (nn/adapter.hpp says how they match).
   std::vector<std::pair<std::string, long>> rank_pattern;
   std::vector<std::pair<std::string, double>> alpha_pattern;
+  // Set when target_modules was PEFT's "all-linear" (expanded to the names below): on a multimodal checkpoint PEFT's
+  // all-linear also takes the vision tower's linear layers (out_proj, fc1, fc2 besides q/k/v_proj).
+  bool all_linear = false;
 };
 
 namespace detail {
@@ -156,12 +160,19 @@ inline void validate(const TrainingArguments& a) {
 
 // PEFT's "all-linear" shorthand as the seven projection names (what PEFT writes into adapter_config.json).
 inline void expand_all_linear(LoraConfig& c) {
-  if (c.target_modules == std::vector<std::string>{"all-linear"})
+  if (c.target_modules == std::vector<std::string>{"all-linear"}) {
     c.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    c.all_linear = true;
+  }
 }
 
+// The linear layers of the SigLIP vision tower that PEFT names besides q/k/v_proj (a multimodal checkpoint's
+// all-linear, or an adapter PEFT trained on one); they match nothing in the text model.
+inline constexpr std::array<std::string_view, 3> vision_linear_names = {"out_proj", "fc1", "fc2"};
+
 // Target entries are module names or their dotted tails ("q_proj", "self_attn.q_proj",
-// "model.layers.0.mlp.down_proj"): the last part must name one of the seven projections.
+// "model.layers.0.mlp.down_proj"): the last part must name one of the seven projections (or a vision-tower linear
+// layer of a multimodal checkpoint: out_proj, fc1, fc2).
 inline void validate(const LoraConfig& c) {
   if (c.r < 1) fail("config", "lora r must be >= 1, got ", c.r);
   if (!std::isfinite(c.lora_alpha)) fail("config", "lora_alpha must be a finite number");
@@ -172,7 +183,8 @@ inline void validate(const LoraConfig& c) {
     const std::string last = dot == std::string::npos ? m : m.substr(dot + 1);
     if (m == "all-linear")
       fail("config", "target_modules: all-linear must be given alone (it means all seven projections)");
-    detail::require_in(last, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    detail::require_in(last, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                              "out_proj", "fc1", "fc2"},
                        "target_modules");
   }
   for (const auto& [key, r] : c.rank_pattern)
