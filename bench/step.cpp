@@ -93,6 +93,7 @@ struct Options {
   std::string model;  // empty: random weights
   long seq = 512, batch = 1, rank = 16, steps = 5, warmup = 1;
   double lora_alpha = 32, lora_dropout = 0.05;
+  std::string targets = "all-linear";  // --targets q_proj,v_proj: the 4B-it recipe's
   bool gradient_checkpointing = false, json = false, breakdown = false;
   bool dynamic_extents = false;  // --extents dynamic: the run-time-shaped model (Gemma3AnySize) on the same shape
 };
@@ -102,7 +103,8 @@ struct Options {
                "qlora_step_bench: %s\n"
                "usage: qlora_step_bench [--config 270m|1b|4b] [--model PATH] [--seq 512] [--batch 1] [--rank R]\n"
                "                        [--steps 5] [--warmup 1] [--lora-alpha 32] [--lora-dropout 0.05]\n"
-               "                        [--gradient-checkpointing] [--json] [--breakdown] [--extents static|dynamic]\n",
+               "                        [--gradient-checkpointing] [--json] [--breakdown] [--extents static|dynamic]\n"
+               "                        [--targets all-linear|q_proj,v_proj,...]\n",
                why);
   std::exit(2);
 }
@@ -124,6 +126,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = std::stol(value());
     else if (a == "--lora-alpha") o.lora_alpha = std::stod(value());
     else if (a == "--lora-dropout") o.lora_dropout = std::stod(value());
+    else if (a == "--targets") o.targets = value();
     else if (a == "--gradient-checkpointing") o.gradient_checkpointing = true;
     else if (a == "--json") o.json = true;
     else if (a == "--breakdown") o.breakdown = true;
@@ -235,11 +238,12 @@ int run(const Options& o) {
   using Model = std::conditional_t<kStatic, std::unique_ptr<CausalLM>, std::optional<Gemma3<Gemma3AnySize, float, NF4>>>;
   const auto t_load = Clock::now();
   Gemma3Options mo;
-  LoraConfig lora;  // the recipe's adapter on all seven projections
+  LoraConfig lora;  // the recipe's adapter: all seven projections unless --targets says otherwise
   lora.r = o.rank;
   lora.lora_alpha = o.lora_alpha;
   lora.lora_dropout = o.lora_dropout;
-  lora.target_modules = all_linear_targets();
+  lora.target_modules = detail::OptionReader::split_commas(o.targets);
+  expand_all_linear(lora);
   mo.lora = LoraTargets(lora);
   std::string source_name;
   Model model;
@@ -304,8 +308,9 @@ int run(const Options& o) {
                 rss_loaded * mib, first_loss, last_loss, gemm_gflops, gflops / gemm_gflops, isa.c_str());
     return 0;
   }
-  std::printf("qlora step: %s (%s), NF4 base + LoRA r %ld on all 7 projections, batch %ld x seq %ld, %d threads%s\n",
-              std::string(model->name()).c_str(), source_name.c_str(), o.rank, o.batch, o.seq, omp_get_max_threads(),
+  std::printf("qlora step: %s (%s), NF4 base + LoRA r %ld on %s, batch %ld x seq %ld, %d threads%s\n",
+              std::string(model->name()).c_str(), source_name.c_str(), o.rank, o.targets.c_str(), o.batch, o.seq,
+              omp_get_max_threads(),
               o.gradient_checkpointing ? ", gradient checkpointing" : "");
   std::printf("  load %.2f s; trainable parameters %lld; loss %.4f -> %.4f\n", load_s,
               static_cast<long long>(model->trainable_parameter_count()), first_loss, last_loss);

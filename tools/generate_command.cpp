@@ -1,5 +1,6 @@
 // qlora generate: answers from a Gemma 3 model (NF4 base, as it was trained, held dequantized so each token costs
-// no dequantization), with or without a PEFT LoRA adapter.
+// no dequantization; --base-weights original computes with the file's own weights instead, e.g. a merged model),
+// with or without a PEFT LoRA adapter.
 // Either one --prompt (rendered through the training format's prompt, or --raw), or --records: a JSONL file of
 // records in the training format (qlora finetune writes eval_records.jsonl in its output folder), each answered and
 // written with its reference to --output as {"prompt", "prediction", "reference"} lines for `qlora evaluate --jsonl`.
@@ -26,7 +27,7 @@ namespace qlora::cli {
 namespace {
 
 struct GenerateOptions {
-  std::string model, adapter, prompt, records, output;
+  std::string model, adapter, prompt, records, output, base_weights = "nf4";
   bool raw = false;
   long limit = 0;
   GenerationConfig gen;
@@ -116,7 +117,10 @@ int run(const GenerateOptions& o) {
     config.lora_dropout = 0;
     options.lora = LoraTargets(config);
   }
-  const auto model = open_causal_lm(source, options, CausalLMWeights::nf4_dequantized);
+  if (o.base_weights != "nf4" && o.base_weights != "original")
+    fail("generate", "--base-weights ", o.base_weights, ": use nf4 or original");
+  const auto model = open_causal_lm(source, options, o.base_weights == "nf4" ? CausalLMWeights::nf4_dequantized
+                                                                             : CausalLMWeights::fp32);
   if (adapter) model->load_adapter(*adapter, o.adapter);
   const std::vector<std::int32_t> eos_ids = source.folder().empty() ? std::vector<std::int32_t>{}
                                                                     : read_hf_folder(source.folder()).eos_token_ids;
@@ -140,6 +144,9 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--top-k", o->gen.sampling.top_k, "Keep the k most likely tokens (default 50; 0: off)");
   cmd->add_option("--top-p", o->gen.sampling.top_p, "Nucleus sampling threshold (default 1: off)");
   cmd->add_option("--seed", o->gen.sampling.seed, "Seed of the sampling draws");
+  cmd->add_option("--base-weights", o->base_weights,
+                  "nf4 (default: the NF4 values training used) or original (the file's weights as they are, e.g. a "
+                  "model qlora merge wrote)");
   return [o]() { return run(*o); };
 }
 

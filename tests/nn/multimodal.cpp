@@ -287,3 +287,89 @@ TEST_SUITE("nn") {
     CHECK(gemma3_config_from_json(google, "google").rope_global_scaling == 8.0);
   }
 }
+
+TEST_SUITE("nn") {
+  TEST_CASE("transformers 5's default save names (language_model.model.*, vision_tower.* without vision_model) load, "
+            "adapt with PEFT's keys and merge back under the same names") {
+    // hf5/ renamed as save_pretrained writes by default (save_original_format=True; the names are in
+    // default_save_names.json): the layout of most fine-tuned Gemma 3 folders saved with transformers 5.
+    const auto names = mm_json(kMm / "default_save_names.json")["names"].get<std::vector<std::string>>();
+    const std::set<std::string> wanted(names.begin(), names.end());
+    auto renamed = [](std::string n) {
+      for (const auto& [from, to] : {std::pair<std::string, std::string>{"model.language_model.", "language_model.model."},
+                                     {"model.vision_tower.", "vision_tower."},
+                                     {"model.multi_modal_projector.", "multi_modal_projector."}})
+        if (n.starts_with(from)) return to + n.substr(from.size());
+      return n;
+    };
+    const auto dir = mm_temp("default_save");
+    std::filesystem::create_directories(dir);
+    for (const char* f : {"config.json", "tokenizer.model", "generation_config.json", "chat_template.jinja"})
+      std::filesystem::copy_file(kMm / "hf5" / f, dir / f);
+    const SafetensorsCheckpoint hf5(kMm / "hf5");
+    SafetensorsWriter w;
+    std::set<std::string> written;
+    for (const auto& name : hf5.names()) {
+      const auto& info = hf5.info(name);
+      w.add_raw(renamed(name), info.dtype, info.shape, hf5.file_of(name).raw(name));
+      written.insert(renamed(name));
+    }
+    REQUIRE(written == wanted);
+    w.write(dir / "model.safetensors");
+
+    const auto source = Gemma3WeightSource::open(dir);
+    CHECK(source.layout() == ModelLayout::conditional_generation);
+    CHECK(source.vision_tensor_names().size() == 39);
+    const auto golden = mm_json(kMm / "logits.json");
+    const auto model = open_causal_lm(source, {}, CausalLMWeights::fp32);
+    const auto in = model_input(golden["sequences"][0].get<std::vector<std::int32_t>>());
+    CHECK(mm_relative_error(model->logits(in), golden["logits"][0]) < 1e-5);
+
+    // the adapter's vision keys are PEFT's module names (model.vision_tower.encoder…), whatever the file calls them
+    LoraConfig config;
+    config.r = 4;
+    config.lora_alpha = 8;
+    Gemma3Options options;
+    options.lora = LoraTargets(config);
+    const auto adapted = open_causal_lm(source, options, CausalLMWeights::fp32);
+    const auto adapter_dir = mm_temp("default_save_adapter");
+    adapted->save_adapter(adapter_dir, dir.string());
+    std::map<std::string, std::vector<index_t>> expected;
+    const nlohmann::json keys = mm_json(kMm / "peft_keys.json");
+    for (const auto& [name, shape] : keys["Gemma3ForConditionalGeneration"]["q_proj,v_proj"].items())
+      expected[name] = shape.get<std::vector<index_t>>();
+    CHECK(mm_adapter_keys(adapter_dir) == expected);
+
+    // PEFT's adapter (trained vision LoRA) merges into the renamed vision tower and keeps the file's names
+    const peft::Adapter peft_adapter = peft::load_adapter(kMm / "peft_qv");
+    const auto out = mm_temp("default_save_merged");
+    save_merged_safetensors(source, &peft_adapter, "peft_qv", out);
+    const SafetensorsFile merged(out / "model.safetensors");
+    std::set<std::string> merged_names;
+    for (const auto& t : merged.tensors()) merged_names.insert(t.name);
+    CHECK(merged_names == wanted);
+    const std::string q = "vision_tower.encoder.layers.0.self_attn.q_proj.weight";
+    {  // W' = W + (alpha / r) · B · A for the vision tower's q_proj of layer 0
+      const auto w = source.checkpoint()->read<float, Dyn, Dyn>(q), w2 = merged.read<float, Dyn, Dyn>(q);
+      const Tensor<float, Dyn, Dyn>* A = nullptr;
+      const Tensor<float, Dyn, Dyn>* B = nullptr;
+      for (const auto& t : peft_adapter.vision) {
+        if (t.name == "base_model.model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_A.weight") A = &t.value;
+        if (t.name == "base_model.model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_B.weight") B = &t.value;
+      }
+      REQUIRE(A);
+      REQUIRE(B);
+      const auto delta = matmul(*B, *A);
+      double worst = 0, moved = 0;
+      for (index_t i = 0; i < w.numel(); ++i) {
+        worst = std::max(worst, std::abs(static_cast<double>(w2.data()[i]) - w.data()[i] - 2.0 * delta.data()[i]));
+        moved = std::max(moved, std::abs(static_cast<double>(w2.data()[i]) - w.data()[i]));
+      }
+      CHECK(moved > 1e-3);
+      CHECK(worst < 1e-6);
+    }
+    const auto merged_model = open_causal_lm(Gemma3WeightSource::open(out), {}, CausalLMWeights::fp32);
+    const auto peft_golden = mm_json(kMm / "peft_qv_logits.json");
+    CHECK(mm_relative_error(merged_model->logits(in), peft_golden["logits"][0]) < 1e-5);
+  }
+}

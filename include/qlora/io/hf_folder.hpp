@@ -144,6 +144,7 @@ inline void set_gguf_metadata_from_hf(GgufWriter& out, const Gemma3WeightSource&
   out.set("tokenizer.ggml.unknown_token_id", static_cast<std::uint32_t>(v.unk_id));
   out.set("tokenizer.ggml.padding_token_id", static_cast<std::uint32_t>(v.pad_id));
   out.set("tokenizer.ggml.add_bos_token", true);
+  out.set("tokenizer.ggml.add_sep_token", false);
   out.set("tokenizer.ggml.add_eos_token", false);
   out.set("tokenizer.ggml.add_space_prefix", false);
   const HfFolderFiles files = read_hf_folder(src.folder());

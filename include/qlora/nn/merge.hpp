@@ -238,7 +238,7 @@ inline std::size_t add_vision_tensors(const Gemma3WeightSource& src, const peft:
 
 // Writes dir/config.json and dir/model.safetensors in the layout the source has (Gemma3ForCausalLM's "model." names,
 // or a multimodal checkpoint's text prefix with its vision tower copied through), and copies the source folder's
-// tokenizer, chat template and generation config.
+// tokenizer, chat template and generation config (from a GGUF: its vocabulary as tokenizer.model).
 inline void save_merged_safetensors(const Gemma3WeightSource& src, const peft::Adapter* adapter,
                                     const std::string& adapter_source, const std::filesystem::path& dir,
                                     MergedDtype dtype = MergedDtype::float32, MergeInto into = MergeInto::original) {
@@ -268,6 +268,12 @@ inline void save_merged_safetensors(const Gemma3WeightSource& src, const peft::A
   AtomicFileWriter cfg(dir / "config.json", "merge");
   cfg.write(text.data(), text.size());
   cfg.commit();
+  if (src.is_gguf()) {  // the GGUF's vocabulary as a tokenizer.model, so the folder is complete
+    const std::string proto = detail::sentencepiece_model_proto(vocabulary_from_gguf(*src.gguf()));
+    AtomicFileWriter tok(dir / "tokenizer.model", "merge");
+    tok.write(proto.data(), proto.size());
+    tok.commit();
+  }
   if (const std::filesystem::path folder = src.folder(); !folder.empty())
     for (std::string_view file : hf_side_files) {
       const std::filesystem::path from = folder / file;
