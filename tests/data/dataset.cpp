@@ -300,6 +300,10 @@ TEST_SUITE("data") {
                          "[dataset] bad.json:2: invalid JSON at column 7", Error);
     CHECK_THROWS_WITH_AS(load_records("data.txt"),
                          "[dataset] data.txt: unknown file type (expected .jsonl, .json or .csv)", Error);
+    // Found by tests/fuzz/dataset.cpp: a number too large for any JSON type escaped as nlohmann's out_of_range.
+    CHECK_THROWS_WITH_AS(parse_jsonl("44444444444e4444\"\"\"\"e\r\n", "big.jsonl"),
+                         doctest::Contains("[dataset] big.jsonl:1: invalid JSON"), Error);
+    CHECK_THROWS_WITH_AS(parse_json_array("[1e99999]", "big.json"), doctest::Contains("[dataset] big.json"), Error);
   }
 
   TEST_CASE("the same records from JSONL, JSON and CSV files give the same samples") {

@@ -48,6 +48,8 @@ inline std::vector<Record> parse_jsonl(std::string_view text, std::string_view s
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error& e) {
       fail("dataset", source, ":", line_number, ": invalid JSON at column ", e.byte);
+    } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for any type
+      fail("dataset", source, ":", line_number, ": invalid JSON: ", e.what());
     }
     if (!j.is_object())
       fail("dataset", source, ":", line_number, ": expected a JSON object, found ", detail::json_type_name(j));
@@ -68,6 +70,8 @@ inline std::vector<Record> parse_json_array(std::string_view text, std::string_v
     for (std::size_t i = 0; i < at; ++i)
       if (text[i] == '\n') ++line, line_start = i + 1;
     fail("dataset", source, ":", line, ": invalid JSON at column ", at - line_start + 1);
+  } catch (const nlohmann::json::exception& e) {
+    fail("dataset", source, ": invalid JSON: ", e.what());
   }
   if (!j.is_array()) fail("dataset", source, ": expected a JSON array of objects, found ", detail::json_type_name(j));
   std::vector<Record> records;
