@@ -4,12 +4,15 @@
 // Everything is checked (model file, data, adapter type, memory) before anything is written to the output folder.
 #pragma once
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
 #include <variant>
+
+#include <unistd.h>
 
 #include <qlora/data/batch.hpp>
 #include <qlora/data/dataset.hpp>
@@ -81,9 +84,44 @@ inline std::optional<std::filesystem::path> resume_folder(const TrainingArgument
   return std::filesystem::path(r);
 }
 
+// The output folder must be a folder, or creatable as one: checked before anything is loaded.
+inline void check_output_dir(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(dir, ec)) {
+    if (!fs::is_directory(dir, ec)) fail("finetune", "--output-dir ", dir.string(), ": a file, not a folder");
+    if (::access(dir.c_str(), W_OK | X_OK) != 0) fail("finetune", "--output-dir ", dir.string(), ": not writable");
+    return;
+  }
+  fs::path parent = fs::absolute(dir, ec);
+  while (!parent.empty() && !fs::exists(parent, ec) && parent != parent.parent_path()) parent = parent.parent_path();
+  if (!fs::is_directory(parent, ec))
+    fail("finetune", "--output-dir ", dir.string(), ": cannot be created (", parent.string(), " is not a folder)");
+  if (::access(parent.c_str(), W_OK | X_OK) != 0)
+    fail("finetune", "--output-dir ", dir.string(), ": cannot be created (", parent.string(), " is not writable)");
+}
+
+// SIGINT / SIGTERM during training: the first finishes the step, saves a checkpoint and stops (the run resumes
+// exactly from it); a second, or one before training has begun, stops at once as the default action would.
+namespace interrupt {
+inline volatile std::sig_atomic_t stop_signal = 0;
+inline volatile std::sig_atomic_t training = 0;
+extern "C" inline void on_stop_signal(int sig) {
+  if (!training || stop_signal) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  stop_signal = sig;
+  constexpr char msg[] = "\nqlora: stopping after this step and saving a checkpoint (again to stop at once)\n";
+  [[maybe_unused]] const auto n = ::write(2, msg, sizeof msg - 1);
+}
+}  // namespace interrupt
+
 inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const Tokenizer& tok) {
   const TrainingArguments& args = job.args;
   namespace fs = std::filesystem;
+  check_output_dir(args.output_dir);
   // Checks ranks, patterns and target names before anything is read; module names are the checkpoint class's.
   const LoraTargets targets = LoraTargets(job.lora).for_layout(source.layout());
   const std::string name = model_name(source.config(), source.path().string());
@@ -209,8 +247,20 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
     const auto records = load_records(job.dataset_path.string());
     for (const auto& s : split.eval) eval_out << records[s.record].fields.dump() << "\n";
   }
+  fns.stop_requested = []() { return interrupt::stop_signal != 0; };
   Trainer<Batch> trainer(args, model.lora_parameters(), fns, total_steps);
+  std::signal(SIGINT, interrupt::on_stop_signal);
+  std::signal(SIGTERM, interrupt::on_stop_signal);
+  interrupt::training = 1;
   const TrainResult result = trainer.train(next_epoch, state, steps_per_epoch);
+  interrupt::training = 0;
+  if (result.stopped) {
+    const int sig = interrupt::stop_signal;
+    std::fprintf(stderr, "qlora: stopped by %s after step %ld of %ld; %s/checkpoint-%ld holds the run: continue it "
+                 "with --resume-from-checkpoint latest\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                 result.state.global_step, total_steps, args.output_dir.c_str(), result.state.global_step);
+    return 128 + sig;
+  }
   model.save_adapter(args.output_dir, base_name);
   std::fprintf(stderr, "qlora: done: %ld steps, loss %.4f -> %.4f, %.0f tokens/s; adapter saved in %s\n",
                result.state.global_step, result.first_logged_loss, result.last_logged_loss, result.tokens_per_second,

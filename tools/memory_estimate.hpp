@@ -11,6 +11,8 @@
 #include <fstream>
 #include <string>
 
+#include <sys/resource.h>
+
 #include <qlora/core/error.hpp>
 #include <qlora/nn/adapter.hpp>
 #include <qlora/nn/config.hpp>
@@ -65,16 +67,32 @@ inline MemoryEstimate estimate_gpu_memory(const Gemma3RuntimeConfig& c, const Lo
   return e;
 }
 
-// MemAvailable of /proc/meminfo in bytes (QLORA_MEMORY_AVAILABLE, in bytes, pretends another figure); 0 when unknown.
+// The memory this process may use, in bytes: the least of MemAvailable (/proc/meminfo), the address-space limit
+// (ulimit -v) and a cgroup v2 limit (memory.max − memory.current, what a container or systemd slice allows);
+// QLORA_MEMORY_AVAILABLE (bytes) pretends another figure; 0 when none is known.
 inline double available_memory() {
   if (const char* pretend = std::getenv("QLORA_MEMORY_AVAILABLE"); pretend && *pretend) return std::atof(pretend);
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  double kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024;
-  return 0;
+  double have = 0;
+  auto least = [&](double v) {
+    if (v > 0 && (have == 0 || v < have)) have = v;
+  };
+  {
+    std::ifstream in("/proc/meminfo");
+    std::string key, unit;
+    double kb = 0;
+    while (in >> key >> kb >> unit)
+      if (key == "MemAvailable:") least(kb * 1024);
+  }
+  rlimit as{};
+  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) least(static_cast<double>(as.rlim_cur));
+  std::ifstream max_file("/sys/fs/cgroup/memory.max"), current_file("/sys/fs/cgroup/memory.current");
+  std::string max_text;
+  double current = 0;
+  if (max_file >> max_text && max_text != "max" && current_file >> current) {
+    const double limit = std::atof(max_text.c_str());
+    least(limit > current ? limit - current : 1);
+  }
+  return have;
 }
 
 inline void check_memory(const Gemma3RuntimeConfig& c, const LoraTargets& targets, index_t tokens_per_micro_batch,

@@ -20,29 +20,10 @@
 using namespace qlora;
 using test::kData;
 using test::kTiny;
+using test::logits_relative_error;
+using test::read_json;
 
 namespace {
-
-nlohmann::json read_json(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  REQUIRE_MESSAGE(in.good(), "missing golden file ", p.string(), " (run tests/golden/gemma3_logits.py)");
-  return nlohmann::json::parse(in);
-}
-
-// max |a - b| / max |b| over two logit matrices [T, V].
-double relative_error(const Tensor<float, Dyn, Dyn>& got, const nlohmann::json& want) {
-  double worst = 0, scale = 0;
-  REQUIRE(static_cast<index_t>(want.size()) == got.size(0));
-  for (index_t t = 0; t < got.size(0); ++t) {
-    REQUIRE(static_cast<index_t>(want[t].size()) == got.size(1));
-    for (index_t v = 0; v < got.size(1); ++v) {
-      const double w = want[t][v].get<double>();
-      worst = std::max(worst, std::abs(got(t, v) - w));
-      scale = std::max(scale, std::abs(w));
-    }
-  }
-  return worst / scale;
-}
 
 std::vector<std::int32_t> ids_of(const nlohmann::json& j) { return j.get<std::vector<std::int32_t>>(); }
 
@@ -92,7 +73,7 @@ TEST_SUITE("nn") {
     const auto model = test::open_tiny();
     for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
       const auto logits = model->logits(model_input(ids_of(golden["sequences"][s])));
-      const double err = relative_error(logits, golden["logits"][s]);
+      const double err = logits_relative_error(logits, golden["logits"][s]);
       INFO("sequence " << s << ": max relative error " << err);
       CHECK(err < 1e-5);
     }
@@ -108,7 +89,7 @@ TEST_SUITE("nn") {
     const auto model = test::open_tiny({}, CausalLMWeights::nf4);
     for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
       const auto logits = model->logits(model_input(ids_of(golden["sequences"][s])));
-      const double err = relative_error(logits, golden["logits"][s]);
+      const double err = logits_relative_error(logits, golden["logits"][s]);
       INFO("sequence " << s << ": max relative error vs bitsandbytes NF4 " << err);
       CHECK(err < 1e-5);
     }

@@ -30,27 +30,6 @@ namespace {
 
 const std::filesystem::path kMm = kData / "gemma3_mm";
 
-nlohmann::json mm_json(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  REQUIRE_MESSAGE(in.good(), "missing golden file ", p.string(), " (run tests/golden/gemma3_multimodal.py)");
-  return nlohmann::json::parse(in);
-}
-
-// max |a - b| / max |b| over two logit matrices [T, V].
-double mm_relative_error(const Tensor<float, Dyn, Dyn>& got, const nlohmann::json& want) {
-  double worst = 0, scale = 0;
-  REQUIRE(static_cast<index_t>(want.size()) == got.size(0));
-  for (index_t t = 0; t < got.size(0); ++t) {
-    REQUIRE(static_cast<index_t>(want[t].size()) == got.size(1));
-    for (index_t v = 0; v < got.size(1); ++v) {
-      const double w = want[t][v].get<double>();
-      worst = std::max(worst, std::abs(got(t, v) - w));
-      scale = std::max(scale, std::abs(w));
-    }
-  }
-  return worst / scale;
-}
-
 double mm_max_difference(const Tensor<float, Dyn, Dyn>& a, const Tensor<float, Dyn, Dyn>& b) {
   REQUIRE(a.shape() == b.shape());
   double worst = 0;
@@ -59,7 +38,7 @@ double mm_max_difference(const Tensor<float, Dyn, Dyn>& a, const Tensor<float, D
 }
 
 std::vector<std::vector<std::int32_t>> mm_sequences() {
-  return mm_json(kMm / "logits.json")["sequences"].get<std::vector<std::vector<std::int32_t>>>();
+  return test::read_json(kMm / "logits.json")["sequences"].get<std::vector<std::vector<std::int32_t>>>();
 }
 
 // Names and shapes of an adapter_model.safetensors.
@@ -76,6 +55,18 @@ std::filesystem::path mm_temp(const std::string& tag) {
   return dir;
 }
 
+// LoRA r 4, alpha 8 (the golden adapters' numbers) on q_proj and v_proj unless told otherwise.
+Gemma3Options mm_lora_options(std::vector<std::string> targets = {"q_proj", "v_proj"}) {
+  LoraConfig config;
+  config.r = 4;
+  config.lora_alpha = 8;
+  config.target_modules = std::move(targets);
+  expand_all_linear(config);
+  Gemma3Options options;
+  options.lora = LoraTargets(config);
+  return options;
+}
+
 // The tiny model with PEFT's q_proj/v_proj adapter (its config: r 4, alpha 8), fp32 weights as saved.
 std::unique_ptr<CausalLM> mm_with_peft_adapter(const std::filesystem::path& folder, const peft::Adapter& adapter,
                                                CausalLMWeights weights = CausalLMWeights::fp32) {
@@ -90,7 +81,7 @@ std::unique_ptr<CausalLM> mm_with_peft_adapter(const std::filesystem::path& fold
 
 TEST_SUITE("nn") {
   TEST_CASE("Gemma 3 4B-structured folders of both multimodal layouts and the text-only class give transformers' logits") {
-    const auto golden = mm_json(kMm / "logits.json");
+    const auto golden = test::read_json(kMm / "logits.json");
     for (const char* folder : {"hf5", "google", "text"}) {
       CAPTURE(folder);
       const auto source = Gemma3WeightSource::open(kMm / folder);
@@ -102,7 +93,7 @@ TEST_SUITE("nn") {
       const auto model = open_causal_lm(source, {}, CausalLMWeights::fp32);
       for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
         const auto ids = golden["sequences"][s].get<std::vector<std::int32_t>>();
-        const double err = mm_relative_error(model->logits(model_input(ids)), golden["logits"][s]);
+        const double err = test::logits_relative_error(model->logits(model_input(ids)), golden["logits"][s]);
         CAPTURE(s);
         CHECK(err < 1e-5);
       }
@@ -129,13 +120,13 @@ TEST_SUITE("nn") {
     CHECK(adapter.tensors.size() == 28);  // 7 layers x {q, v} x {A, B}
     CHECK(adapter.vision.size() == 8);    // 2 SigLIP layers x {q, v} x {A, B}
     CHECK(peft::layout_of(adapter) == ModelLayout::conditional_generation);
-    const auto golden = mm_json(kMm / "peft_qv_logits.json");
+    const auto golden = test::read_json(kMm / "peft_qv_logits.json");
     for (const char* folder : {"hf5", "google", "text"}) {  // the text model alone takes the same text adapter
       CAPTURE(folder);
       const auto model = mm_with_peft_adapter(kMm / folder, adapter);
       for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
         const auto ids = golden["sequences"][s].get<std::vector<std::int32_t>>();
-        CHECK(mm_relative_error(model->logits(model_input(ids)), golden["logits"][s]) < 1e-5);
+        CHECK(test::logits_relative_error(model->logits(model_input(ids)), golden["logits"][s]) < 1e-5);
       }
     }
     // Saved again, nothing is lost: the same keys, shapes and values, vision tower included.
@@ -151,7 +142,7 @@ TEST_SUITE("nn") {
   }
 
   TEST_CASE("qlora's adapter has the keys PEFT writes for the checkpoint's class, vision tower included") {
-    const auto golden = mm_json(kMm / "peft_keys.json");
+    const auto golden = test::read_json(kMm / "peft_keys.json");
     const std::pair<const char*, const char*> classes[] = {{"Gemma3ForConditionalGeneration", "hf5"},
                                                            {"Gemma3ForConditionalGeneration", "google"},
                                                            {"Gemma3ForCausalLM", "text"}};
@@ -159,14 +150,9 @@ TEST_SUITE("nn") {
       for (const auto& [setting, want] : golden[cls].items()) {
         CAPTURE(folder);
         CAPTURE(setting);
-        LoraConfig config;
-        config.r = 4;
-        config.lora_alpha = 8;
-        config.target_modules = setting == "all-linear" ? std::vector<std::string>{"all-linear"}
-                                                        : detail::OptionReader::split_commas(setting);
-        expand_all_linear(config);
-        Gemma3Options options;
-        options.lora = LoraTargets(config);
+        const Gemma3Options options = mm_lora_options(setting == "all-linear"
+                                                          ? std::vector<std::string>{"all-linear"}
+                                                          : detail::OptionReader::split_commas(setting));
         const auto model = open_causal_lm(Gemma3WeightSource::open(kMm / folder), options, CausalLMWeights::fp32);
         const auto dir = mm_temp(std::string("keys_") + folder);
         model->save_adapter(dir, folder);
@@ -197,7 +183,7 @@ TEST_SUITE("nn") {
 
   TEST_CASE("merge into the original weights gives PEFT's logits; merge into nf4 gives what qlora generate computes") {
     const peft::Adapter adapter = peft::load_adapter(kMm / "peft_qv");
-    const auto golden = mm_json(kMm / "peft_qv_logits.json");
+    const auto golden = test::read_json(kMm / "peft_qv_logits.json");
     const auto source = Gemma3WeightSource::open(kMm / "hf5");
     const auto original = mm_temp("merged_original");
     save_merged_safetensors(source, &adapter, "peft_qv", original, MergedDtype::float32, MergeInto::original);
@@ -210,7 +196,7 @@ TEST_SUITE("nn") {
     double nf4_vs_generate = 0, original_vs_generate = 0;
     for (std::size_t s = 0; s < golden["sequences"].size(); ++s) {
       const auto in = model_input(golden["sequences"][s].get<std::vector<std::int32_t>>());
-      CHECK(mm_relative_error(merged_original->logits(in), golden["logits"][s]) < 1e-5);
+      CHECK(test::logits_relative_error(merged_original->logits(in), golden["logits"][s]) < 1e-5);
       const auto g = generating->logits(in);
       nf4_vs_generate = std::max(nf4_vs_generate, mm_max_difference(merged_nf4->logits(in), g));
       original_vs_generate = std::max(original_vs_generate, mm_max_difference(merged_original->logits(in), g));
@@ -224,12 +210,7 @@ TEST_SUITE("nn") {
   TEST_CASE("a merged multimodal folder keeps the source's layout, config, side files and vision tower") {
     const auto source = Gemma3WeightSource::open(kMm / "hf5");
     // qlora's own fresh adapter: its vision-tower entries are PEFT's init (lora_B = 0), so the tower is unchanged
-    LoraConfig config;
-    config.r = 4;
-    config.lora_alpha = 8;
-    Gemma3Options options;
-    options.lora = LoraTargets(config);
-    const auto model = open_causal_lm(source, options, CausalLMWeights::fp32);
+    const auto model = open_causal_lm(source, mm_lora_options(), CausalLMWeights::fp32);
     test::randomise_lora_b(*model, 3);
     const auto adapter_dir = mm_temp("fresh_adapter");
     model->save_adapter(adapter_dir, "hf5");
@@ -270,20 +251,20 @@ TEST_SUITE("nn") {
     const std::string text = "<start_of_turn>user\nRevenue rose 12.5% to $1,234.<end_of_turn>\n";
     CHECK(from_gguf.encode(text) == from_folder.encode(text));
     const auto model = open_causal_lm(gguf, {}, CausalLMWeights::fp32);
-    const auto golden = mm_json(kMm / "peft_qv_logits.json");
+    const auto golden = test::read_json(kMm / "peft_qv_logits.json");
     const auto in = model_input(golden["sequences"][0].get<std::vector<std::int32_t>>());
-    CHECK(mm_relative_error(model->logits(in), golden["logits"][0]) < 1e-5);
+    CHECK(test::logits_relative_error(model->logits(in), golden["logits"][0]) < 1e-5);
   }
 
   TEST_CASE("configurations that are not Gemma 3's attention pattern or RoPE are refused with the field named") {
-    nlohmann::json c = mm_json(kMm / "hf5" / "config.json");
+    nlohmann::json c = test::read_json(kMm / "hf5" / "config.json");
     nlohmann::json bad = c;
     bad["text_config"]["layer_types"][0] = "full_attention";
     CHECK_THROWS_WITH_AS(gemma3_config_from_json(bad, "cfg"), doctest::Contains("layer_types[0] is full_attention"), Error);
     bad = c;
     bad["text_config"]["rope_parameters"]["full_attention"]["rope_type"] = "yarn";
     CHECK_THROWS_WITH_AS(gemma3_config_from_json(bad, "cfg"), doctest::Contains("rope_type 'yarn'"), Error);
-    const nlohmann::json google = mm_json(kMm / "google" / "config.json");
+    const nlohmann::json google = test::read_json(kMm / "google" / "config.json");
     CHECK(gemma3_config_from_json(google, "google").rope_global_scaling == 8.0);
   }
 }
@@ -293,7 +274,7 @@ TEST_SUITE("nn") {
             "adapt with PEFT's keys and merge back under the same names") {
     // hf5/ renamed as save_pretrained writes by default (save_original_format=True; the names are in
     // default_save_names.json): the layout of most fine-tuned Gemma 3 folders saved with transformers 5.
-    const auto names = mm_json(kMm / "default_save_names.json")["names"].get<std::vector<std::string>>();
+    const auto names = test::read_json(kMm / "default_save_names.json")["names"].get<std::vector<std::string>>();
     const std::set<std::string> wanted(names.begin(), names.end());
     auto renamed = [](std::string n) {
       for (const auto& [from, to] : {std::pair<std::string, std::string>{"model.language_model.", "language_model.model."},
@@ -320,22 +301,17 @@ TEST_SUITE("nn") {
     const auto source = Gemma3WeightSource::open(dir);
     CHECK(source.layout() == ModelLayout::conditional_generation);
     CHECK(source.vision_tensor_names().size() == 39);
-    const auto golden = mm_json(kMm / "logits.json");
+    const auto golden = test::read_json(kMm / "logits.json");
     const auto model = open_causal_lm(source, {}, CausalLMWeights::fp32);
     const auto in = model_input(golden["sequences"][0].get<std::vector<std::int32_t>>());
-    CHECK(mm_relative_error(model->logits(in), golden["logits"][0]) < 1e-5);
+    CHECK(test::logits_relative_error(model->logits(in), golden["logits"][0]) < 1e-5);
 
     // the adapter's vision keys are PEFT's module names (model.vision_tower.encoder…), whatever the file calls them
-    LoraConfig config;
-    config.r = 4;
-    config.lora_alpha = 8;
-    Gemma3Options options;
-    options.lora = LoraTargets(config);
-    const auto adapted = open_causal_lm(source, options, CausalLMWeights::fp32);
+    const auto adapted = open_causal_lm(source, mm_lora_options(), CausalLMWeights::fp32);
     const auto adapter_dir = mm_temp("default_save_adapter");
     adapted->save_adapter(adapter_dir, dir.string());
     std::map<std::string, std::vector<index_t>> expected;
-    const nlohmann::json keys = mm_json(kMm / "peft_keys.json");
+    const nlohmann::json keys = test::read_json(kMm / "peft_keys.json");
     for (const auto& [name, shape] : keys["Gemma3ForConditionalGeneration"]["q_proj,v_proj"].items())
       expected[name] = shape.get<std::vector<index_t>>();
     CHECK(mm_adapter_keys(adapter_dir) == expected);
@@ -369,7 +345,7 @@ TEST_SUITE("nn") {
       CHECK(worst < 1e-6);
     }
     const auto merged_model = open_causal_lm(Gemma3WeightSource::open(out), {}, CausalLMWeights::fp32);
-    const auto peft_golden = mm_json(kMm / "peft_qv_logits.json");
-    CHECK(mm_relative_error(merged_model->logits(in), peft_golden["logits"][0]) < 1e-5);
+    const auto peft_golden = test::read_json(kMm / "peft_qv_logits.json");
+    CHECK(test::logits_relative_error(merged_model->logits(in), peft_golden["logits"][0]) < 1e-5);
   }
 }

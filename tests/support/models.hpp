@@ -5,11 +5,17 @@
 // gradchecks, static against run-time extents) stay in tests/nn/model.cpp.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include <qlora/nn/causal_lm.hpp>
 
@@ -18,6 +24,28 @@ namespace qlora::test {
 // tests/data, and the tiny random Gemma 3 that transformers saved there.
 inline const std::filesystem::path kData = std::filesystem::path(QLORA_TEST_DATA_DIR);
 inline const std::filesystem::path kTiny = kData / "gemma3_model" / "tiny";
+
+// A golden JSON file (written by a script in tests/golden/); a missing file fails the test with its name.
+inline nlohmann::json read_json(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  REQUIRE_MESSAGE(in.good(), "missing golden file ", p.string(), " (written by a script in tests/golden/)");
+  return nlohmann::json::parse(in);
+}
+
+// max |got - want| / max |want| over two logit matrices [T, V] (want: the golden file's nested lists).
+inline double logits_relative_error(const Tensor<float, Dyn, Dyn>& got, const nlohmann::json& want) {
+  double worst = 0, scale = 0;
+  REQUIRE(static_cast<index_t>(want.size()) == got.size(0));
+  for (index_t t = 0; t < got.size(0); ++t) {
+    REQUIRE(static_cast<index_t>(want[t].size()) == got.size(1));
+    for (index_t v = 0; v < got.size(1); ++v) {
+      const double w = want[t][v].get<double>();
+      worst = std::max(worst, std::abs(got(t, v) - w));
+      scale = std::max(scale, std::abs(w));
+    }
+  }
+  return worst / scale;
+}
 
 // The tiny Gemma 3 (tests/data/gemma3_model/tiny) with `options`' adapter; fp32 weights as saved unless told.
 inline std::unique_ptr<CausalLM> open_tiny(const Gemma3Options& options = {},

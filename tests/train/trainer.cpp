@@ -128,6 +128,33 @@ TEST_SUITE("train") {
     std::filesystem::remove_all(args.output_dir);
   }
 
+  TEST_CASE("a stop request ends training after the current step with a checkpoint of it") {
+    ToyModel model;
+    AdamW opt({Parameter("w", model.w)}, AdamWConfig{0.9, 0.999, 1e-8, 0.0});
+    std::vector<ToyBatch> batches;
+    for (int i = 0; i < 4; ++i) batches.push_back(make_batch(30 + static_cast<std::uint64_t>(i), 4, {1, 1, 1, 1}));
+    TrainStepFunctions<ToyBatch> fns;
+    fns.loss = [&](const ToyBatch& b, RandomStream) { return model.loss(b); };
+    fns.label_tokens = [](const ToyBatch& b) { return static_cast<long>(b.counted.size()); };
+    fns.optimizer_step = [&](double lr) { opt.step(lr); };
+    fns.zero_grad = [&] { opt.zero_grad(); };
+    std::vector<long> saved;
+    fns.save = [&](const TrainerState& s) { saved.push_back(s.global_step); };
+    long steps_done = 0;
+    fns.on_step_end = [&](const TrainerState& s) { steps_done = s.global_step; };
+    fns.stop_requested = [&] { return steps_done >= 3; };  // e.g. SIGTERM arrived during step 3
+    TrainingArguments args;
+    args.output_dir = temp_dir("qlora_trainer_stop");
+    args.report_to = {};
+    args.save_steps = 2;
+    Trainer<ToyBatch> trainer(args, opt.parameters(), fns, 10);
+    const auto result = trainer.train([&](long) { return source_of(batches); }, {}, 4);
+    CHECK(result.stopped);
+    CHECK(result.state.global_step == 3);
+    CHECK(saved == std::vector<long>{2, 3});  // the regular checkpoint, then the one of the stopping step
+    std::filesystem::remove_all(args.output_dir);
+  }
+
   TEST_CASE("a non-finite gradient stops training naming the step and the parameter") {
     ToyModel model;
     const ToyBatch bad = make_batch(4, 2, {1, 1});

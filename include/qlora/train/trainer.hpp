@@ -59,12 +59,16 @@ struct TrainStepFunctions {
   std::function<std::pair<double, long>()> evaluate;  // summed eval loss and tokens (optional)
   std::function<void(const TrainerState&)> on_step_end;  // after each step's log, eval and save (optional)
   std::function<long(const Batch&)> input_tokens;  // tokens a micro-batch runs, for tokens/s (optional; else label tokens)
+  // Checked after each step (optional): true ends training there, with a checkpoint of that step when save is set
+  // (a program's SIGINT / SIGTERM: the run resumes exactly from it).
+  std::function<bool()> stop_requested;
 };
 
 struct TrainResult {
   TrainerState state;
   double first_logged_loss = NAN, last_logged_loss = NAN;
   double tokens_per_second = 0;
+  bool stopped = false;  // ended early by stop_requested (state.global_step < max_steps)
 };
 
 template <class Batch>
@@ -179,10 +183,15 @@ class Trainer {
       if (fns_.evaluate && ((args_.eval_strategy == "steps" && (state.global_step % eval_every == 0 || last)) ||
                             (args_.eval_strategy == "epoch" && epoch_end)))
         run_evaluation(state);
-      if (fns_.save && ((args_.save_strategy == "steps" && (state.global_step % args_.save_steps == 0 || last)) ||
-                        (args_.save_strategy == "epoch" && epoch_end)))
-        fns_.save(state);
+      const bool save = fns_.save && ((args_.save_strategy == "steps" && (state.global_step % args_.save_steps == 0 || last)) ||
+                                      (args_.save_strategy == "epoch" && epoch_end));
+      if (save) fns_.save(state);
       if (fns_.on_step_end) fns_.on_step_end(state);
+      if (!last && fns_.stop_requested && fns_.stop_requested()) {
+        if (fns_.save && !save) fns_.save(state);
+        result.stopped = true;
+        break;
+      }
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     result.tokens_per_second = seconds > 0 ? static_cast<double>(tokens_seen) / seconds : 0;
