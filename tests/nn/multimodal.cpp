@@ -146,8 +146,9 @@ TEST_SUITE("nn") {
     const std::pair<const char*, const char*> classes[] = {{"Gemma3ForConditionalGeneration", "hf5"},
                                                            {"Gemma3ForConditionalGeneration", "google"},
                                                            {"Gemma3ForCausalLM", "text"}};
-    for (const auto& [cls, folder] : classes)
-      for (const auto& [setting, want] : golden[cls].items()) {
+    for (const auto& [cls, folder_name] : classes)
+      for (const auto& [setting_name, want] : golden[cls].items()) {
+        const std::string folder = folder_name, setting = setting_name;  // clang 14: no structured bindings in CAPTURE
         CAPTURE(folder);
         CAPTURE(setting);
         const Gemma3Options options = mm_lora_options(setting == "all-linear"
@@ -173,8 +174,9 @@ TEST_SUITE("nn") {
     Gemma3Options options;
     options.lora = LoraTargets(config);
     const auto model = open_causal_lm(Gemma3WeightSource::open(kMm / "hf5"), options, CausalLMWeights::fp32);
-    const Parameter* a1 = test::find_parameter(model->lora_parameters(), "layers.1.self_attn.q_proj.lora_A");
-    const Parameter* a0 = test::find_parameter(model->lora_parameters(), "layers.0.self_attn.q_proj.lora_A");
+    const ParameterList params = model->lora_parameters();  // find_parameter points into it
+    const Parameter* a1 = test::find_parameter(params, "layers.1.self_attn.q_proj.lora_A");
+    const Parameter* a0 = test::find_parameter(params, "layers.0.self_attn.q_proj.lora_A");
     REQUIRE(a1);
     REQUIRE(a0);
     CHECK(a1->numel() == 2 * 32);  // lora_A [r, hidden 32]

@@ -3,11 +3,13 @@
 # each must end with a clear message, the previous checkpoint intact, no partial file, and a resume that ends with
 # the same adapter bytes as an uninterrupted run.
 #   faults.sh QLORA WORK
-#   - disk full while writing a checkpoint (RLIMIT_FSIZE: writes past the limit fail with EFBIG)
+#   - disk full while writing a checkpoint, the final adapter, a merged model or a GGUF export (RLIMIT_FSIZE: writes
+#     past the limit fail with EFBIG)
 #   - SIGTERM and SIGINT mid-run: the step finishes, a checkpoint is written, exit 128 + signal, a message says how
 #     to resume
 #   - SIGKILL at many moments, one run after another resuming the previous one
-#   - an output folder that is a file, or below a file: refused before the model is loaded
+#   - an output folder that is a file, below a file, or not writable: refused before the model is loaded; one that
+#     vanishes mid-run: a clear error or a finished run, never a crash
 #   - too little memory for the run (ulimit -v): refused before loading, with the estimate (needs QLORA_MODEL)
 set -uo pipefail
 qlora=$1 work=$2
@@ -67,6 +69,25 @@ no_partial "$work/full" "disk full"
 same_as_straight "$work/full" "disk full"
 echo "ok: disk full while saving: $(grep -o 'checkpoint-[0-9]*: not saved.*' "$work/full.txt" | head -c 60)...; $(basename "$last") intact, resume ends with the same adapter"
 
+# Disk full at the end of a run (the final adapter), in merge and in export: a message, no file or temporary left.
+no_temp() { ! ls "$1"/*.tmp-* > /dev/null 2>&1 || die "$2: a temporary file was left in $1"; }
+( trap '' XFSZ; ulimit -f 16; exec "$qlora" "${base[@]}" --max-steps 2 --save-strategy no --output-dir "$work/final" ) \
+  2> "$work/final.txt" && die "disk full (final adapter): the run succeeded"
+grep -q "adapter_model.safetensors: write failed: File too large" "$work/final.txt" \
+  || { cat "$work/final.txt"; die "disk full (final adapter): no clear message"; }
+[ ! -e "$work/final/adapter_model.safetensors" ] || die "disk full (final adapter): a partial adapter was left"
+no_temp "$work/final" "disk full (final adapter)"
+for what in merge export; do
+  if [ $what = merge ]; then dest=(--output "$work/merged"); else dest=(--gguf "$work/merged/text.gguf"); fi
+  mkdir -p "$work/merged"
+  ( trap '' XFSZ; ulimit -f 64; exec "$qlora" $what --model "$mm" --adapter "$work/straight" "${dest[@]}" ) \
+    > "$work/$what.txt" 2>&1 && die "disk full ($what): it succeeded"
+  grep -q "write failed: File too large" "$work/$what.txt" || { cat "$work/$what.txt"; die "disk full ($what): message"; }
+  [ ! -e "$work/merged/model.safetensors" ] && [ ! -e "$work/merged/text.gguf" ] || die "disk full ($what): a partial file"
+  no_temp "$work/merged" "disk full ($what)"
+done
+echo "ok: disk full while writing the final adapter, a merged model, a GGUF: a message, nothing partial left"
+
 # SIGKILL at many moments: each run resumes the last one and is killed at a random point, then one runs to the end.
 out="$work/killed"
 kills=0
@@ -95,6 +116,36 @@ for dir in "$work/a-file" "$work/a-file/sub"; do
   ! grep -q "loading" "$work/file.txt" || die "output dir $dir: refused only after loading"
 done
 echo "ok: an output folder that is a file is refused before loading"
+# Not writable (as root, checked as the unprivileged user nobody: root may write anywhere).
+mkdir -p "$work/readonly" && chmod 755 "$work/readonly"
+ro=("$qlora")
+ro_args=("${args[@]}")
+if [ "$(id -u)" = 0 ]; then  # nobody must be able to read the model: a world-readable copy
+  cp -r "$mm" "$work/model" && chmod -R a+rX "$work/model" && chmod o+rx "$work"
+  ro_args=("${args[@]/#$mm/$work/model}")  # the same flags, --model the copy
+  ro=(setpriv --reuid=65534 --regid=65534 --clear-groups "$qlora")
+else
+  chmod a-w "$work/readonly"
+fi
+"${ro[@]}" "${ro_args[@]}" --output-dir "$work/readonly/run" 2> "$work/ro.txt" && die "read-only output: accepted"
+grep -q "\[finetune\] --output-dir $work/readonly/run: cannot be created ($work/readonly is not writable)" "$work/ro.txt" \
+  || { cat "$work/ro.txt"; die "read-only output: message"; }
+chmod u+w "$work/readonly"
+# Vanishing mid-run: the folder deleted while training; a clear error, or the run finishes (folders recreated).
+"$qlora" "${args[@]}" --save-steps 1 --output-dir "$work/vanish" 2> "$work/vanish.txt" &
+pid=$!
+wait_for_step "$work/vanish.txt" 3 || { kill -9 $pid; die "vanishing output: training did not start"; }
+rm -rf "$work/vanish"
+wait $pid
+rc=$?
+[ $rc -lt 128 ] || { cat "$work/vanish.txt"; die "vanishing output: killed by a signal ($rc)"; }
+if [ $rc -ne 0 ]; then
+  grep -q "^qlora: \[" "$work/vanish.txt" || { tail -n 5 "$work/vanish.txt"; die "vanishing output: no clear message"; }
+  echo "ok: an output folder that vanishes mid-run: $(grep '^qlora: \[' "$work/vanish.txt" | head -n 1 | head -c 150)"
+else
+  echo "ok: an output folder that vanishes mid-run: the run recreated it and finished"
+fi
+
 
 # Too little memory (the address-space limit counts): refused before loading, with the estimate.
 if [ -n "${QLORA_MODEL:-}" ] && [ -f "$QLORA_MODEL" ]; then
