@@ -101,6 +101,14 @@ inline void check_output_dir(const std::filesystem::path& dir) {
     fail("finetune", "--output-dir ", dir.string(), ": cannot be created (", parent.string(), " is not writable)");
 }
 
+// The job's LoRA targets for this model: module names of the checkpoint's class, checked (ranks, patterns, target
+// names, at least one projection matched) before anything is read.
+inline LoraTargets targets_for(const LoraConfig& lora, const Gemma3WeightSource& source) {
+  const LoraTargets targets = LoraTargets(lora).for_layout(source.layout());
+  targets.check_matches(source.config().layers, model_name(source.config(), source.path().string()));
+  return targets;
+}
+
 // SIGINT / SIGTERM during training: the first finishes the step, saves a checkpoint and stops (the run resumes
 // exactly from it); a second, or one before training has begun, stops at once as the default action would.
 namespace interrupt {
@@ -122,10 +130,8 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
   const TrainingArguments& args = job.args;
   namespace fs = std::filesystem;
   check_output_dir(args.output_dir);
-  // Checks ranks, patterns and target names before anything is read; module names are the checkpoint class's.
-  const LoraTargets targets = LoraTargets(job.lora).for_layout(source.layout());
+  const LoraTargets targets = targets_for(job.lora, source);
   const std::string name = model_name(source.config(), source.path().string());
-  targets.check_matches(source.config().layers, name);
 
   // Data: tokenize, split, batch (nothing written yet).
   TokenizedDataset data = load_dataset(job.dataset_path.string(), job.format, tok, job.data);

@@ -185,9 +185,8 @@ int dry_run(const nlohmann::json& cfg, const FinetuneJob& job) {
   }, Gemma3Configs{});
   const Gemma3WeightSource source = named ? std::move(*named)
                                           : Gemma3WeightSource::open(model.empty() ? default_model_path() : std::filesystem::path(model));
-  const LoraTargets targets = LoraTargets(job.lora).for_layout(source.layout());
+  const LoraTargets targets = targets_for(job.lora, source);
   const std::string name = model_name(source.config(), source.path().string());
-  targets.check_matches(source.config().layers, name);
   const auto tokens = static_cast<index_t>(job.data.max_length) * static_cast<index_t>(job.args.per_device_train_batch_size);
   const bool ckpt = job.args.gradient_checkpointing;
   const bool eight_bit = job.args.optim.find("8bit") != std::string::npos;

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/check.hpp"
 #include "support/models.hpp"
 
 #include <qlora/io/hf_folder.hpp>
@@ -30,11 +31,10 @@ namespace {
 
 const std::filesystem::path kMm = kData / "gemma3_mm";
 
+// max |a - b| over two logit matrices of one shape (test::compare's worst element).
 double mm_max_difference(const Tensor<float, Dyn, Dyn>& a, const Tensor<float, Dyn, Dyn>& b) {
   REQUIRE(a.shape() == b.shape());
-  double worst = 0;
-  for (index_t i = 0; i < a.numel(); ++i) worst = std::max(worst, static_cast<double>(std::abs(a.data()[i] - b.data()[i])));
-  return worst;
+  return test::compare(a, b, 0, 0).max_abs;
 }
 
 std::vector<std::vector<std::int32_t>> mm_sequences() {

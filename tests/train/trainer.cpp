@@ -62,6 +62,16 @@ Trainer<ToyBatch>::BatchSource source_of(const Batches& batches) {
     return batches[(*next)++];
   };
 }
+
+// The toy model trained by AdamW: the step functions every fitting test uses.
+TrainStepFunctions<ToyBatch> fitting_functions(ToyModel& model, AdamW& opt) {
+  TrainStepFunctions<ToyBatch> fns;
+  fns.loss = [&model](const ToyBatch& b, RandomStream) { return model.loss(b); };
+  fns.label_tokens = [](const ToyBatch& b) { return static_cast<long>(b.counted.size()); };
+  fns.optimizer_step = [&opt](double lr) { opt.step(lr); };
+  fns.zero_grad = [&opt] { opt.zero_grad(); };
+  return fns;
+}
 }  // namespace
 
 TEST_SUITE("train") {
@@ -104,11 +114,7 @@ TEST_SUITE("train") {
     AdamW opt({Parameter("w", model.w)}, AdamWConfig{0.9, 0.999, 1e-8, 0.0});
     std::vector<ToyBatch> batches;
     for (int i = 0; i < 8; ++i) batches.push_back(make_batch(10 + static_cast<std::uint64_t>(i), 4, {1, 1, 1, 1}));
-    TrainStepFunctions<ToyBatch> fns;
-    fns.loss = [&](const ToyBatch& b, RandomStream) { return model.loss(b); };
-    fns.label_tokens = [](const ToyBatch& b) { return static_cast<long>(b.counted.size()); };
-    fns.optimizer_step = [&](double lr) { opt.step(lr); };
-    fns.zero_grad = [&] { opt.zero_grad(); };
+    TrainStepFunctions<ToyBatch> fns = fitting_functions(model, opt);
     TrainingArguments args;
     args.output_dir = temp_dir("qlora_trainer_fit");
     args.learning_rate = 0.05;
@@ -133,11 +139,7 @@ TEST_SUITE("train") {
     AdamW opt({Parameter("w", model.w)}, AdamWConfig{0.9, 0.999, 1e-8, 0.0});
     std::vector<ToyBatch> batches;
     for (int i = 0; i < 4; ++i) batches.push_back(make_batch(30 + static_cast<std::uint64_t>(i), 4, {1, 1, 1, 1}));
-    TrainStepFunctions<ToyBatch> fns;
-    fns.loss = [&](const ToyBatch& b, RandomStream) { return model.loss(b); };
-    fns.label_tokens = [](const ToyBatch& b) { return static_cast<long>(b.counted.size()); };
-    fns.optimizer_step = [&](double lr) { opt.step(lr); };
-    fns.zero_grad = [&] { opt.zero_grad(); };
+    TrainStepFunctions<ToyBatch> fns = fitting_functions(model, opt);
     std::vector<long> saved;
     fns.save = [&](const TrainerState& s) { saved.push_back(s.global_step); };
     long steps_done = 0;

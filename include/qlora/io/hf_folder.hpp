@@ -11,12 +11,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "../data/csv.hpp"
 #include "../data/gguf_vocabulary.hpp"
 #include "../data/tokenizer.hpp"
 #include "../nn/weights.hpp"
@@ -42,12 +42,6 @@ inline nlohmann::json read_json_file(const std::filesystem::path& path, const ch
     fail(what, path.string(), ": not valid JSON: ", e.what());
   }
 }
-inline std::string read_text_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 }  // namespace detail
 
 inline HfFolderFiles read_hf_folder(const std::filesystem::path& folder) {
@@ -56,7 +50,7 @@ inline HfFolderFiles read_hf_folder(const std::filesystem::path& folder) {
   if (fs::exists(folder / "tokenizer.model")) f.tokenizer_model = folder / "tokenizer.model";
   if (fs::exists(folder / "chat_template.jinja")) {
     f.chat_template_file = folder / "chat_template.jinja";
-    f.chat_template = detail::read_text_file(f.chat_template_file);
+    f.chat_template = read_text_file(f.chat_template_file.string(), "tokenizer");
   } else if (fs::exists(folder / "tokenizer_config.json")) {
     const nlohmann::json j = detail::read_json_file(folder / "tokenizer_config.json", "tokenizer");
     if (j.is_object() && j.contains("chat_template")) {

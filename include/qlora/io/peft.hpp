@@ -4,7 +4,7 @@
 //   base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight      Gemma3ForCausalLM (270M, 1B)
 //   base_model.model.model.layers.{i}.mlp.{gate,up,down}_proj.lora_{A,B}.weight
 //   base_model.model.model.language_model.layers.{i}...                              Gemma3ForConditionalGeneration
-//   base_model.model.model.vision_tower.vision_model.encoder.layers.{i}.self_attn.{q,k,v}_proj.lora_{A,B}.weight
+//   base_model.model.model.vision_tower.encoder.layers.{i}.self_attn.{q,k,v}_proj.lora_{A,B}.weight
 //                     the vision tower's own projections, which target_modules such as ["q_proj", "v_proj"] also match
 //                     on Gemma3ForConditionalGeneration: PEFT creates, trains (only with images) and saves them. qlora
 //                     keeps them as they are (Adapter::vision): loaded, carried through training and saved again.
@@ -39,11 +39,6 @@ enum class LoraMatrix { A, B };
 // Which model class the adapter's names follow: text-only causal LM, or the multimodal 4B+ checkpoints.
 using qlora::ModelLayout;
 
-// The text model's module prefix under each class ("model." / "model.language_model.").
-constexpr std::string_view module_prefix(ModelLayout layout) {
-  return layout == ModelLayout::causal_lm ? causal_lm_module_prefix : conditional_generation_module_prefix;
-}
-
 inline std::string tensor_name(index_t layer, Projection p, LoraMatrix m, ModelLayout layout = ModelLayout::causal_lm) {
   return "base_model.model." + projection_module_name(layer, p, module_prefix(layout)) +
          (m == LoraMatrix::A ? ".lora_A.weight" : ".lora_B.weight");
@@ -65,18 +60,11 @@ inline std::optional<LoraModuleName> lora_module_of(std::string_view name) {
   return std::nullopt;
 }
 
-// Whether a module lies in a multimodal checkpoint's vision tower or projector (either naming: transformers 5's
-// "model.vision_tower." or the older top-level "vision_tower.").
-inline bool is_vision_module(std::string_view module) {
-  for (std::string_view p : {"model.vision_tower.", "model.multi_modal_projector.", "vision_tower.",
-                             "multi_modal_projector."})
-    if (module.starts_with(p)) return true;
-  return false;
-}
-// A LoRA weight of the vision tower or projector ("base_model.model.model.vision_tower....q_proj.lora_A.weight").
+// A LoRA weight of the vision tower or projector ("base_model.model.model.vision_tower....q_proj.lora_A.weight"):
+// its module lies where is_gemma3_vision_tensor (io/safetensors.hpp) puts a checkpoint's vision tensors.
 inline bool is_vision_lora_name(std::string_view name) {
   const auto m = lora_module_of(name);
-  return m && is_vision_module(m->module);
+  return m && is_gemma3_vision_tensor(m->module);
 }
 
 struct TensorName {

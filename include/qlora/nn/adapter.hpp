@@ -6,7 +6,7 @@
 // The rules are PEFT's (tuners_utils.check_target_module_exists, utils.other.get_pattern_key), applied to the module
 // names transformers gives the checkpoint's class: "model.layers.3.self_attn.q_proj" in Gemma3ForCausalLM (270M,
 // 1B), "model.language_model.layers.3.self_attn.q_proj" in Gemma3ForConditionalGeneration (4B-27B), and the vision
-// tower's "model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj" (module_prefix says which text prefix):
+// tower's "model.vision_tower.encoder.layers.0.self_attn.q_proj" (module_prefix says which text prefix):
 // - a target_modules entry adapts a module when it equals the module's name or ends it after a dot ("q_proj",
 //   "self_attn.q_proj", "model.layers.0.mlp.down_proj");
 // - a rank_pattern / alpha_pattern key applies to a module when the regex `(.*\.)?(key)$` matches its whole name
@@ -67,6 +67,9 @@ inline std::string projection_path(index_t layer, Projection p) {
 // The text model's module prefix in transformers' classes: Gemma3ForCausalLM and Gemma3ForConditionalGeneration.
 inline constexpr std::string_view causal_lm_module_prefix = "model.";
 inline constexpr std::string_view conditional_generation_module_prefix = "model.language_model.";
+constexpr std::string_view module_prefix(ModelLayout layout) {
+  return layout == ModelLayout::causal_lm ? causal_lm_module_prefix : conditional_generation_module_prefix;
+}
 
 // transformers' module name of a projection: "model.layers.3.self_attn.q_proj" (Gemma3ForCausalLM), or with the
 // multimodal class's prefix "model.language_model.layers.3.self_attn.q_proj".
@@ -99,7 +102,7 @@ class LoraTargets {
   // "model.language_model." for a multimodal checkpoint, so that rank_pattern keys written for its module names
   // apply), and on a multimodal checkpoint PEFT's all-linear takes the vision tower's out_proj, fc1 and fc2 too.
   LoraTargets& for_layout(ModelLayout layout) {
-    module_prefix_ = layout == ModelLayout::causal_lm ? causal_lm_module_prefix : conditional_generation_module_prefix;
+    module_prefix_ = qlora::module_prefix(layout);
     if (layout == ModelLayout::conditional_generation && config_ && config_->all_linear)
       for (std::string_view name : vision_linear_names)
         if (std::find(config_->target_modules.begin(), config_->target_modules.end(), name) ==

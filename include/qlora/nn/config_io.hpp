@@ -55,13 +55,15 @@ inline Gemma3RuntimeConfig gemma3_config_from_json(const nlohmann::json& root, s
     };
     if (j.contains("rope_parameters")) {  // transformers 5
       const auto& rp = j["rope_parameters"];
-      if (rp.contains("full_attention")) check_rope_type(rp["full_attention"], "rope_parameters.full_attention");
-      if (rp.contains("sliding_attention")) check_rope_type(rp["sliding_attention"], "rope_parameters.sliding_attention");
       if (rp.contains("full_attention")) {
+        check_rope_type(rp["full_attention"], "rope_parameters.full_attention");
         c.rope_global_theta = rp["full_attention"].value("rope_theta", 0.0);
         c.rope_global_scaling = rp["full_attention"].value("factor", 1.0);
       }
-      if (rp.contains("sliding_attention")) c.rope_local_theta = rp["sliding_attention"].value("rope_theta", 0.0);
+      if (rp.contains("sliding_attention")) {
+        check_rope_type(rp["sliding_attention"], "rope_parameters.sliding_attention");
+        c.rope_local_theta = rp["sliding_attention"].value("rope_theta", 0.0);
+      }
     } else {  // transformers 4
       c.rope_global_theta = j.value("rope_theta", 0.0);
       c.rope_local_theta = j.value("rope_local_base_freq", 0.0);

@@ -72,7 +72,6 @@ inline std::vector<Gemma3TensorSpec> gemma3_tensor_specs(const Gemma3RuntimeConf
 // Calls sink(spec, value) for every tensor of the merged model; value is [rows, cols] fp32 ([1, n] for 1-D tensors).
 // `adapter` may be null (the base, converted). `source` names the adapter in errors.
 enum class MergeInto { original, nf4 };
-constexpr std::string_view name_of(MergeInto m) { return m == MergeInto::original ? "original" : "nf4"; }
 
 template <class Sink>
 void for_each_merged_tensor(const Gemma3WeightSource& src, const peft::Adapter* adapter, const std::string& source,
@@ -180,11 +179,20 @@ inline constexpr std::array<std::string_view, 10> hf_side_files = {
     "added_tokens.json",      "chat_template.jinja",  "chat_template.json",      "generation_config.json",
     "preprocessor_config.json", "processor_config.json"};
 
+namespace detail {
+// A merged fp32 weight in the storage type a writer is given.
+template <class To>
+Tensor<To, Dyn, Dyn> converted(const Tensor<float, Dyn, Dyn>& w) {
+  Tensor<To, Dyn, Dyn> out(w.shape());
+  for (index_t i = 0; i < w.numel(); ++i) out.data()[i] = To(w.data()[i]);
+  return out;
+}
+}  // namespace detail
+
 // The vision tower / projector tensors of a multimodal source, as they are (bytes copied), or merged with the
-// adapter's vision LoRA where its lora_B is not all zero (written back in the tensor's own dtype). Returns how many
-// adapter tensors were used.
-inline std::size_t add_vision_tensors(const Gemma3WeightSource& src, const peft::Adapter* adapter,
-                                      const std::string& adapter_source, SafetensorsWriter& out) {
+// adapter's vision LoRA where its lora_B is not all zero (written back in the tensor's own dtype).
+inline void add_vision_tensors(const Gemma3WeightSource& src, const peft::Adapter* adapter,
+                               const std::string& adapter_source, SafetensorsWriter& out) {
   std::map<std::string, std::pair<const Tensor<float, Dyn, Dyn>*, const Tensor<float, Dyn, Dyn>*>> lora;
   if (adapter)
     for (const auto& t : adapter->vision) {
@@ -218,22 +226,13 @@ inline std::size_t add_vision_tensors(const Gemma3WeightSource& src, const peft:
     const double s = targets.for_module(module)->scaling();  // present: checked by check_tensors
     const auto delta = matmul(B, A);
     for (index_t i = 0; i < w.numel(); ++i) w.data()[i] += static_cast<float>(s * delta.data()[i]);
-    if (info.dtype == SafetensorsDtype::BF16) {
-      Tensor<bf16, Dyn, Dyn> b(w.shape());
-      for (index_t i = 0; i < w.numel(); ++i) b.data()[i] = bf16(w.data()[i]);
-      out.add(name, b);
-    } else if (info.dtype == SafetensorsDtype::F16) {
-      Tensor<f16, Dyn, Dyn> h(w.shape());
-      for (index_t i = 0; i < w.numel(); ++i) h.data()[i] = f16(w.data()[i]);
-      out.add(name, h);
-    } else {
-      out.add(name, w);
-    }
+    if (info.dtype == SafetensorsDtype::BF16) out.add(name, detail::converted<bf16>(w));
+    else if (info.dtype == SafetensorsDtype::F16) out.add(name, detail::converted<f16>(w));
+    else out.add(name, w);
   }
   if (adapter && used != adapter->vision.size())
     fail("merge", adapter_source, ": ", adapter->vision.size() - used,
          " vision-tower adapter tensors matched no weight of the model's vision tower");
-  return used;
 }
 
 // Writes dir/config.json and dir/model.safetensors in the layout the source has (Gemma3ForCausalLM's "model." names,
@@ -252,8 +251,7 @@ inline void save_merged_safetensors(const Gemma3WeightSource& src, const peft::A
       if (spec.shape.size() == 1) out.add(name, w.reshape<Dyn>(w.numel()));
       else out.add(name, w);
     } else {
-      Tensor<bf16, Dyn, Dyn> b(w.shape());
-      for (index_t i = 0; i < w.numel(); ++i) b.data()[i] = bf16(w.data()[i]);
+      const Tensor<bf16, Dyn, Dyn> b = detail::converted<bf16>(w);
       if (spec.shape.size() == 1) out.add(name, b.reshape<Dyn>(b.numel()));
       else out.add(name, b);
     }
