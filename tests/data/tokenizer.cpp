@@ -78,5 +78,26 @@ TEST_SUITE("data") {
     CHECK_THROWS_AS(Tokenizer::from_model_file("/nonexistent/tokenizer.model"), Error);
     const auto t = Tokenizer::from_vocabulary(tiny_vocabulary());
     CHECK_THROWS_WITH_AS(t.decode({999}), "[tokenizer] decode: token id 999 outside the vocabulary of 272", Error);
+    v = tiny_vocabulary();
+    v.pieces[5] = "";
+    CHECK_THROWS_WITH_AS(Tokenizer::from_vocabulary(v), "[tokenizer] the vocabulary: piece 5 of the model proto is empty",
+                         Error);
+  }
+
+  TEST_CASE("a model proto with a NUL byte in a piece is refused, not passed to SentencePiece's trie") {
+    // Found by fuzz_tokenizer_model: SentencePiece's darts trie threw a std::exception ("zero-length key") for a
+    // control piece "\0eos>", which escaped as something other than qlora::Error.
+    std::string proto;
+    auto piece = [&](std::string_view text, int type) {
+      std::string p = "\x0a" + std::string(1, static_cast<char>(text.size())) + std::string(text);
+      p += std::string("\x15\0\0\0\0\x18", 6) + static_cast<char>(type);
+      proto += "\x0a" + std::string(1, static_cast<char>(p.size())) + p;
+    };
+    piece("<pad>", 3);
+    piece(std::string_view("\0eos>", 5), 3);
+    piece("<bos>", 3);
+    piece("<unk>", 2);
+    CHECK_THROWS_WITH_AS(Tokenizer::from_serialized_proto(proto, "fuzz.model"),
+                         "[tokenizer] fuzz.model: piece 1 of the model proto is not text (it holds a NUL byte)", Error);
   }
 }

@@ -138,11 +138,23 @@ inline std::vector<std::int32_t> piece_types(std::string_view proto, std::string
     const std::string_view piece = proto.substr(pos, len);
     pos += len;
     std::int32_t type = 1;
+    std::string_view text;
     for (std::size_t at = 0; at < piece.size();) {
       const std::uint64_t k = varint(piece, at);
-      if ((k >> 3) == 3 && (k & 7) == 0) type = static_cast<std::int32_t>(varint(piece, at));
-      else skip(piece, at, static_cast<int>(k & 7));
+      if ((k >> 3) == 3 && (k & 7) == 0) {
+        type = static_cast<std::int32_t>(varint(piece, at));
+      } else if ((k >> 3) == 1 && (k & 7) == 2) {
+        const std::uint64_t n = varint(piece, at);
+        if (n > piece.size() - at) fail("tokenizer", source, ": truncated model proto");
+        text = piece.substr(at, n);
+        at += n;
+      } else {
+        skip(piece, at, static_cast<int>(k & 7));
+      }
     }
+    // SentencePiece's trie stores pieces as C strings: an empty one, or one with a NUL byte, breaks it.
+    if (text.empty() || text.find('\0') != std::string_view::npos)
+      fail("tokenizer", source, ": piece ", types.size(), " of the model proto is ", text.empty() ? "empty" : "not text (it holds a NUL byte)");
     types.push_back(type);
   }
   return types;
@@ -163,9 +175,15 @@ class Tokenizer {
   }
   static Tokenizer from_serialized_proto(const std::string& proto, std::string_view source) {
     Tokenizer t;
-    const auto status = t.sp_->LoadFromSerializedProto(proto);
-    if (!status.ok()) fail("tokenizer", source, ": SentencePiece rejected the model: ", status.ToString());
-    t.types_ = detail::piece_types(proto, source);
+    t.types_ = detail::piece_types(proto, source);  // checks what SentencePiece's loader would trip over first
+    try {
+      const auto status = t.sp_->LoadFromSerializedProto(proto);
+      if (!status.ok()) fail("tokenizer", source, ": SentencePiece rejected the model: ", status.ToString());
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      fail("tokenizer", source, ": SentencePiece rejected the model: ", e.what());
+    }
     t.collect_specials(t.types_);
     return t;
   }
