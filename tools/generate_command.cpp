@@ -1,10 +1,13 @@
 // qlora generate: answers from a Gemma 3 model (NF4 base, as it was trained, held dequantized so each token costs
 // no dequantization; --base-weights original computes with the file's own weights instead, e.g. a merged model),
 // with or without a PEFT LoRA adapter.
-// Either one --prompt (rendered through the training format's prompt, or --raw), or --records: a JSONL file of
-// records in the training format (qlora finetune writes eval_records.jsonl in its output folder), each answered and
-// written with its reference to --output as {"prompt", "prediction", "reference"} lines for `qlora evaluate --jsonl`.
+// Either one --prompt (rendered through the finance prompt template, as one chat user turn with --format chat, or
+// as is with --raw), or --records: a JSONL file of records as finetune held them out (eval_records.jsonl in its
+// output folder; finance fields or chat "messages"), each answered and written with its reference to --output as
+// {"prompt", "prediction", "reference"} lines for `qlora evaluate --jsonl`. Every option is checked, and the adapter
+// read, before the model is loaded.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <qlora/data/chat_template.hpp>
 #include <qlora/data/dataset.hpp>
 #include <qlora/data/gguf_vocabulary.hpp>
 #include <qlora/data/records.hpp>
@@ -27,7 +31,7 @@ namespace qlora::cli {
 namespace {
 
 struct GenerateOptions {
-  std::string model, adapter, prompt, records, output, base_weights = "nf4";
+  std::string model, adapter, prompt, records, output, base_weights = "nf4", format = "finance";
   bool raw = false;
   long limit = 0;
   GenerationConfig gen;
@@ -38,16 +42,27 @@ struct Question {
   std::string prompt, reference;
 };
 
+// A conversation's question: every turn but a final model turn, then the "<start_of_turn>model\n" cue; the final
+// model turn (when there is one) is the reference, as the chat template renders it (trimmed).
+std::vector<ChatSegment> chat_question(std::vector<ChatMessage> messages, std::string& reference) {
+  if (!messages.empty() && (messages.back().role == "assistant" || messages.back().role == "model")) {
+    reference = python_strip(messages.back().content);
+    messages.pop_back();
+  }
+  return render_gemma3_chat(messages, true);
+}
+
 std::vector<Question> questions(const GenerateOptions& o, const Tokenizer& tok) {
   const FilledPromptTemplate format(finance_reasoning_format().prompt_template, finance_reasoning_format().fields);
   std::vector<Question> out;
-  auto from_segments = [&](const std::vector<ChatSegment>& segments) {
+  auto from_segments = [&](const std::vector<ChatSegment>& segments, std::string reference) {
     Question q;
     std::vector<std::int32_t> labels;
     std::vector<ChatSegment> prompt, answer;
     for (const auto& s : segments) (s.learned ? answer : prompt).push_back(s);
     encode_segments(tok, prompt, false, q.ids, labels);
     q.prompt = to_text(prompt);
+    q.reference = std::move(reference);
     for (const auto& s : answer)
       if (!s.special) q.reference += s.text;
     return q;
@@ -60,16 +75,33 @@ std::vector<Question> questions(const GenerateOptions& o, const Tokenizer& tok) 
       q.ids.insert(q.ids.end(), ids.begin(), ids.end());
       q.prompt = o.prompt;
       out.push_back(std::move(q));
+    } else if (o.format == "chat") {
+      const std::vector<ChatMessage> user{{"user", o.prompt}};
+      out.push_back(from_segments(render_gemma3_chat(user, true), {}));
     } else {
       Record r{{{"Open-ended Verifiable Question", o.prompt}, {"Complex_CoT", ""}, {"Response", ""}}, "--prompt"};
-      out.push_back(from_segments(format.render(r, false)));
+      out.push_back(from_segments(format.render(r, false), {}));
     }
     return out;
   }
+  // Records as finetune wrote them to eval_records.jsonl: chat records ("messages", --format chat) or the finance
+  // template's fields, told apart record by record.
   const auto records = load_records(o.records);
   for (const auto& r : records) {
     if (o.limit > 0 && static_cast<long>(out.size()) >= o.limit) break;
-    out.push_back(from_segments(format.render(r, false)));
+    if (r.fields.contains("messages")) {
+      std::string reference;
+      std::vector<ChatSegment> segments;
+      try {
+        segments = chat_question(chat_messages(r, "messages"), reference);
+      } catch (const Error& e) {  // "[chat_template] ..." -> "[generate] file:line: ..."
+        const std::string what = e.what();
+        fail("generate", r.where, ": ", what.substr(what.find("] ") + 2));
+      }
+      out.push_back(from_segments(segments, std::move(reference)));
+    } else {
+      out.push_back(from_segments(format.render(r, false), {}));
+    }
   }
   return out;
 }
@@ -101,14 +133,31 @@ int answer_all(const CausalLM& model, const Tokenizer& tok, const GenerateOption
   return 0;
 }
 
-int run(const GenerateOptions& o) {
+// Every option checked, and the adapter and records read, before the model is loaded.
+void check_options(const GenerateOptions& o) {
   if (o.prompt.empty() == o.records.empty()) fail("generate", "give either --prompt or --records");
-  const auto path = o.model.empty() ? default_model_path() : std::filesystem::path(o.model);
-  const Gemma3WeightSource source = Gemma3WeightSource::open(path);
-  describe_source(source);
-  const Tokenizer tok = open_tokenizer(source);
-  // The NF4 model's numbers, dequantized once; with an adapter, the base it was trained on plus its LoRA weights
-  // (each module's rank and alpha from the adapter's config; no dropout).
+  if (o.gen.max_new_tokens < 1) fail("generate", "--max-new-tokens must be >= 1, got ", o.gen.max_new_tokens);
+  if (o.limit < 0) fail("generate", "--limit must not be negative (0: every record), got ", o.limit);
+  if (!std::isfinite(o.gen.sampling.temperature))
+    fail("generate", "--temperature must be a finite number, got ", o.gen.sampling.temperature);
+  validate(o.gen.sampling);
+  if (o.base_weights != "nf4" && o.base_weights != "original")
+    fail("generate", "--base-weights ", o.base_weights, ": use nf4 or original");
+  if (o.format != "finance" && o.format != "chat") fail("generate", "--format ", o.format, ": use finance or chat");
+  if (o.raw && o.prompt.empty()) fail("generate", "--raw applies to --prompt");
+  if (!o.records.empty() && !std::filesystem::is_regular_file(o.records))
+    fail("generate", "--records ", o.records, ": no such file");
+  if (!o.output.empty()) {
+    const std::filesystem::path out(o.output);
+    if (std::filesystem::is_directory(out)) fail("generate", "--output ", o.output, ": is a folder; give a file name");
+    const auto parent = out.has_parent_path() ? out.parent_path() : std::filesystem::path(".");
+    if (!std::filesystem::is_directory(parent)) fail("generate", "--output ", o.output, ": folder ", parent.string(), " does not exist");
+  }
+}
+
+int run(const GenerateOptions& o) {
+  check_options(o);
+  // The adapter (its config checked against its tensors) before the model: a bad adapter costs no loading time.
   Gemma3Options options;
   std::optional<peft::Adapter> adapter;
   if (!o.adapter.empty()) {
@@ -117,8 +166,12 @@ int run(const GenerateOptions& o) {
     config.lora_dropout = 0;
     options.lora = LoraTargets(config);
   }
-  if (o.base_weights != "nf4" && o.base_weights != "original")
-    fail("generate", "--base-weights ", o.base_weights, ": use nf4 or original");
+  const auto path = o.model.empty() ? default_model_path() : std::filesystem::path(o.model);
+  const Gemma3WeightSource source = Gemma3WeightSource::open(path);
+  describe_source(source);
+  const Tokenizer tok = open_tokenizer(source);
+  // The NF4 model's numbers, dequantized once; with an adapter, the base it was trained on plus its LoRA weights
+  // (each module's rank and alpha from the adapter's config; no dropout).
   const auto model = open_causal_lm(source, options, o.base_weights == "nf4" ? CausalLMWeights::nf4_dequantized
                                                                              : CausalLMWeights::fp32);
   if (adapter) model->load_adapter(*adapter, o.adapter);
@@ -135,7 +188,12 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--adapter", o->adapter, "PEFT adapter folder (e.g. the output dir of qlora finetune)");
   cmd->add_option("--prompt", o->prompt, "A question, put into the training prompt template (or as is with --raw)");
   cmd->add_flag("--raw", o->raw, "Use --prompt as the whole prompt (after <bos>)");
-  cmd->add_option("--records", o->records, "JSONL records in the training format (e.g. eval_records.jsonl)");
+  cmd->add_option("--format", o->format,
+                  "How --prompt is put to the model: finance (the training prompt template, default) or chat (one "
+                  "user turn of the Gemma chat template)");
+  cmd->add_option("--records", o->records,
+                  "JSONL records as finetune writes them (eval_records.jsonl): the finance fields, or chat "
+                  "'messages' (a final assistant turn is the reference)");
   cmd->add_option("--limit", o->limit, "Answer only the first N records");
   cmd->add_option("--output", o->output, "Write {prompt, prediction, reference} JSONL lines here");
   cmd->add_option("--max-new-tokens", o->gen.max_new_tokens, "Tokens to generate at most (default 256)");

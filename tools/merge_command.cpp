@@ -21,18 +21,34 @@ struct MergeOptions {
   std::string model, adapter, output, gguf, dtype = "float32", type = "q8_0", merge_into = "original";
 };
 
+// Every option checked, and the adapter read (its config against its tensors, as generate does), before the model.
 int run_merge(const MergeOptions& o, bool require_adapter) {
   if (require_adapter && o.adapter.empty()) fail("merge", "--adapter is required (the folder qlora finetune wrote)");
   if (o.output.empty() == o.gguf.empty()) fail("export", "give exactly one of --output DIR (safetensors) and --gguf FILE");
-  const auto path = o.model.empty() ? default_model_path() : std::filesystem::path(o.model);
   MergeInto into;
   if (o.merge_into == "original") into = MergeInto::original;
   else if (o.merge_into == "nf4") into = MergeInto::nf4;
   else fail("merge", "--merge-into ", o.merge_into, ": use original or nf4");
-  const Gemma3WeightSource source = Gemma3WeightSource::open(path);
+  MergedDtype dtype;
+  if (o.dtype == "float32" || o.dtype == "fp32") dtype = MergedDtype::float32;
+  else if (o.dtype == "bfloat16" || o.dtype == "bf16") dtype = MergedDtype::bfloat16;
+  else fail("merge", "--dtype ", o.dtype, ": use float32 or bfloat16");
+  GgmlType type;
+  if (o.type == "f32") type = GgmlType::F32;
+  else if (o.type == "f16") type = GgmlType::F16;
+  else if (o.type == "bf16") type = GgmlType::BF16;
+  else if (o.type == "q8_0") type = GgmlType::Q8_0;
+  else fail("export", "--type ", o.type, ": use f32, f16, bf16 or q8_0");
+  if (!o.gguf.empty() && std::filesystem::is_directory(o.gguf))
+    fail("export", "--gguf ", o.gguf, ": is a folder; give a file name");
+  if (!o.output.empty() && std::filesystem::exists(o.output) && !std::filesystem::is_directory(o.output))
+    fail("merge", "--output ", o.output, ": a file, not a folder");
   std::optional<peft::Adapter> adapter;
   if (!o.adapter.empty()) adapter = peft::load_adapter(o.adapter);
   const peft::Adapter* a = adapter ? &*adapter : nullptr;
+
+  const auto path = o.model.empty() ? default_model_path() : std::filesystem::path(o.model);
+  const Gemma3WeightSource source = Gemma3WeightSource::open(path);
   if (a)
     std::printf("qlora: merging into the %s weights (%s)\n", o.merge_into.c_str(),
                 into == MergeInto::original
@@ -40,10 +56,6 @@ int run_merge(const MergeOptions& o, bool require_adapter) {
                       "what qlora generate --adapter computes"
                     : "their NF4 round trip, the values training and qlora generate --adapter computed with");
   if (!o.output.empty()) {
-    MergedDtype dtype;
-    if (o.dtype == "float32" || o.dtype == "fp32") dtype = MergedDtype::float32;
-    else if (o.dtype == "bfloat16" || o.dtype == "bf16") dtype = MergedDtype::bfloat16;
-    else fail("merge", "--dtype ", o.dtype, ": use float32 or bfloat16");
     const std::size_t vision = source.layout() == ModelLayout::conditional_generation ? source.vision_tensor_names().size() : 0;
     save_merged_safetensors(source, a, o.adapter, o.output, dtype, into);
     std::printf("qlora: merged %s%s%s into %s (config.json + model.safetensors, %s%s)\n", path.string().c_str(),
@@ -53,12 +65,6 @@ int run_merge(const MergeOptions& o, bool require_adapter) {
                        : "");
     return 0;
   }
-  GgmlType type;
-  if (o.type == "f32") type = GgmlType::F32;
-  else if (o.type == "f16") type = GgmlType::F16;
-  else if (o.type == "bf16") type = GgmlType::BF16;
-  else if (o.type == "q8_0") type = GgmlType::Q8_0;
-  else fail("export", "--type ", o.type, ": use f32, f16, bf16 or q8_0");
   if (source.layout() == ModelLayout::conditional_generation)
     std::printf("qlora: %s is multimodal; the GGUF holds its text model (the vision tower is left out)\n",
                 path.string().c_str());

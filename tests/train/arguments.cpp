@@ -1,4 +1,7 @@
 // TrainingArguments and LoraConfig: Hugging Face defaults, reading JSON, and errors for typos, types and ranges.
+#include <cmath>
+#include <limits>
+
 #include <doctest/doctest.h>
 
 #include <qlora/train/arguments.hpp>
@@ -52,5 +55,62 @@ TEST_SUITE("train") {
                          "[config] option 'target_modules' is 'lm_head'; allowed: q_proj, k_proj, v_proj, o_proj, "
                          "gate_proj, up_proj, down_proj, out_proj, fc1, fc2",
                          Error);
+  }
+
+  TEST_CASE("integers are integers of the option's range; NaN and out-of-range numbers are refused by name") {
+    CHECK_THROWS_WITH_AS(training_arguments_from_json(json::parse(R"({"max_steps": 1e30})")),
+                         "[config] TrainingArguments: option 'max_steps' is 1e+30, not an integer", Error);
+    CHECK_THROWS_WITH_AS(training_arguments_from_json(json::parse(R"({"seed": -1})")),
+                         "[config] TrainingArguments: option 'seed' is -1, outside the range of an unsigned 64-bit "
+                         "integer",
+                         Error);
+    CHECK_THROWS_WITH_AS(training_arguments_from_json(json::parse(R"({"logging_steps": 18446744073709551615})")),
+                         "[config] TrainingArguments: option 'logging_steps' is 18446744073709551615, outside the range "
+                         "of a signed 64-bit integer",
+                         Error);
+    CHECK_THROWS_WITH_AS(training_arguments_from_json(json::parse(R"({"bf16": 1})")),
+                         "[config] TrainingArguments: option 'bf16' has the wrong type (number)", Error);
+    CHECK_THROWS_WITH_AS(training_arguments_from_json(json::parse(R"({"max_steps": -5})")),
+                         "[config] max_steps must be a positive number of steps, or -1 to train num_train_epochs; got -5",
+                         Error);
+    CHECK_THROWS_WITH_AS(training_arguments_from_json(json::parse(R"({"num_train_epochs": 1e30})")),
+                         "[config] num_train_epochs must be in (0, 1e6] (or give max_steps), got 1e+30", Error);
+    CHECK_NOTHROW(training_arguments_from_json(json::parse(R"({"num_train_epochs": 1e30, "max_steps": 10})")));
+    TrainingArguments a;
+    for (double bad : {std::nan(""), -1.0, std::numeric_limits<double>::infinity()}) {
+      a = TrainingArguments{};
+      a.max_grad_norm = bad;
+      CHECK_THROWS_AS(validate(a), Error);
+      a = TrainingArguments{};
+      a.warmup_ratio = bad;
+      CHECK_THROWS_AS(validate(a), Error);
+      a = TrainingArguments{};
+      a.weight_decay = bad;
+      CHECK_THROWS_AS(validate(a), Error);
+      a = TrainingArguments{};
+      a.learning_rate = bad;
+      CHECK_THROWS_AS(validate(a), Error);
+    }
+    a = TrainingArguments{};
+    a.eval_steps = 0;
+    CHECK_THROWS_WITH_AS(validate(a), "[config] eval_steps must be >= 1", Error);
+    a = TrainingArguments{};
+    a.report_to = {"wandb"};
+    CHECK_THROWS_WITH_AS(validate(a), "[config] option 'report_to' is 'wandb'; allowed: tensorboard, none", Error);
+  }
+
+  TEST_CASE("to_json gives back what the readers take") {
+    TrainingArguments a;
+    a.max_steps = 7;
+    a.save_total_limit = 2;
+    a.report_to = {"none"};
+    const TrainingArguments b = training_arguments_from_json(to_json(a));
+    CHECK(to_json(b) == to_json(a));
+    CHECK(b.save_total_limit == 2);
+    LoraConfig c = lora_config_from_json(json::parse(R"({"target_modules": "all-linear", "rank_pattern": {"q_proj": 4}})"));
+    const LoraConfig d = lora_config_from_json(to_json(c));
+    CHECK(d.all_linear);
+    CHECK(d.target_modules == c.target_modules);
+    CHECK(d.rank_pattern == c.rank_pattern);
   }
 }

@@ -6,6 +6,8 @@
 #                                and optimizer bytes
 #   cli.sh errors QLORA WORK     bad inputs fail with their message and leave no output folder
 #   cli.sh help QLORA WORK       finetune --help lists every flag (needs no model)
+#   cli.sh validation QLORA WORK every bad flag value is refused before any model is loaded (needs no model)
+#   cli.sh multimodal QLORA WORK the tiny multimodal folder: finetune, resume, chat records, merge, export, generate
 set -uo pipefail
 what=$1 qlora=$2 work=$3
 if [ "$what" = help ]; then  # every flag of the issue is listed by `qlora finetune --help`
@@ -55,10 +57,106 @@ if [ "$what" = multimodal ]; then
     || die "generate"
   "$qlora" generate --model "$work/merged-nf4" --prompt "What is 2 + 2?" --max-new-tokens 4 > /dev/null \
     || die "generate from the merged folder"
+  # an adapter whose config contradicts its tensors (r 16, tensors of rank 4) is refused the same way by merge,
+  # export and generate, before the model is read (the model named does not exist)
+  mkdir -p "$work/bad-adapter" && cp "$work/run"/adapter_* "$work/bad-adapter/"
+  sed -i 's/"r": 4/"r": 16/' "$work/bad-adapter/adapter_config.json"
+  for cmd in "merge --output $work/bad-merge" "export --gguf $work/bad.gguf" "generate --prompt hi"; do
+    # shellcheck disable=SC2086
+    if "$qlora" $cmd --model "$work/none" --adapter "$work/bad-adapter" > "$work/bad.txt" 2>&1; then die "$cmd accepted a contradicting adapter"; fi
+    grep -q "has shape \[4, 32\]: rank 4 where the config (r) says 16" "$work/bad.txt" || { cat "$work/bad.txt"; die "$cmd: no rank message"; }
+    [ ! -e "$work/bad-merge" ] && [ ! -e "$work/bad.gguf" ] || die "$cmd left output behind"
+  done
+  # chat records: trained with --format chat, answered from the held-out records finetune wrote
+  for i in $(seq 1 14); do
+    printf '{"messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is %d + %d?"}, {"role": "assistant", "content": "%d"}]}\n' "$i" "$i" "$((2 * i))"
+  done > "$work/chat.jsonl"
+  "$qlora" finetune --model "$mm" --dataset "$work/chat.jsonl" --format chat --eval-size 2 --max-seq-length 96 --max-steps 2 \
+    --lora-r 4 --target-modules q_proj,v_proj --report-to none --output-dir "$work/chat" 2> "$work/chat.txt" \
+    || { cat "$work/chat.txt"; die "finetune --format chat"; }
+  "$qlora" generate --model "$mm" --adapter "$work/chat" --records "$work/chat/eval_records.jsonl" --max-new-tokens 3 \
+    --output "$work/chat-preds.jsonl" > "$work/chat-gen.txt" 2>&1 || { cat "$work/chat-gen.txt"; die "generate --records (chat)"; }
+  [ "$(wc -l < "$work/chat-preds.jsonl")" = 2 ] || die "generate --records (chat): not one line per held-out record"
+  grep -q '"reference":"[0-9]*"' "$work/chat-preds.jsonl" || die "generate --records (chat): the reference is not the final assistant turn"
+  grep -qF '<start_of_turn>user\nAnswer briefly.\n\nWhat is' "$work/chat-preds.jsonl" || die "generate --records (chat): prompt not in the chat template"
+  grep -qF '<start_of_turn>model\n"' "$work/chat-preds.jsonl" || die "generate --records (chat): prompt lacks the model cue"
+  "$qlora" generate --model "$mm" --adapter "$work/chat" --format chat --prompt "What is 3 + 3?" --max-new-tokens 2 \
+    | grep -qF "<start_of_turn>user" || die "generate --format chat --prompt"
   "$qlora" finetune --dry-run --model gemma-3-4b --max-seq-length 512 --target-modules q_proj,v_proj > "$work/dry.txt" \
     || die "dry-run"
   grep -q "GPU" "$work/dry.txt" || die "dry-run prints no GPU estimate"
-  echo "multimodal folder: finetune, resume, merge (original, nf4), export and generate passed"
+  echo "multimodal folder: finetune, resume, chat records, merge (original, nf4), export and generate passed"
+  exit 0
+fi
+if [ "$what" = validation ]; then
+  # Every flag value is checked before anything is loaded: the model named does not exist, so each expected
+  # message proves its check came first. No output folder may be left behind.
+  rm -rf "$work" && mkdir -p "$work"
+  die() { echo "FAILED: $*"; exit 1; }
+  nomodel=(--model "$work/no-such-model.gguf")
+  out=(--output-dir "$work/fail" "${nomodel[@]}")
+  expect_fail() {
+    local msg=$1; shift
+    rm -rf "$work/fail"
+    if "$qlora" "$@" > "$work/err.txt" 2>&1; then die "succeeded: $*"; fi
+    grep -qF -- "$msg" "$work/err.txt" || { cat "$work/err.txt"; die "message '$msg' missing for: $*"; }
+    [ ! -e "$work/fail" ] || die "left $work/fail behind for: $*"
+    echo "ok: $* -> $msg"
+  }
+  expect_fail "num_train_epochs must be in (0, 1e6]" finetune "${out[@]}" --num-train-epochs 1e30
+  expect_fail "num_train_epochs must be in (0, 1e6]" finetune "${out[@]}" --num-train-epochs nan
+  expect_fail "max_steps must be a positive number of steps, or -1" finetune "${out[@]}" --max-steps -3
+  expect_fail "max_steps must be a positive number of steps, or -1" finetune "${out[@]}" --max-steps 0
+  expect_fail "--max-steps 1e3: not an integer" finetune "${out[@]}" --max-steps 1e3
+  expect_fail "--max-steps 99999999999999999999: not an integer" finetune "${out[@]}" --max-steps 99999999999999999999
+  expect_fail "max_seq_length must be in [2, 1048576] tokens, got -1" finetune "${out[@]}" --max-seq-length -1
+  expect_fail "select must be >= 1" finetune "${out[@]}" --select -5
+  expect_fail "select must be >= 1" finetune "${out[@]}" --select 0
+  expect_fail "eval_size must be a record count (0, 1, 2, ...) or a fraction in (0, 1), got 2.5" finetune "${out[@]}" --eval-size 2.5
+  expect_fail "eval_size must be a record count" finetune "${out[@]}" --eval-size -1
+  expect_fail "learning_rate must be positive" finetune "${out[@]}" --learning-rate nan
+  expect_fail "learning_rate must be positive" finetune "${out[@]}" --learning-rate -1e-4
+  expect_fail "warmup_ratio must be in [0, 1]" finetune "${out[@]}" --warmup-ratio nan
+  expect_fail "warmup_steps must not be negative" finetune "${out[@]}" --warmup-steps -1
+  expect_fail "max_grad_norm must be a finite number >= 0" finetune "${out[@]}" --max-grad-norm inf
+  expect_fail "weight_decay must be a finite number >= 0" finetune "${out[@]}" --weight-decay -0.1
+  expect_fail "per_device_train_batch_size must be >= 1" finetune "${out[@]}" --per-device-train-batch-size 0
+  expect_fail "per_device_eval_batch_size must be >= 1" finetune "${out[@]}" --per-device-eval-batch-size -2
+  expect_fail "gradient_accumulation_steps must be >= 1" finetune "${out[@]}" --gradient-accumulation-steps 0
+  expect_fail "logging_steps and save_steps must be >= 1" finetune "${out[@]}" --save-steps 0
+  expect_fail "eval_steps must be >= 1" finetune "${out[@]}" --eval-steps -4
+  expect_fail "save_total_limit must be >= 1" finetune "${out[@]}" --save-total-limit 0
+  expect_fail "option 'seed' is -1, outside the range of an unsigned 64-bit integer" finetune "${out[@]}" --seed -1
+  expect_fail "option 'report_to' is 'wandb'; allowed: tensorboard, none" finetune "${out[@]}" --report-to wandb
+  expect_fail "option 'lr_scheduler_type' is 'step'" finetune "${out[@]}" --lr-scheduler-type step
+  expect_fail "lora_dropout must be in [0, 1)" finetune "${out[@]}" --lora-dropout 1
+  expect_fail "lora_alpha must be a finite number" finetune "${out[@]}" --lora-alpha nan
+  expect_fail "--format xml: use finance or chat" finetune "${out[@]}" --format xml
+  expect_fail "--device cuda: this version of qlora finetune runs on the CPU only" finetune "${out[@]}" --device cuda
+  expect_fail "no such data file" finetune "${out[@]}" --dataset "$work/no-such-data.jsonl"
+  expect_fail "not a data file" finetune "${out[@]}" --dataset "$work"
+  echo x > "$work/file" && expect_fail "a file, not a folder" finetune --output-dir "$work/file" "${nomodel[@]}"
+  echo '{"data": {"max_seq_lenght": 64}}' > "$work/bad.json"
+  expect_fail "data: unknown option 'max_seq_lenght' (did you mean 'max_seq_length'?)" finetune "${out[@]}" --config "$work/bad.json"
+  echo '{"training": {"max_steps": 1e30}}' > "$work/bad.json"
+  expect_fail "option 'max_steps' is 1e+30, not an integer" finetune "${out[@]}" --config "$work/bad.json"
+  echo '{"training": {"gradient_checkpointing": "yes"}}' > "$work/bad.json"
+  expect_fail "option 'gradient_checkpointing' has the wrong type (string)" finetune "${out[@]}" --config "$work/bad.json"
+  echo '{"data": {"max_seq_length": 99999999999999999999}}' > "$work/bad.json"
+  expect_fail "option 'max_seq_length' is 1e+20, not an integer" finetune "${out[@]}" --config "$work/bad.json"
+  q=(generate "${nomodel[@]}" --prompt hi)
+  expect_fail "--max-new-tokens must be >= 1, got -1" "${q[@]}" --max-new-tokens -1
+  expect_fail "temperature must be > 0 when sampling, got 0" "${q[@]}" --do-sample --temperature 0
+  expect_fail "--temperature must be a finite number" "${q[@]}" --temperature nan
+  expect_fail "top_p must be in (0, 1], got nan" "${q[@]}" --top-p nan
+  expect_fail "top_k must not be negative" "${q[@]}" --top-k -2
+  expect_fail "--limit must not be negative" "${q[@]}" --limit -1
+  expect_fail "--base-weights bf16: use nf4 or original" "${q[@]}" --base-weights bf16
+  expect_fail "--format xml: use finance or chat" "${q[@]}" --format xml
+  expect_fail "--output $work: is a folder" "${q[@]}" --output "$work"
+  expect_fail "give either --prompt or --records" generate "${nomodel[@]}"
+  expect_fail "--records $work/none.jsonl: no such file" generate "${nomodel[@]}" --records "$work/none.jsonl"
+  echo "every flag value is checked before the model is loaded"
   exit 0
 fi
 if [ -z "${QLORA_MODEL:-}" ] || [ ! -f "$QLORA_MODEL" ]; then

@@ -115,8 +115,8 @@ void encode_segments(const Tok& tok, std::span<const ChatSegment> segments, bool
   }
 }
 
-namespace detail {
-
+// The conversation in a chat record's `field` (a list of {role, content}; content a string or a list of
+// {type: text, text} parts), with errors naming the record's file and line.
 inline std::vector<ChatMessage> chat_messages(const Record& record, const std::string& field) {
   const auto it = record.fields.find(field);
   if (it == record.fields.end()) fail("dataset", record.where, ": record has no field '", field, "'");
@@ -147,6 +147,8 @@ inline std::vector<ChatMessage> chat_messages(const Record& record, const std::s
   }
   return messages;
 }
+
+namespace detail {
 
 inline std::vector<ChatSegment> render_record(const Record& record, const ChatFormat& format, const DatasetOptions& o) {
   const auto messages = chat_messages(record, format.messages_field);

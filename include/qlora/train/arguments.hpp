@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <type_traits>
 #include <string>
@@ -97,14 +98,38 @@ class OptionReader {
         for (const auto& [k, v] : it->items()) field.emplace_back(k, v.template get<typename T::value_type::second_type>());
       } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
         field = it->is_string() ? split_commas(it->template get<std::string>()) : it->template get<T>();
-      } else if constexpr (std::is_same_v<T, std::optional<long>> || std::is_same_v<T, std::optional<std::string>>) {
-        field = it->template get<typename T::value_type>();
+      } else if constexpr (std::is_same_v<T, std::optional<long>>) {
+        field = integer<long>(key, *it);
+      } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
+        field = it->template get<std::string>();
+      } else if constexpr (std::is_same_v<T, bool>) {
+        if (!it->is_boolean()) throw nlohmann::json::type_error::create(302, "not a boolean", nullptr);
+        field = it->template get<bool>();
+      } else if constexpr (std::is_integral_v<T>) {
+        field = integer<T>(key, *it);
       } else {
         field = it->template get<T>();
       }
     } catch (const nlohmann::json::exception&) {
       fail("config", what_, ": option '", key, "' has the wrong type (", it->type_name(), ")");
     }
+  }
+  // An integer option: a JSON integer that fits T (nlohmann would cast 1e30 or -1 into a long or an unsigned).
+  template <class T>
+  T integer(const char* key, const nlohmann::json& v) const {
+    if (v.is_number_unsigned()) {
+      const auto u = v.template get<std::uint64_t>();
+      if (u <= static_cast<std::uint64_t>(std::numeric_limits<T>::max())) return static_cast<T>(u);
+    } else if (v.is_number_integer()) {
+      const auto i = v.template get<std::int64_t>();
+      if (i >= 0 || std::is_signed_v<T>) return static_cast<T>(i);
+    } else if (v.is_number_float()) {
+      fail("config", what_, ": option '", key, "' is ", v.dump(), ", not an integer");
+    } else {
+      throw nlohmann::json::type_error::create(302, "not an integer", nullptr);
+    }
+    fail("config", what_, ": option '", key, "' is ", v.dump(), ", outside the range of ",
+         std::is_signed_v<T> ? "a signed" : "an unsigned", " 64-bit integer");
   }
   // Throws for keys that no read() asked for, naming the nearest known one.
   void reject_unknown() const {
@@ -144,18 +169,35 @@ inline void require_in(const std::string& value, std::initializer_list<const cha
 }
 }  // namespace detail
 
+// Every value range-checked before anything is loaded; NaN fails every check (each is written as "x in range").
 inline void validate(const TrainingArguments& a) {
+  auto finite = [](double v) { return std::isfinite(v); };
+  if (a.output_dir.empty()) fail("config", "output_dir is empty");
   if (a.per_device_train_batch_size < 1) fail("config", "per_device_train_batch_size must be >= 1");
+  if (a.per_device_eval_batch_size < 1) fail("config", "per_device_eval_batch_size must be >= 1");
   if (a.gradient_accumulation_steps < 1) fail("config", "gradient_accumulation_steps must be >= 1");
-  if (!(a.learning_rate > 0) || !std::isfinite(a.learning_rate)) fail("config", "learning_rate must be positive");
-  if (a.max_steps <= 0 && !(a.num_train_epochs > 0)) fail("config", "give num_train_epochs > 0 or max_steps > 0");
-  if (a.max_grad_norm < 0) fail("config", "max_grad_norm must not be negative (0 turns clipping off)");
-  if (a.warmup_ratio < 0 || a.warmup_ratio > 1) fail("config", "warmup_ratio must be in [0, 1]");
+  if (!(a.learning_rate > 0) || !finite(a.learning_rate)) fail("config", "learning_rate must be positive");
+  if (!(a.max_steps == -1 || a.max_steps > 0))
+    fail("config", "max_steps must be a positive number of steps, or -1 to train num_train_epochs; got ", a.max_steps);
+  // 1e6 epochs of any data set is past any real run; it keeps the step count far from overflowing.
+  if (a.max_steps == -1 && !(a.num_train_epochs > 0 && a.num_train_epochs <= 1e6))
+    fail("config", "num_train_epochs must be in (0, 1e6] (or give max_steps), got ", a.num_train_epochs);
+  if (!(a.weight_decay >= 0) || !finite(a.weight_decay)) fail("config", "weight_decay must be a finite number >= 0");
+  if (!(a.adam_beta1 >= 0 && a.adam_beta1 < 1) || !(a.adam_beta2 >= 0 && a.adam_beta2 < 1))
+    fail("config", "adam_beta1 and adam_beta2 must be in [0, 1)");
+  if (!(a.adam_epsilon > 0) || !finite(a.adam_epsilon)) fail("config", "adam_epsilon must be positive");
+  if (!(a.max_grad_norm >= 0) || !finite(a.max_grad_norm))
+    fail("config", "max_grad_norm must be a finite number >= 0 (0 turns clipping off)");
+  if (!(a.warmup_ratio >= 0 && a.warmup_ratio <= 1)) fail("config", "warmup_ratio must be in [0, 1]");
+  if (a.warmup_steps < 0) fail("config", "warmup_steps must not be negative");
   if (a.logging_steps < 1 || a.save_steps < 1) fail("config", "logging_steps and save_steps must be >= 1");
+  if (a.eval_steps && *a.eval_steps < 1) fail("config", "eval_steps must be >= 1");
+  if (a.save_total_limit && *a.save_total_limit < 1) fail("config", "save_total_limit must be >= 1 (or absent: keep all)");
   detail::require_in(a.lr_scheduler_type, {"linear", "cosine", "constant", "constant_with_warmup"}, "lr_scheduler_type");
   detail::require_in(a.optim, {"adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"}, "optim");
   detail::require_in(a.save_strategy, {"no", "steps", "epoch"}, "save_strategy");
   detail::require_in(a.eval_strategy, {"no", "steps", "epoch"}, "eval_strategy");
+  for (const auto& r : a.report_to) detail::require_in(r, {"tensorboard", "none"}, "report_to");
 }
 
 // PEFT's "all-linear" shorthand as the seven projection names (what PEFT writes into adapter_config.json).
@@ -189,6 +231,8 @@ inline void validate(const LoraConfig& c) {
   }
   for (const auto& [key, r] : c.rank_pattern)
     if (r < 1) fail("config", "rank_pattern '", key, "': r must be >= 1, got ", r);
+  for (const auto& [key, alpha] : c.alpha_pattern)
+    if (!std::isfinite(alpha)) fail("config", "alpha_pattern '", key, "': lora_alpha must be a finite number");
   detail::require_in(c.bias, {"none"}, "bias");
 }
 
@@ -226,6 +270,38 @@ inline TrainingArguments training_arguments_from_json(const nlohmann::json& j) {
   r.reject_unknown();
   validate(a);
   return a;
+}
+
+// The arguments as JSON with the same keys the readers take (what `qlora finetune --print-config` shows); reading
+// it back gives the same arguments.
+inline nlohmann::json to_json(const TrainingArguments& a) {
+  nlohmann::json j = {{"output_dir", a.output_dir}, {"num_train_epochs", a.num_train_epochs}, {"max_steps", a.max_steps},
+                      {"per_device_train_batch_size", a.per_device_train_batch_size},
+                      {"per_device_eval_batch_size", a.per_device_eval_batch_size},
+                      {"gradient_accumulation_steps", a.gradient_accumulation_steps},
+                      {"learning_rate", a.learning_rate}, {"weight_decay", a.weight_decay},
+                      {"adam_beta1", a.adam_beta1}, {"adam_beta2", a.adam_beta2}, {"adam_epsilon", a.adam_epsilon},
+                      {"max_grad_norm", a.max_grad_norm}, {"lr_scheduler_type", a.lr_scheduler_type},
+                      {"warmup_ratio", a.warmup_ratio}, {"warmup_steps", a.warmup_steps}, {"optim", a.optim},
+                      {"bf16", a.bf16}, {"gradient_checkpointing", a.gradient_checkpointing},
+                      {"logging_steps", a.logging_steps}, {"save_strategy", a.save_strategy},
+                      {"save_steps", a.save_steps}, {"save_total_limit", nullptr}, {"eval_strategy", a.eval_strategy},
+                      {"eval_steps", nullptr}, {"eval_on_start", a.eval_on_start}, {"seed", a.seed},
+                      {"report_to", a.report_to}, {"resume_from_checkpoint", nullptr}};
+  if (a.save_total_limit) j["save_total_limit"] = *a.save_total_limit;
+  if (a.eval_steps) j["eval_steps"] = *a.eval_steps;
+  if (a.resume_from_checkpoint) j["resume_from_checkpoint"] = *a.resume_from_checkpoint;
+  return j;
+}
+
+inline nlohmann::json to_json(const LoraConfig& c) {
+  nlohmann::json j = {{"r", c.r}, {"lora_alpha", c.lora_alpha}, {"lora_dropout", c.lora_dropout},
+                      {"target_modules", c.all_linear ? std::vector<std::string>{"all-linear"} : c.target_modules},
+                      {"use_rslora", c.use_rslora}, {"bias", c.bias},
+                      {"rank_pattern", nlohmann::json::object()}, {"alpha_pattern", nlohmann::json::object()}};
+  for (const auto& [k, v] : c.rank_pattern) j["rank_pattern"][k] = v;
+  for (const auto& [k, v] : c.alpha_pattern) j["alpha_pattern"][k] = v;
+  return j;
 }
 
 inline LoraConfig lora_config_from_json(const nlohmann::json& j) {
