@@ -157,6 +157,36 @@ TEST_SUITE("train") {
     std::filesystem::remove_all(args.output_dir);
   }
 
+  TEST_CASE("a run resumed from a checkpoint leaves one metrics.jsonl record per step") {
+    // A run logged steps 1-5 and was killed after its checkpoint at step 3 (its last line cut short); the run resumed
+    // from that checkpoint logs steps 4-6. Each step must appear once, the resumed run's 4 and 5 replacing the old.
+    std::vector<ToyBatch> batches;
+    for (int i = 0; i < 6; ++i) batches.push_back(make_batch(50 + static_cast<std::uint64_t>(i), 4, {1, 1, 1, 1}));
+    TrainingArguments args;
+    args.output_dir = temp_dir("qlora_trainer_resume_log");
+    args.logging_steps = 1;
+    args.report_to = {"tensorboard"};
+    const auto metrics = std::filesystem::path(args.output_dir) / "metrics.jsonl";
+    {
+      ToyModel model;
+      AdamW opt({Parameter("w", model.w)}, AdamWConfig{0.9, 0.999, 1e-8, 0.0});
+      Trainer<ToyBatch> first(args, opt.parameters(), fitting_functions(model, opt), 5);
+      (void)first.train([&](long) { return source_of(batches); }, {}, 6);
+    }
+    std::ofstream(metrics, std::ios::app) << R"({"step": 6, "loss")";  // a line a kill cut short
+    ToyModel model;
+    AdamW opt({Parameter("w", model.w)}, AdamWConfig{0.9, 0.999, 1e-8, 0.0});
+    Trainer<ToyBatch> resumed(args, opt.parameters(), fitting_functions(model, opt), 6);
+    TrainerState state;
+    state.global_step = 3;
+    (void)resumed.train([&](long) { return source_of(batches); }, state, 6);
+    std::ifstream in(metrics);
+    std::vector<long> steps;
+    for (std::string line; std::getline(in, line);) steps.push_back(nlohmann::json::parse(line).at("step").get<long>());
+    CHECK(steps == std::vector<long>{1, 2, 3, 4, 5, 6});
+    std::filesystem::remove_all(args.output_dir);
+  }
+
   TEST_CASE("a non-finite gradient stops training naming the step and the parameter") {
     ToyModel model;
     const ToyBatch bad = make_batch(4, 2, {1, 1});

@@ -25,6 +25,10 @@ args=("${base[@]}" --max-steps $steps)
 same_as_straight() {  # the final adapter of run $1 equals the uninterrupted run's, byte for byte
   cmp -s "$work/straight/adapter_model.safetensors" "$1/adapter_model.safetensors" || die "$2: the adapter differs"
 }
+same_steps() {  # run $1's metrics.jsonl holds the uninterrupted run's steps, each once, in order
+  diff <(grep -o '"step":[0-9]*' "$work/straight/metrics.jsonl") <(grep -o '"step":[0-9]*' "$1/metrics.jsonl") > /dev/null \
+    || die "$2: metrics.jsonl does not hold each step once ($(grep -o '"step":[0-9]*' "$1/metrics.jsonl" | tr '\n' ' '))"
+}
 no_partial() { ! ls -d "$1"/*.partial > /dev/null 2>&1 || die "$2: a .partial folder was left in $1"; }
 wait_for_step() {  # wait_for_step LOG N: until the log shows step N (training has begun)
   for _ in $(seq 400); do grep -q "^step $2/" "$1" 2> /dev/null && return 0; sleep 0.05; done
@@ -51,7 +55,8 @@ for sig in TERM INT; do
   "$qlora" "${args[@]}" --save-steps 1000 --output-dir "$out" --resume-from-checkpoint latest 2> "$out.resume.txt" \
     || { cat "$out.resume.txt"; die "SIG$sig: resume"; }
   same_as_straight "$out" "SIG$sig"
-  echo "ok: SIG$sig: $(grep -o 'stopped by .* of [0-9]*' "$out.txt"), exit $rc; resumed to the same adapter"
+  same_steps "$out" "SIG$sig"
+  echo "ok: SIG$sig: $(grep -o 'stopped by .* of [0-9]*' "$out.txt"), exit $rc; resumed to the same adapter and metrics steps"
 done
 
 # Disk full: the run stopped by SIGTERM above resumes with a file-size limit that its next checkpoint exceeds.
@@ -106,7 +111,8 @@ ls -d "$out"/checkpoint-* > /dev/null 2>&1 && resume=(--resume-from-checkpoint l
   || { cat "$work/kill-final.txt"; die "SIGKILL: the final resume"; }
 no_partial "$out" "SIGKILL"
 same_as_straight "$out" "SIGKILL"
-echo "ok: SIGKILL at $kills random moments, each run resuming the last: the same adapter at the end"
+same_steps "$out" "SIGKILL"
+echo "ok: SIGKILL at $kills random moments, each run resuming the last: the same adapter at the end, one metrics record per step"
 
 # An output folder that is a file (or below one): refused before the model is loaded.
 echo x > "$work/a-file"

@@ -95,6 +95,24 @@ inline std::string event_scalar(double wall_time, std::int64_t step, std::string
   return e;
 }
 
+// Event{step, session_log=7: SessionLog{status=1: START (1)}}: a restart at `step`. TensorBoard's event
+// accumulator then drops the earlier files' events at `step` and later (what torch's SummaryWriter(purge_step=...)
+// writes), so a run resumed from a checkpoint shows each step once.
+inline std::string event_session_start(double wall_time, std::int64_t step) {
+  std::string log;
+  wire::tag(log, 1, 0);
+  wire::varint(log, 1);
+  std::string e;
+  wire::tag(e, 1, 1);
+  wire::fixed(e, wall_time);
+  if (step != 0) {
+    wire::tag(e, 2, 0);
+    wire::varint(e, static_cast<std::uint64_t>(step));
+  }
+  wire::bytes_field(e, 7, log);
+  return e;
+}
+
 // length | masked crc(length) | payload | masked crc(payload)
 inline std::string frame_record(std::string_view payload) {
   std::string r;
@@ -130,6 +148,10 @@ class EventWriter {
   }
   void add_scalar(std::string_view tag, float value, std::int64_t step, double wall_time = now_seconds()) {
     write(event_scalar(wall_time, step, tag, value));
+  }
+  // A resumed run: the events earlier runs wrote for steps after `last_kept_step` are to be dropped.
+  void resume_after(std::int64_t last_kept_step, double wall_time = now_seconds()) {
+    write(event_session_start(wall_time, last_kept_step + 1));
   }
   const std::filesystem::path& path() const { return path_; }
 

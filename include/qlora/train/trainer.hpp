@@ -115,6 +115,10 @@ class Trainer {
     state.train_batch_size = args_.per_device_train_batch_size;
     state.num_train_epochs = args_.num_train_epochs;
     const long first_step = state.global_step;
+    if (first_step > 0) {  // resumed: what the stopped run logged after its checkpoint is dropped
+      metrics_->resume_after(first_step);
+      if (tensorboard_) tensorboard_->resume_after(first_step);
+    }
     if (fns_.evaluate && args_.eval_on_start && state.global_step == 0) run_evaluation(state);
     start = std::chrono::steady_clock::now();  // throughput and ETA count training only
     double interval_loss = 0;
