@@ -268,9 +268,10 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
     return 128 + sig;
   }
   model.save_adapter(args.output_dir, base_name);
-  std::fprintf(stderr, "qlora: done: %ld steps, loss %.4f -> %.4f, %.0f tokens/s; adapter saved in %s\n",
+  constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
+  std::fprintf(stderr, "qlora: done: %ld steps, loss %.4f -> %.4f, %.0f tokens/s, peak memory %.2f GiB; adapter saved in %s\n",
                result.state.global_step, result.first_logged_loss, result.last_logged_loss, result.tokens_per_second,
-               args.output_dir.c_str());
+               result.memory.peak_bytes / GiB, args.output_dir.c_str());
   return 0;
 }
 

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include <qlora/data/gguf_vocabulary.hpp>
+#include <qlora/data/layouts.hpp>
 
 #include "commands.hpp"
 #include "finetune.hpp"
@@ -78,7 +79,15 @@ constexpr Flag kFlags[] = {
     {"max-seq-length", "data", "max_seq_length", Kind::integer, "Truncate samples to N tokens (default 512)"},
     {"eval-size", "data", "eval_size", Kind::number, "Held-out samples: a count, or a fraction below 1 (default 20)"},
     {"select", "data", "select", Kind::integer, "Use only the first N records (train[:N])"},
-    {"format", "data", "format", Kind::text, "finance (prompt template, default) or chat (messages field)"},
+    {"format", "data", "format", Kind::text,
+     "Data set layout: finance (default), alpaca, chat (= messages), sharegpt, text, prompt-completion, or custom "
+     "(given --prompt-template / --response-template)"},
+    {"prompt-template", "data", "prompt_template", Kind::text,
+     "Custom layout: the prompt, slots named after record fields ('### Q: {question}\n### A: ')"},
+    {"response-template", "data", "response_template", Kind::text, "Custom layout: what is learned ('{answer}')"},
+    {"dataset-text-field", "data", "dataset_text_field", Kind::text, "text layout: the field with the text (text when not given)"},
+    {"messages-field", "data", "messages_field", Kind::text,
+     "chat / sharegpt layouts: the field with the turns (messages / conversations when not given)"},
     {"packing", "data", "packing", Kind::flag, "Pack several samples per row"},
     {"train-on-prompt", "data", "train_on_prompt", Kind::flag, "Learn the prompt tokens too"},
     {"device", "top", "device", Kind::text, "cpu (cuda: not in this version of finetune)"},
@@ -169,11 +178,16 @@ nlohmann::json read_data_options(const nlohmann::json& data, FinetuneJob& job) {
   long max_length = 512;
   std::optional<long> select;
   double eval = 20;
-  std::string format = "finance";
+  std::optional<std::string> format_name;
+  LayoutOptions layout;
   r.read("max_seq_length", max_length);
   r.read("eval_size", eval);
   r.read("select", select);
-  r.read("format", format);
+  r.read("format", format_name);
+  r.read("prompt_template", layout.prompt_template);
+  r.read("response_template", layout.response_template);
+  r.read("dataset_text_field", layout.text_field);
+  r.read("messages_field", layout.messages_field);
   r.read("packing", job.packing);
   r.read("train_on_prompt", job.data.train_on_prompt);
   r.reject_unknown();
@@ -188,11 +202,15 @@ nlohmann::json read_data_options(const nlohmann::json& data, FinetuneJob& job) {
   if (!(eval >= 0) || !std::isfinite(eval) || (eval >= 1 && eval != std::floor(eval)) || eval > 1e15)
     fail("finetune", "eval_size must be a record count (0, 1, 2, ...) or a fraction in (0, 1), got ", eval);
   job.eval_size = eval < 1 ? EvalSize::of_fraction(eval) : EvalSize::of_count(static_cast<std::size_t>(eval));
-  if (format == "finance") job.format = finance_reasoning_format();
-  else if (format == "chat") job.format = ChatFormat{};
-  else fail("finetune", "--format ", format, ": use finance or chat");
+  const std::string format =
+      format_name.value_or(layout.prompt_template || layout.response_template ? "custom" : "finance");
+  job.format = dataset_layout(format, layout);
+  auto optional = [](const std::optional<std::string>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
   return {{"max_seq_length", max_length}, {"eval_size", eval}, {"select", select ? nlohmann::json(*select) : nlohmann::json()},
-          {"format", format}, {"packing", job.packing}, {"train_on_prompt", job.data.train_on_prompt}};
+          {"format", format}, {"prompt_template", optional(layout.prompt_template)},
+          {"response_template", optional(layout.response_template)},
+          {"dataset_text_field", optional(layout.text_field)}, {"messages_field", optional(layout.messages_field)},
+          {"packing", job.packing}, {"train_on_prompt", job.data.train_on_prompt}};
 }
 
 // The seed recipe's settings, under whatever the file and the flags give.

@@ -20,6 +20,7 @@
 #include <qlora/data/chat_template.hpp>
 #include <qlora/data/dataset.hpp>
 #include <qlora/data/gguf_vocabulary.hpp>
+#include <qlora/data/layouts.hpp>
 #include <qlora/data/records.hpp>
 #include <qlora/nn/causal_lm.hpp>
 #include <qlora/train/generate.hpp>
@@ -31,7 +32,9 @@ namespace qlora::cli {
 namespace {
 
 struct GenerateOptions {
-  std::string model, adapter, prompt, records, output, base_weights = "nf4", format = "finance";
+  std::string model, adapter, prompt, records, output, base_weights = "nf4";
+  std::optional<std::string> format;
+  LayoutOptions layout;
   bool raw = false;
   long limit = 0;
   GenerationConfig gen;
@@ -42,66 +45,66 @@ struct Question {
   std::string prompt, reference;
 };
 
-// A conversation's question: every turn but a final model turn, then the "<start_of_turn>model\n" cue; the final
-// model turn (when there is one) is the reference, as the chat template renders it (trimmed).
-std::vector<ChatSegment> chat_question(std::vector<ChatMessage> messages, std::string& reference) {
-  if (!messages.empty() && (messages.back().role == "assistant" || messages.back().role == "model")) {
-    reference = python_strip(messages.back().content);
-    messages.pop_back();
+// The layout records are read with: --format (or the custom templates) when given; else each record's own keys tell
+// (messages: chat, conversations: sharegpt, otherwise the finance fields), as finetune's eval_records.jsonl has them.
+DatasetFormat layout_of(const GenerateOptions& o, const Record* r) {
+  if (o.format || o.layout.prompt_template || o.layout.response_template)
+    return dataset_layout(o.format.value_or("custom"), o.layout);
+  if (r && r->fields.contains("messages")) return dataset_layout("chat", o.layout);
+  if (r && r->fields.contains("conversations")) return dataset_layout("sharegpt", o.layout);
+  return dataset_layout("finance", o.layout);
+}
+
+// --prompt as a record of the layout: a user turn for conversations, else the one prompt slot filled (alpaca's
+// instruction with no input); a layout whose prompt has no slot (text) takes it as raw text.
+std::optional<Record> prompt_record(const DatasetFormat& format, const std::string& prompt) {
+  if (const auto* chat = std::get_if<ChatFormat>(&format)) {
+    nlohmann::json turn = {{chat->role_key, chat->role_names.empty() ? "user" : "human"}, {chat->content_key, prompt}};
+    return Record{{{chat->messages_field, nlohmann::json::array({turn})}}, "--prompt"};
   }
-  return render_gemma3_chat(messages, true);
+  const auto& t = std::get<TemplatedFormat>(format);
+  std::vector<std::string> slots;
+  for (const auto& slot : detail::template_slots(t.prompt_template.prompt, "prompt"))
+    if (slot != t.optional_slot) slots.push_back(slot);
+  if (slots.empty()) return std::nullopt;
+  if (slots.size() > 1)
+    fail("generate", "--prompt fills one slot, and this layout's prompt has ", slots.size(), " ({", slots[0], "}, {",
+         slots[1], "}, ...): put the questions in a JSONL file and use --records");
+  Record r{nlohmann::json::object(), "--prompt"};
+  for (const auto& [slot, field] : t.fields) r.fields[field] = slot == slots[0] ? prompt : "";
+  if (!t.optional_slot.empty()) r.fields.erase(t.fields.at(t.optional_slot));
+  return r;
 }
 
 std::vector<Question> questions(const GenerateOptions& o, const Tokenizer& tok) {
-  const FilledPromptTemplate format(finance_reasoning_format().prompt_template, finance_reasoning_format().fields);
   std::vector<Question> out;
-  auto from_segments = [&](const std::vector<ChatSegment>& segments, std::string reference) {
+  auto ask = [&](const RecordRenderer& renderer, const Record& r) {
     Question q;
     std::vector<std::int32_t> labels;
-    std::vector<ChatSegment> prompt, answer;
-    for (const auto& s : segments) (s.learned ? answer : prompt).push_back(s);
+    const std::vector<ChatSegment> prompt = renderer.question(r, q.reference);
     encode_segments(tok, prompt, false, q.ids, labels);
     q.prompt = to_text(prompt);
-    q.reference = std::move(reference);
-    for (const auto& s : answer)
-      if (!s.special) q.reference += s.text;
-    return q;
+    out.push_back(std::move(q));
   };
   if (!o.prompt.empty()) {
-    if (o.raw) {
+    const DatasetFormat format = layout_of(o, nullptr);
+    const std::optional<Record> record = o.raw ? std::nullopt : prompt_record(format, o.prompt);
+    if (!record) {
       Question q;
       q.ids.push_back(tok.bos_id());
       const auto ids = tok.encode(o.prompt);
       q.ids.insert(q.ids.end(), ids.begin(), ids.end());
       q.prompt = o.prompt;
       out.push_back(std::move(q));
-    } else if (o.format == "chat") {
-      const std::vector<ChatMessage> user{{"user", o.prompt}};
-      out.push_back(from_segments(render_gemma3_chat(user, true), {}));
     } else {
-      Record r{{{"Open-ended Verifiable Question", o.prompt}, {"Complex_CoT", ""}, {"Response", ""}}, "--prompt"};
-      out.push_back(from_segments(format.render(r, false), {}));
+      ask(RecordRenderer(format), *record);
     }
     return out;
   }
-  // Records as finetune wrote them to eval_records.jsonl: chat records ("messages", --format chat) or the finance
-  // template's fields, told apart record by record.
   const auto records = load_records(o.records);
   for (const auto& r : records) {
     if (o.limit > 0 && static_cast<long>(out.size()) >= o.limit) break;
-    if (r.fields.contains("messages")) {
-      std::string reference;
-      std::vector<ChatSegment> segments;
-      try {
-        segments = chat_question(chat_messages(r, "messages"), reference);
-      } catch (const Error& e) {  // "[chat_template] ..." -> "[generate] file:line: ..."
-        const std::string what = e.what();
-        fail("generate", r.where, ": ", what.substr(what.find("] ") + 2));
-      }
-      out.push_back(from_segments(segments, std::move(reference)));
-    } else {
-      out.push_back(from_segments(format.render(r, false), {}));
-    }
+    ask(RecordRenderer(layout_of(o, &r)), r);
   }
   return out;
 }
@@ -143,7 +146,7 @@ void check_options(const GenerateOptions& o) {
   validate(o.gen.sampling);
   if (o.base_weights != "nf4" && o.base_weights != "original")
     fail("generate", "--base-weights ", o.base_weights, ": use nf4 or original");
-  if (o.format != "finance" && o.format != "chat") fail("generate", "--format ", o.format, ": use finance or chat");
+  if (o.format || o.layout.prompt_template || o.layout.response_template) (void)layout_of(o, nullptr);  // names, templates
   if (o.raw && o.prompt.empty()) fail("generate", "--raw applies to --prompt");
   if (!o.records.empty() && !std::filesystem::is_regular_file(o.records))
     fail("generate", "--records ", o.records, ": no such file");
@@ -189,11 +192,16 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--prompt", o->prompt, "A question, put into the training prompt template (or as is with --raw)");
   cmd->add_flag("--raw", o->raw, "Use --prompt as the whole prompt (after <bos>)");
   cmd->add_option("--format", o->format,
-                  "How --prompt is put to the model: finance (the training prompt template, default) or chat (one "
-                  "user turn of the Gemma chat template)");
+                  "The data set layout the adapter was trained with (as finetune's --format): finance (default for "
+                  "--prompt), alpaca, chat, sharegpt, text, prompt-completion, custom; --records without it: "
+                  "messages / conversations records are chats, others finance");
+  cmd->add_option("--prompt-template", o->layout.prompt_template, "Custom layout's prompt template (as finetune)");
+  cmd->add_option("--response-template", o->layout.response_template, "Custom layout's response template");
+  cmd->add_option("--dataset-text-field", o->layout.text_field, "text layout: the field with the text");
+  cmd->add_option("--messages-field", o->layout.messages_field, "chat / sharegpt layouts: the field with the turns");
   cmd->add_option("--records", o->records,
-                  "JSONL records as finetune writes them (eval_records.jsonl): the finance fields, or chat "
-                  "'messages' (a final assistant turn is the reference)");
+                  "JSONL records as finetune writes them (eval_records.jsonl); each is answered from its prompt "
+                  "part (a conversation's turns before its final assistant turn), the rest is the reference");
   cmd->add_option("--limit", o->limit, "Answer only the first N records");
   cmd->add_option("--output", o->output, "Write {prompt, prediction, reference} JSONL lines here");
   cmd->add_option("--max-new-tokens", o->gen.max_new_tokens, "Tokens to generate at most (default 256)");

@@ -260,7 +260,9 @@ TEST_SUITE("data") {
   TEST_CASE("records missing a mapped field, or holding the wrong type, are errors naming the record") {
     CHECK_THROWS_WITH_AS(
         tokenize({record({{"question", "a"}, {"answer", "b"}}), record({{"question", "a"}}, "train.jsonl:2")}, qa),
-        "[dataset] train.jsonl:2: record has no field 'answer' (for slot {a})", Error);
+        "[dataset] train.jsonl:2: record has no field 'answer' (for slot {a}); its fields: question (another layout? "
+        "--format alpaca, chat, sharegpt, text, prompt-completion, or a custom template)",
+        Error);
     CHECK_THROWS_WITH_AS(tokenize({record({{"question", nullptr}, {"answer", "b"}}, "d.csv:4")}, qa),
                          "[dataset] d.csv:4: field 'question' (for slot {q}) is null; expected text or a number",
                          Error);

@@ -77,20 +77,13 @@ TEST_SUITE("train") {
                          "[config] num_train_epochs must be in (0, 1e6] (or give max_steps), got 1e+30", Error);
     CHECK_NOTHROW(training_arguments_from_json(json::parse(R"({"num_train_epochs": 1e30, "max_steps": 10})")));
     TrainingArguments a;
-    for (double bad : {std::nan(""), -1.0, std::numeric_limits<double>::infinity()}) {
-      a = TrainingArguments{};
-      a.max_grad_norm = bad;
-      CHECK_THROWS_AS(validate(a), Error);
-      a = TrainingArguments{};
-      a.warmup_ratio = bad;
-      CHECK_THROWS_AS(validate(a), Error);
-      a = TrainingArguments{};
-      a.weight_decay = bad;
-      CHECK_THROWS_AS(validate(a), Error);
-      a = TrainingArguments{};
-      a.learning_rate = bad;
-      CHECK_THROWS_AS(validate(a), Error);
-    }
+    for (double TrainingArguments::*field : {&TrainingArguments::max_grad_norm, &TrainingArguments::warmup_ratio,
+                                             &TrainingArguments::weight_decay, &TrainingArguments::learning_rate})
+      for (double bad : {std::nan(""), -1.0, std::numeric_limits<double>::infinity()}) {
+        a = TrainingArguments{};
+        a.*field = bad;
+        CHECK_THROWS_AS(validate(a), Error);
+      }
     a = TrainingArguments{};
     a.eval_steps = 0;
     CHECK_THROWS_WITH_AS(validate(a), "[config] eval_steps must be >= 1", Error);

@@ -157,7 +157,7 @@ TEST_SUITE("train") {
     std::filesystem::remove_all(args.output_dir);
   }
 
-  TEST_CASE("a run resumed from a checkpoint leaves one metrics.jsonl record per step") {
+  TEST_CASE("a run resumed from a checkpoint, or started again, leaves one metrics.jsonl record per step") {
     // A run logged steps 1-5 and was killed after its checkpoint at step 3 (its last line cut short); the run resumed
     // from that checkpoint logs steps 4-6. Each step must appear once, the resumed run's 4 and 5 replacing the old.
     std::vector<ToyBatch> batches;
@@ -184,6 +184,13 @@ TEST_SUITE("train") {
     std::vector<long> steps;
     for (std::string line; std::getline(in, line);) steps.push_back(nlohmann::json::parse(line).at("step").get<long>());
     CHECK(steps == std::vector<long>{1, 2, 3, 4, 5, 6});
+    // started again from scratch in the same folder (e.g. killed before its first checkpoint): only the new run's
+    Trainer<ToyBatch> again(args, opt.parameters(), fitting_functions(model, opt), 2);
+    (void)again.train([&](long) { return source_of(batches); }, {}, 6);
+    std::ifstream in2(metrics);
+    steps.clear();
+    for (std::string line; std::getline(in2, line);) steps.push_back(nlohmann::json::parse(line).at("step").get<long>());
+    CHECK(steps == std::vector<long>{1, 2});
     std::filesystem::remove_all(args.output_dir);
   }
 

@@ -82,10 +82,37 @@ if [ "$what" = multimodal ]; then
   grep -qF '<start_of_turn>model\n"' "$work/chat-preds.jsonl" || die "generate --records (chat): prompt lacks the model cue"
   "$qlora" generate --model "$mm" --adapter "$work/chat" --format chat --prompt "What is 3 + 3?" --max-new-tokens 2 \
     | grep -qF "<start_of_turn>user" || die "generate --format chat --prompt"
+  # the layouts by name (alpaca, sharegpt, text, prompt-completion) and a custom template on a CSV: one step each,
+  # then generate answers the held-out records in the same layout
+  for i in $(seq 1 8); do
+    input=""; [ $((i % 2)) = 0 ] && input="numbers: $i, $i"
+    printf '{"instruction": "Add %d and %d.", "input": "%s", "output": "%d"}\n' "$i" "$i" "$input" "$((2 * i))" >> "$work/alpaca.jsonl"
+    printf '{"conversations": [{"from": "human", "value": "Add %d and %d."}, {"from": "gpt", "value": "%d"}]}\n' "$i" "$i" "$((2 * i))" >> "$work/sharegpt.jsonl"
+    printf '{"text": "The sum of %d and %d is %d."}\n' "$i" "$i" "$((2 * i))" >> "$work/text.jsonl"
+    printf '{"prompt": "%d + %d =", "completion": " %d"}\n' "$i" "$i" "$((2 * i))" >> "$work/prompt-completion.jsonl"
+  done
+  printf 'question,answer\n"1, plus 1",2\n2+2,4\n3+3,6\n4+4,8\n' > "$work/custom.csv"
+  one=(finetune --model "$mm" --max-seq-length 128 --max-steps 1 --lora-r 2 --target-modules q_proj --report-to none)
+  for layout in alpaca sharegpt text prompt-completion; do
+    "$qlora" "${one[@]}" --format $layout --dataset "$work/$layout.jsonl" --eval-size 2 --output-dir "$work/$layout" \
+      2> "$work/$layout.txt" || { cat "$work/$layout.txt"; die "finetune --format $layout"; }
+    "$qlora" generate --model "$mm" --adapter "$work/$layout" --format $layout --records "$work/$layout/eval_records.jsonl" \
+      --max-new-tokens 2 --output "$work/$layout-preds.jsonl" > /dev/null 2>&1 || die "generate --format $layout"
+    [ "$(wc -l < "$work/$layout-preds.jsonl")" = 2 ] || die "generate --format $layout: not one line per record"
+  done
+  grep -q '### Instruction:\\nAdd' "$work/alpaca-preds.jsonl" || die "alpaca: prompt not in the Alpaca template"
+  grep -q '"reference":" [0-9]*"' "$work/prompt-completion-preds.jsonl" || die "prompt-completion: reference"
+  "$qlora" "${one[@]}" --dataset "$work/custom.csv" --prompt-template $'Q: {question}\nA: ' --response-template '{answer}' \
+    --eval-size 1 --output-dir "$work/custom" 2> "$work/custom.txt" || { cat "$work/custom.txt"; die "custom template"; }
+  "$qlora" generate --model "$mm" --adapter "$work/alpaca" --format alpaca --prompt "Add 2 and 2." --max-new-tokens 2 \
+    | grep -q "### Instruction:" || die "generate --format alpaca --prompt"
+  "$qlora" "${one[@]}" --dataset "$work/alpaca.jsonl" --output-dir "$work/nope" > "$work/nope.txt" 2>&1 \
+    && die "an Alpaca file read with the finance layout"
+  grep -q "its fields: input, instruction, output (another layout?" "$work/nope.txt" || { cat "$work/nope.txt"; die "no layout hint"; }
   "$qlora" finetune --dry-run --model gemma-3-4b --max-seq-length 512 --target-modules q_proj,v_proj > "$work/dry.txt" \
     || die "dry-run"
   grep -q "GPU" "$work/dry.txt" || die "dry-run prints no GPU estimate"
-  echo "multimodal folder: finetune, resume, chat records, merge (original, nf4), export and generate passed"
+  echo "multimodal folder: finetune, resume, chat records, the named layouts, merge (original, nf4), export and generate passed"
   exit 0
 fi
 if [ "$what" = validation ]; then
@@ -131,8 +158,12 @@ if [ "$what" = validation ]; then
   expect_fail "option 'lr_scheduler_type' is 'step'" finetune "${out[@]}" --lr-scheduler-type step
   expect_fail "lora_dropout must be in [0, 1)" finetune "${out[@]}" --lora-dropout 1
   expect_fail "lora_alpha must be a finite number" finetune "${out[@]}" --lora-alpha nan
-  expect_fail "--format xml: use finance or chat" finetune "${out[@]}" --format xml
+  expect_fail "unknown data set layout 'xml'; known: finance, alpaca, chat" finetune "${out[@]}" --format xml
   expect_fail "--device cuda: this version of qlora finetune runs on the CPU only" finetune "${out[@]}" --device cuda
+  expect_fail "--dataset-text-field does not apply to the alpaca layout" finetune "${out[@]}" --format alpaca --dataset-text-field body
+  expect_fail "make a custom layout; the chat layout has its own template" finetune "${out[@]}" --format chat --prompt-template '{q}'
+  expect_fail "the custom layout needs --response-template" finetune "${out[@]}" --format custom
+  expect_fail "prompt template: '{' at offset 0 is never closed" finetune "${out[@]}" --prompt-template '{q' --response-template '{a}'
   expect_fail "no such data file" finetune "${out[@]}" --dataset "$work/no-such-data.jsonl"
   expect_fail "not a data file" finetune "${out[@]}" --dataset "$work"
   echo x > "$work/file" && expect_fail "a file, not a folder" finetune --output-dir "$work/file" "${nomodel[@]}"
@@ -152,7 +183,7 @@ if [ "$what" = validation ]; then
   expect_fail "top_k must not be negative" "${q[@]}" --top-k -2
   expect_fail "--limit must not be negative" "${q[@]}" --limit -1
   expect_fail "--base-weights bf16: use nf4 or original" "${q[@]}" --base-weights bf16
-  expect_fail "--format xml: use finance or chat" "${q[@]}" --format xml
+  expect_fail "unknown data set layout 'xml'" "${q[@]}" --format xml
   expect_fail "--output $work: is a folder" "${q[@]}" --output "$work"
   expect_fail "give either --prompt or --records" generate "${nomodel[@]}"
   expect_fail "--records $work/none.jsonl: no such file" generate "${nomodel[@]}" --records "$work/none.jsonl"

@@ -114,6 +114,18 @@ same_as_straight "$out" "SIGKILL"
 same_steps "$out" "SIGKILL"
 echo "ok: SIGKILL at $kills random moments, each run resuming the last: the same adapter at the end, one metrics record per step"
 
+# SIGKILL before the first checkpoint, then the same command again (nothing to resume): one record per step.
+out="$work/restart"
+"$qlora" "${args[@]}" --save-steps 1000 --output-dir "$out" 2> "$out.txt" &
+pid=$!
+wait_for_step "$out.txt" 2 || { kill -9 $pid; die "restart: training did not start"; }
+kill -9 $pid
+wait $pid 2> /dev/null
+"$qlora" "${args[@]}" --save-steps 1000 --output-dir "$out" 2> "$out.2.txt" || { cat "$out.2.txt"; die "restart: the second run"; }
+same_as_straight "$out" "restart"
+same_steps "$out" "restart"
+echo "ok: killed before its first checkpoint and started again: the same adapter, one metrics record per step"
+
 # An output folder that is a file (or below one): refused before the model is loaded.
 echo x > "$work/a-file"
 for dir in "$work/a-file" "$work/a-file/sub"; do

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <map>
 #include <optional>
 #include <random>
 #include <span>
@@ -70,15 +71,23 @@ struct DatasetOptions {
   std::optional<std::size_t> select;  // only the first N records (HF split "train[:N]")
 };
 
-// Records rendered through a prompt template.
+// Records rendered through a prompt template. Where `optional_slot` names a slot and a record's field for it is
+// empty or absent, `without_optional` (the same template without that slot) is used instead: the Alpaca template
+// drops its "### Input:" section for records with no input.
 struct TemplatedFormat {
   PromptTemplate prompt_template;
   FieldMapping fields;
+  std::string optional_slot = {};
+  PromptTemplate without_optional = {};
 };
-// Records holding a chat: `messages: [{role, content}]`, rendered with the Gemma 3 chat template (no <eos> appended,
-// as TRL does for conversations: the model learns to stop with <end_of_turn>).
+// Records holding a chat: a list of turns rendered with the Gemma 3 chat template (no <eos> appended, as TRL does
+// for conversations: the model learns to stop with <end_of_turn>). OpenAI's layout by default
+// (`messages: [{role, content}]`); ShareGPT's (`conversations: [{from, value}]`, roles human / gpt / system) with
+// sharegpt_chat_format().
 struct ChatFormat {
   std::string messages_field = "messages";
+  std::string role_key = "role", content_key = "content";
+  std::map<std::string, std::string> role_names = {};  // the file's role name -> user / assistant / system
 };
 using DatasetFormat = std::variant<TemplatedFormat, ChatFormat>;
 
@@ -115,9 +124,13 @@ void encode_segments(const Tok& tok, std::span<const ChatSegment> segments, bool
   }
 }
 
-// The conversation in a chat record's `field` (a list of {role, content}; content a string or a list of
-// {type: text, text} parts), with errors naming the record's file and line.
-inline std::vector<ChatMessage> chat_messages(const Record& record, const std::string& field) {
+// The conversation in a chat record (format.messages_field: a list of {role, content}, or the keys and role names
+// the format gives; content a string or a list of {type: text, text} parts), with errors naming the record's file
+// and line.
+inline std::vector<ChatMessage> chat_messages(const Record& record, const ChatFormat& format = {}) {
+  const std::string& field = format.messages_field;
+  const std::string& role_key = format.role_key;
+  const std::string& content_key = format.content_key;
   const auto it = record.fields.find(field);
   if (it == record.fields.end()) fail("dataset", record.where, ": record has no field '", field, "'");
   if (!it->is_array())
@@ -125,11 +138,21 @@ inline std::vector<ChatMessage> chat_messages(const Record& record, const std::s
   std::vector<ChatMessage> messages;
   for (std::size_t i = 0; i < it->size(); ++i) {
     const auto& m = (*it)[i];
-    const auto role = m.is_object() ? m.find("role") : m.end();
-    const auto content = m.is_object() ? m.find("content") : m.end();
+    const auto role = m.is_object() ? m.find(role_key) : m.end();
+    const auto content = m.is_object() ? m.find(content_key) : m.end();
     if (!m.is_object() || role == m.end() || !role->is_string() || content == m.end())
-      fail("dataset", record.where, ": message ", i + 1, " of '", field, "' is not a {role, content} object");
+      fail("dataset", record.where, ": message ", i + 1, " of '", field, "' is not a {", role_key, ", ", content_key,
+           "} object");
     ChatMessage message{role->get<std::string>(), {}};
+    if (const auto named = format.role_names.find(message.role); named != format.role_names.end())
+      message.role = named->second;
+    else if (!format.role_names.empty() && message.role != "user" && message.role != "assistant" && message.role != "system")
+      fail("dataset", record.where, ": message ", i + 1, " has ", role_key, " '", message.role, "'; known: ",
+           [&] {
+             std::string known;
+             for (const auto& [k, v] : format.role_names) known += (known.empty() ? "" : ", ") + k;
+             return known;
+           }());
     if (content->is_string()) {
       message.content = content->get<std::string>();
     } else if (content->is_array()) {  // [{"type": "text", "text": ...}], each part trimmed as the template does
@@ -151,7 +174,7 @@ inline std::vector<ChatMessage> chat_messages(const Record& record, const std::s
 namespace detail {
 
 inline std::vector<ChatSegment> render_record(const Record& record, const ChatFormat& format, const DatasetOptions& o) {
-  const auto messages = chat_messages(record, format.messages_field);
+  const auto messages = chat_messages(record, format);
   std::vector<ChatSegment> segments;
   try {
     segments = render_gemma3_chat(messages);
@@ -165,10 +188,6 @@ inline std::vector<ChatSegment> render_record(const Record& record, const ChatFo
   return segments;
 }
 
-inline std::vector<ChatSegment> render_record(const Record& record, const FilledPromptTemplate& t,
-                                              const DatasetOptions& o) {
-  return t.render(record, o.add_eos);
-}
 
 // Unbiased integer in [0, n) from the 64-bit generator (rejection of the incomplete top range).
 inline std::uint64_t uniform_below(std::mt19937_64& rng, std::uint64_t n) {
@@ -181,6 +200,61 @@ inline std::uint64_t uniform_below(std::mt19937_64& rng, std::uint64_t n) {
 
 }  // namespace detail
 
+// A format made ready to render records: templates checked against their mappings once, before any record.
+class RecordRenderer {
+ public:
+  explicit RecordRenderer(const DatasetFormat& format) : format_(format) {
+    if (const auto* t = std::get_if<TemplatedFormat>(&format)) {
+      filled_.emplace(t->prompt_template, t->fields);
+      if (!t->optional_slot.empty()) {
+        FieldMapping rest = t->fields;
+        if (!rest.erase(t->optional_slot))
+          fail("dataset", "optional slot {", t->optional_slot, "} is not in the field mapping");
+        without_.emplace(t->without_optional, rest);
+      }
+    }
+  }
+  // The record's segments: <bos>, the prompt (not learned), the response (learned), <eos> where options.add_eos
+  // and the format is a template; a conversation ends with its last turn.
+  std::vector<ChatSegment> render(const Record& record, const DatasetOptions& options) const {
+    if (!filled_) return detail::render_record(record, std::get<ChatFormat>(format_), options);
+    return (uses_without(record) ? *without_ : *filled_).render(record, options.add_eos);
+  }
+  // The question of a record to generate from: the prompt part (with the model cue for a conversation) and the
+  // reference answer (the learned part's text, or a conversation's final assistant turn).
+  std::vector<ChatSegment> question(const Record& record, std::string& reference) const {
+    reference.clear();
+    if (!filled_) {
+      std::vector<ChatMessage> messages = chat_messages(record, std::get<ChatFormat>(format_));
+      if (!messages.empty() && (messages.back().role == "assistant" || messages.back().role == "model")) {
+        reference = python_strip(messages.back().content);
+        messages.pop_back();
+      }
+      try {
+        return render_gemma3_chat(messages, true);
+      } catch (const Error& e) {  // "[chat_template] ..." -> "[dataset] file:line: ..."
+        const std::string what = e.what();
+        fail("dataset", record.where, ": ", what.substr(what.find("] ") + 2));
+      }
+    }
+    std::vector<ChatSegment> prompt;
+    for (const auto& s : (uses_without(record) ? *without_ : *filled_).render(record, false))
+      if (s.learned) reference += s.special ? "" : s.text;
+      else prompt.push_back(s);
+    return prompt;
+  }
+
+ private:
+  bool uses_without(const Record& record) const {
+    if (!without_) return false;
+    const auto& t = std::get<TemplatedFormat>(format_);
+    const auto it = record.fields.find(t.fields.at(t.optional_slot));
+    return it == record.fields.end() || it->is_null() || (it->is_string() && it->get<std::string>().empty());
+  }
+  DatasetFormat format_;
+  std::optional<FilledPromptTemplate> filled_, without_;
+};
+
 // Tokenizes records with a format; the records' order is kept.
 template <TextTokenizer Tok>
 TokenizedDataset tokenize_records(std::span<const Record> records, const DatasetFormat& format, const Tok& tok,
@@ -189,12 +263,10 @@ TokenizedDataset tokenize_records(std::span<const Record> records, const Dataset
   if (options.select) records = records.first(std::min(*options.select, records.size()));
   TokenizedDataset out;
   out.max_length = options.max_length;
-  std::optional<FilledPromptTemplate> filled;
-  if (const auto* t = std::get_if<TemplatedFormat>(&format)) filled.emplace(t->prompt_template, t->fields);
+  const RecordRenderer renderer(format);
   out.samples.reserve(records.size());
   for (std::size_t r = 0; r < records.size(); ++r) {
-    const auto segments = filled ? detail::render_record(records[r], *filled, options)
-                                 : detail::render_record(records[r], std::get<ChatFormat>(format), options);
+    const auto segments = renderer.render(records[r], options);
     Sample s;
     s.record = r;
     encode_segments(tok, segments, options.train_on_prompt, s.input_ids, s.labels);

@@ -114,8 +114,12 @@ class FilledPromptTemplate {
   std::string value(const Record& record, const std::string& slot) const {
     const std::string& field = fields_.at(slot);
     const auto it = record.fields.find(field);
-    if (it == record.fields.end())
-      fail("dataset", record.where, ": record has no field '", field, "' (for slot {", slot, "})");
+    if (it == record.fields.end()) {
+      std::string has;
+      for (const auto& [key, v] : record.fields.items()) has += (has.empty() ? "" : ", ") + key;
+      fail("dataset", record.where, ": record has no field '", field, "' (for slot {", slot, "}); its fields: ", has,
+           " (another layout? --format alpaca, chat, sharegpt, text, prompt-completion, or a custom template)");
+    }
     if (it->is_string()) return it->get<std::string>();
     if (it->is_number() || it->is_boolean()) return it->dump();
     fail("dataset", record.where, ": field '", field, "' (for slot {", slot, "}) is ", it->type_name(),

@@ -42,9 +42,10 @@ class MetricsLog {
   }
   const std::filesystem::path& path() const { return path_; }
 
-  // A run resumed from the checkpoint of `last_kept_step`: the lines of later steps (logged by the run that was
-  // stopped after that checkpoint, and a line a kill cut short) are dropped, so each step has one record, as
-  // transformers' log_history in trainer_state.json. The file is rewritten beside itself and renamed over it.
+  // A run resumed from the checkpoint of `last_kept_step` (-1: a fresh start): the lines of later steps (logged by
+  // the run that was stopped after that checkpoint, and a line a kill cut short) are dropped, so each step has one
+  // record, as transformers' log_history in trainer_state.json. The file is rewritten beside itself and renamed
+  // over it.
   void resume_after(long last_kept_step) {
     out_.close();
     std::ifstream in(path_);

@@ -76,14 +76,8 @@ inline std::string event_file_version(double wall_time) {
   wire::bytes_field(e, 3, "brain.Event:2");
   return e;
 }
-// Summary{value=1: Value{tag=1 (string), simple_value=2 (float)}}; proto3 omits step 0.
-inline std::string event_scalar(double wall_time, std::int64_t step, std::string_view tag_name, float value) {
-  std::string v;
-  wire::bytes_field(v, 1, tag_name);
-  wire::tag(v, 2, 5);
-  wire::fixed(v, value);
-  std::string summary;
-  wire::bytes_field(summary, 1, v);
+// Event{wall_time, step, <field>: payload}; proto3 omits step 0.
+inline std::string event_with(double wall_time, std::int64_t step, int field, std::string_view payload) {
   std::string e;
   wire::tag(e, 1, 1);
   wire::fixed(e, wall_time);
@@ -91,8 +85,18 @@ inline std::string event_scalar(double wall_time, std::int64_t step, std::string
     wire::tag(e, 2, 0);
     wire::varint(e, static_cast<std::uint64_t>(step));
   }
-  wire::bytes_field(e, 5, summary);
+  wire::bytes_field(e, field, payload);
   return e;
+}
+// Summary{value=1: Value{tag=1 (string), simple_value=2 (float)}}.
+inline std::string event_scalar(double wall_time, std::int64_t step, std::string_view tag_name, float value) {
+  std::string v;
+  wire::bytes_field(v, 1, tag_name);
+  wire::tag(v, 2, 5);
+  wire::fixed(v, value);
+  std::string summary;
+  wire::bytes_field(summary, 1, v);
+  return event_with(wall_time, step, 5, summary);
 }
 
 // Event{step, session_log=7: SessionLog{status=1: START (1)}}: a restart at `step`. TensorBoard's event
@@ -102,15 +106,7 @@ inline std::string event_session_start(double wall_time, std::int64_t step) {
   std::string log;
   wire::tag(log, 1, 0);
   wire::varint(log, 1);
-  std::string e;
-  wire::tag(e, 1, 1);
-  wire::fixed(e, wall_time);
-  if (step != 0) {
-    wire::tag(e, 2, 0);
-    wire::varint(e, static_cast<std::uint64_t>(step));
-  }
-  wire::bytes_field(e, 7, log);
-  return e;
+  return event_with(wall_time, step, 7, log);
 }
 
 // length | masked crc(length) | payload | masked crc(payload)
@@ -149,7 +145,7 @@ class EventWriter {
   void add_scalar(std::string_view tag, float value, std::int64_t step, double wall_time = now_seconds()) {
     write(event_scalar(wall_time, step, tag, value));
   }
-  // A resumed run: the events earlier runs wrote for steps after `last_kept_step` are to be dropped.
+  // A resumed run: the events earlier runs wrote for steps after `last_kept_step` are to be dropped (-1: all).
   void resume_after(std::int64_t last_kept_step, double wall_time = now_seconds()) {
     write(event_session_start(wall_time, last_kept_step + 1));
   }

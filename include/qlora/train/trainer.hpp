@@ -32,6 +32,7 @@
 #include "../optim/parameter.hpp"
 #include "../optim/schedule.hpp"
 #include "arguments.hpp"
+#include "progress.hpp"
 
 namespace qlora {
 
@@ -69,6 +70,7 @@ struct TrainResult {
   double first_logged_loss = NAN, last_logged_loss = NAN;
   double tokens_per_second = 0;
   bool stopped = false;  // ended early by stop_requested (state.global_step < max_steps)
+  MemoryUse memory;      // the process's memory when training ended (peak: its high-water mark)
 };
 
 template <class Batch>
@@ -115,10 +117,11 @@ class Trainer {
     state.train_batch_size = args_.per_device_train_batch_size;
     state.num_train_epochs = args_.num_train_epochs;
     const long first_step = state.global_step;
-    if (first_step > 0) {  // resumed: what the stopped run logged after its checkpoint is dropped
-      metrics_->resume_after(first_step);
-      if (tensorboard_) tensorboard_->resume_after(first_step);
-    }
+    // Resumed: what the stopped run logged after its checkpoint is dropped. A fresh start (no checkpoint; e.g. a
+    // run killed before its first one, started again) drops everything an earlier run logged in this folder.
+    const long last_kept = first_step > 0 ? first_step : -1;
+    metrics_->resume_after(last_kept);
+    if (tensorboard_) tensorboard_->resume_after(last_kept);
     if (fns_.evaluate && args_.eval_on_start && state.global_step == 0) run_evaluation(state);
     start = std::chrono::steady_clock::now();  // throughput and ETA count training only
     double interval_loss = 0;
@@ -189,14 +192,20 @@ class Trainer {
         run_evaluation(state);
       const bool save = fns_.save && ((args_.save_strategy == "steps" && (state.global_step % args_.save_steps == 0 || last)) ||
                                       (args_.save_strategy == "epoch" && epoch_end));
-      if (save) fns_.save(state);
+      if (save) {
+        progress_.end_line();  // the save may print
+        fns_.save(state);
+      }
       if (fns_.on_step_end) fns_.on_step_end(state);
       if (!last && fns_.stop_requested && fns_.stop_requested()) {
+        progress_.end_line();
         if (fns_.save && !save) fns_.save(state);
         result.stopped = true;
         break;
       }
     }
+    progress_.end_line();
+    result.memory = process_memory();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     result.tokens_per_second = seconds > 0 ? static_cast<double>(tokens_seen) / seconds : 0;
     result.state = state;
@@ -207,6 +216,7 @@ class Trainer {
 
  private:
   void run_evaluation(TrainerState& state) {
+    progress_.end_line();
     const auto [sum, count] = fns_.evaluate();
     const double mean = count ? sum / static_cast<double>(count) : NAN;
     emit(state, {{"eval_loss", mean}, {"eval_perplexity", std::exp(mean)}});
@@ -242,13 +252,16 @@ class Trainer {
     entry["step"] = static_cast<double>(state.global_step);
     state.log_history.push_back(std::move(entry));
   }
+  // The step line (train/progress.hpp): a bar redrawn in place on a terminal, a log line otherwise.
   void print_progress(const TrainerState& state, std::map<std::string, double>& log, double seconds,
-                      long steps_this_run) const {
+                      long steps_this_run) {
     const double per_step = seconds / static_cast<double>(steps_this_run);
     const double eta = per_step * static_cast<double>(total_steps_ - state.global_step);
-    std::fprintf(stderr, "step %ld/%ld | epoch %.2f | loss %.4f | lr %.3g | grad_norm %.3f | %.0f tok/s | ETA %.0fs\n",
-                 state.global_step, total_steps_, state.epoch, log["loss"], log["learning_rate"], log["grad_norm"],
-                 log["tokens_per_second"], eta);
+    char line[256];
+    std::snprintf(line, sizeof line, "step %ld/%ld | epoch %.2f | loss %.4f | lr %.3g | grad_norm %.3f | %.0f tok/s | ETA %.0fs | %s",
+                  state.global_step, total_steps_, state.epoch, log["loss"], log["learning_rate"], log["grad_norm"],
+                  log["tokens_per_second"], eta, describe(process_memory()).c_str());
+    progress_.show(state.global_step, total_steps_, line);
   }
 
   TrainingArguments args_;
@@ -258,6 +271,7 @@ class Trainer {
   LearningRateSchedule schedule_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<tensorboard::EventWriter> tensorboard_;
+  ProgressLine progress_;
 };
 
 }  // namespace qlora
