@@ -284,6 +284,21 @@ TEST_SUITE("data") {
                          "[dataset] c.jsonl:6: record has no field 'messages'", Error);
   }
 
+  TEST_CASE("invalid UTF-8 in a data file is named as such, with its line and column, in every file type") {
+    const auto dir = std::filesystem::temp_directory_path() / "qlora_utf8";
+    std::filesystem::create_directories(dir);
+    for (const char* name : {"bad.jsonl", "bad.json", "bad.csv"}) {
+      const auto path = dir / name;
+      std::ofstream(path, std::ios::binary) << (std::string(name) == "bad.csv" ? "q,a\nok,1\n" : "{\"q\": \"ok\"}\n")
+                                            << "{\"q\": \"caf\xE9\"}\n";
+      CHECK_THROWS_WITH_AS(load_records(path.string()),
+                           (std::string("[dataset] ") + path.string() + (std::string(name) == "bad.csv" ? ":3" : ":2") +
+                            ": invalid UTF-8 at column 11 (byte 0xE9); save the file as UTF-8").c_str(),
+                           Error);
+    }
+    std::filesystem::remove_all(dir);
+  }
+
   TEST_CASE("JSON Lines and JSON arrays: bad input names the file and line") {
     const auto r = parse_jsonl("{\"a\": 1}\n\n{\"a\": 2}\r\n", "ok.jsonl");
     REQUIRE(r.size() == 2);

@@ -208,6 +208,9 @@ TEST_SUITE("io") {
     CHECK_THROWS_WITH_AS(f.get_array<float>("test.array_i32"),
                          (at + "key test.array_i32: is array of i32, not array of f32").c_str(), Error);
     CHECK_THROWS_WITH_AS(f.get_array<float>("test.f64"), (at + "key test.f64: is f64, not an array").c_str(), Error);
+    // names from a damaged file are shown printably: no raw control bytes in a message
+    CHECK_THROWS_WITH_AS(f.info(std::string("blk.\x01.attn_q\xFF", 13)),
+                         (at + "tensor blk.\\x01.attn_q\\xFF: not in the file").c_str(), Error);
   }
 
   TEST_CASE("tensor infos keep ggml's dims order, the type, aligned offsets and sizes") {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "../core/text.hpp"
 #include "csv.hpp"
 
 namespace qlora {
@@ -103,6 +105,15 @@ inline std::vector<Record> load_records(const std::string& path) {
   if (!ends_with(".jsonl") && !ends_with(".json") && !ends_with(".csv"))
     fail("dataset", path, ": unknown file type (expected .jsonl, .json or .csv)");
   const std::string text = read_text_file(path);
+  if (const auto bad = first_invalid_utf8(text)) {  // named as what it is, not as a JSON or CSV syntax error
+    std::size_t line = 1, line_start = 0;
+    for (std::size_t i = 0; i < *bad; ++i)
+      if (text[i] == '\n') ++line, line_start = i + 1;
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned char>(text[*bad]));
+    fail("dataset", path, ":", line, ": invalid UTF-8 at column ", *bad - line_start + 1, " (byte ", byte,
+         "); save the file as UTF-8");
+  }
   if (ends_with(".csv")) return records_from_csv(parse_csv(text, path), path);
   if (ends_with(".json")) {
     const std::size_t first = text.find_first_not_of(" \t\r\n");

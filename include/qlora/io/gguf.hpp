@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../core/tensor.hpp"
+#include "../core/text.hpp"
 #include "../quant/ggml.hpp"
 #include "mapped_file.hpp"
 
@@ -210,8 +211,8 @@ class GgufFile {
 
  private:
   template <class... Parts>
-  [[noreturn]] void error(Parts&&... parts) const {
-    fail("gguf", file_.path().string(), ": ", std::forward<Parts>(parts)...);
+  [[noreturn]] void error(const Parts&... parts) const {
+    fail("gguf", file_.path().string(), ": ", shown(parts)...);  // names from the file, printable
   }
 
   void parse() {

@@ -30,6 +30,7 @@
 
 #include "../core/dtype.hpp"
 #include "../core/tensor.hpp"
+#include "../core/text.hpp"
 #include "mapped_file.hpp"
 
 namespace qlora {
@@ -253,8 +254,8 @@ class SafetensorsFile {
 
  private:
   template <class... Parts>
-  [[noreturn]] void error(Parts&&... parts) const {
-    fail("safetensors", file_.path().string(), ": ", std::forward<Parts>(parts)...);
+  [[noreturn]] void error(const Parts&... parts) const {
+    fail("safetensors", file_.path().string(), ": ", shown(parts)...);  // names from the file, printable
   }
 
   void parse() {
