@@ -84,6 +84,16 @@ TEST_SUITE("data") {
                          Error);
   }
 
+  TEST_CASE("decode leaves control tokens out by default and writes them with SpecialTokens::keep") {
+    const auto t = Tokenizer::from_vocabulary(tiny_vocabulary());
+    const auto ids = t.encode("<start_of_turn>hi\n");
+    std::vector<std::int32_t> with_bos{t.bos_id()};
+    with_bos.insert(with_bos.end(), ids.begin(), ids.end());
+    CHECK(t.decode(with_bos) == "hi\n");
+    CHECK(t.decode(with_bos, Tokenizer::SpecialTokens::keep) == "<bos><start_of_turn>hi\n");
+    CHECK(t.decode({}, Tokenizer::SpecialTokens::keep).empty());
+  }
+
   TEST_CASE("a model proto with a NUL byte in a piece is refused, not passed to SentencePiece's trie") {
     // Found by fuzz_tokenizer_model: SentencePiece's darts trie threw a std::exception ("zero-length key") for a
     // control piece "\0eos>", which escaped as something other than qlora::Error.

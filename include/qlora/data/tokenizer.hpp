@@ -227,13 +227,31 @@ class Tokenizer {
     append_plain(text, ids);
     return ids;
   }
-  std::string decode(const std::vector<std::int32_t>& ids) const {
-    std::vector<int> v(ids.begin(), ids.end());
-    for (int id : v)
+  // The text of `ids`. Control tokens (<bos>, <eos>, <pad>, <start_of_turn>, <end_of_turn>, …) are left out with
+  // SpecialTokens::skip (the default: Hugging Face's decode(ids, skip_special_tokens=True), what generation shows)
+  // and written as their pieces with SpecialTokens::keep (Hugging Face's default decode(ids)).
+  enum class SpecialTokens { skip, keep };
+  std::string decode(const std::vector<std::int32_t>& ids, SpecialTokens special = SpecialTokens::skip) const {
+    for (std::int32_t id : ids)
       if (id < 0 || id >= vocab_size()) fail("tokenizer", "decode: token id ", id, " outside the vocabulary of ", vocab_size());
     std::string out;
-    const auto status = sp_->Decode(v, &out);
-    if (!status.ok()) fail("tokenizer", "decode failed: ", status.ToString());
+    std::vector<int> run;
+    auto flush = [&] {
+      std::string text;
+      const auto status = sp_->Decode(run, &text);
+      if (!status.ok()) fail("tokenizer", "decode failed: ", status.ToString());
+      out += text;
+      run.clear();
+    };
+    for (std::int32_t id : ids) {
+      if (special == SpecialTokens::keep && sp_->IsControl(id)) {
+        flush();
+        out += sp_->IdToPiece(id);
+      } else {
+        run.push_back(id);
+      }
+    }
+    flush();
     return out;
   }
 
