@@ -8,17 +8,19 @@
 using namespace qlora;
 
 TEST_SUITE("train") {
-  TEST_CASE("process memory: the resident set and its peak, which a large allocation raises") {
+  TEST_CASE("process memory: the resident set, which a large allocation raises, and a peak never below it") {
     const MemoryUse before = process_memory();
     REQUIRE(before.peak_bytes > 0);
     std::vector<char> block(256u << 20, 1);  // 256 MiB, touched
     const MemoryUse after = process_memory();
     CHECK(block[block.size() / 2] == 1);
+    CHECK(after.peak_bytes >= before.peak_bytes);  // a high-water mark (earlier tests may have set it higher)
 #ifdef __linux__
     CHECK(after.current_bytes >= before.current_bytes + (200u << 20));
-    CHECK(after.current_bytes <= after.peak_bytes);
+    CHECK(after.peak_bytes >= after.current_bytes);
+#else
+    CHECK(after.peak_bytes >= (200u << 20));
 #endif
-    CHECK(after.peak_bytes >= before.peak_bytes + (200u << 20));
   }
 
   TEST_CASE("the memory figures as the step line shows them") {
