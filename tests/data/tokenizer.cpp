@@ -1,5 +1,5 @@
 // The tokenizer on a small hand-made BPE vocabulary: merges by score, byte fallback, whitespace escaping, special
-// pieces in text, decoding, and vocabulary errors. (Ids identical to Hugging Face's on the real Gemma 3 vocabulary:
+// pieces in text, runs of spaces, decoding, and vocabulary errors. (Ids identical to Hugging Face's on the real Gemma 3 vocabulary:
 // tests/data/tokenizer_gemma3.cpp with the golden ids of tests/golden/tokenizer.py.)
 #include <doctest/doctest.h>
 
@@ -35,6 +35,19 @@ Vocabulary tiny_vocabulary() {
   return v;
 }
 constexpr int kFirstPiece = 262;  // "▁"
+
+// tiny_vocabulary() with the pieces of 2..`longest` spaces (user-defined, spelled as spaces, as Gemma GGUFs have
+// them) after its own; the piece of k spaces has id kFirstSpaces + k - 2.
+Vocabulary with_space_pieces(int longest) {
+  auto v = tiny_vocabulary();
+  for (int k = 2; k <= longest; ++k) {
+    v.pieces.push_back(std::string(static_cast<std::size_t>(k), ' '));
+    v.scores.push_back(0);
+    v.types.push_back(4);
+  }
+  return v;
+}
+constexpr int kFirstSpaces = 272;
 }  // namespace
 
 TEST_SUITE("data") {
@@ -92,6 +105,36 @@ TEST_SUITE("data") {
     CHECK(t.decode(with_bos) == "hi\n");
     CHECK(t.decode(with_bos, Tokenizer::SpecialTokens::keep) == "<bos><start_of_turn>hi\n");
     CHECK(t.decode({}, Tokenizer::SpecialTokens::keep).empty());
+    // <unk> is special too, as in Hugging Face's skip_special_tokens: left out, or written as its piece.
+    CHECK(t.decode({kFirstPiece + 9, 3}) == "hi");
+    CHECK(t.decode({kFirstPiece + 9, 3}, Tokenizer::SpecialTokens::keep) == "hi<unk>");
+  }
+
+  TEST_CASE("<unk> written as text is the unknown token, as Hugging Face's added tokens have it") {
+    const auto t = Tokenizer::from_vocabulary(tiny_vocabulary());
+    CHECK(t.encode("hi<unk>hi") == std::vector<std::int32_t>{kFirstPiece + 9, 3, kFirstPiece + 9});
+  }
+
+  TEST_CASE("runs of spaces are split by Hugging Face's BPE merges, not by SentencePiece's longest match") {
+    const int s2 = kFirstSpaces, s3 = kFirstSpaces + 1, s4 = kFirstSpaces + 2;
+    const auto t = Tokenizer::from_vocabulary(with_space_pieces(4));
+    // Up to the longest piece a run is that piece, as with SentencePiece.
+    CHECK(t.encode("a  b") == std::vector<std::int32_t>{kFirstPiece + 1, s2, kFirstPiece + 2});
+    CHECK(t.encode("a    b") == std::vector<std::int32_t>{kFirstPiece + 1, s4, kFirstPiece + 2});
+    // Five spaces: "▁▁" merges first (lowest id), leftmost: [2,1,1,1] -> [2,2,1]; then "▁▁▁" (2+1) outranks
+    // "▁▁▁▁" (2+2): [2,3]. SentencePiece's longest match would give [4,1].
+    CHECK(t.encode("a     b") == std::vector<std::int32_t>{kFirstPiece + 1, s2, s3, kFirstPiece + 2});
+    // Seven: [2,2,2,1] -> [2,2,3] -> [4,3]. Eight: [2,2,2,2] -> [4,2,2] -> [4,4].
+    CHECK(t.encode(std::string(7, ' ')) == std::vector<std::int32_t>{s4, s3});
+    CHECK(t.encode(std::string(8, ' ')) == std::vector<std::int32_t>{s4, s4});
+    CHECK(t.decode(t.encode("a" + std::string(23, ' ') + "b")) == "a" + std::string(23, ' ') + "b");
+  }
+
+  TEST_CASE("a lone space left at the end of a run joins the text after it") {
+    const auto t = Tokenizer::from_vocabulary(with_space_pieces(2));  // only "▁▁": three spaces are [2,1]
+    CHECK(t.encode("c   ab") == std::vector<std::int32_t>{kFirstPiece + 3, kFirstSpaces, kFirstPiece + 5});  // ▁ab
+    CHECK(t.encode("c   ") == std::vector<std::int32_t>{kFirstPiece + 3, kFirstSpaces, kFirstPiece});        // ▁
+    CHECK(t.encode("c     ") == std::vector<std::int32_t>{kFirstPiece + 3, kFirstSpaces, kFirstSpaces, kFirstPiece});
   }
 
   TEST_CASE("a model proto with a NUL byte in a piece is refused, not passed to SentencePiece's trie") {

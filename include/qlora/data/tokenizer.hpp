@@ -8,8 +8,11 @@
 // fallback, identity normalisation, no added space prefix, whitespace escaped to U+2581. GGUF token types use
 // SentencePiece's numbering (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte).
 //
-// encode() first splits the text at special pieces (control and user-defined, longest match first), as Hugging
-// Face tokenizers do with their added tokens, and encodes the text between them with SentencePiece.
+// encode() first splits the text at special pieces (control, unknown and user-defined, longest match first), as
+// Hugging Face tokenizers do with their added tokens, and encodes the text between them with SentencePiece. Runs of
+// two or more spaces are the exception: Hugging Face's Gemma tokenizer spells the pieces of 2..31 spaces as U+2581
+// runs inside its BPE vocabulary, so a run longer than the longest piece is split by BPE merges (100 spaces:
+// 16+16+16+16+16+20), not by SentencePiece's longest match (31+31+31+7). SpaceRuns replays those merges.
 #pragma once
 
 #include <sentencepiece_processor.h>
@@ -19,6 +22,7 @@
 #include <fstream>
 #include <sstream>
 #include <memory>
+#include <queue>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -161,6 +165,74 @@ inline std::vector<std::int32_t> piece_types(std::string_view proto, std::string
 }
 }  // namespace detail
 
+// Runs of spaces as Hugging Face's BPE encodes them. Its merges are rebuilt from the vocabulary, ranked by the id of
+// the piece they make (earlier first) and, for the same piece, by the longer left half first; BPE then applies the
+// best-ranked adjacent pair, leftmost first, until no pair of the run has a merge. Pieces of spaces end no other
+// piece and start none but themselves in Gemma's vocabulary, so a run's pieces never merge with their neighbours,
+// except a lone space left at its end, which belongs to the text after it ("▁b").
+class SpaceRuns {
+ public:
+  // The piece of `length` spaces (spelled as spaces or as U+2581) is `id`.
+  void add(std::size_t length, std::int32_t id) {
+    if (length >= id_of_.size()) id_of_.resize(length + 1, -1);
+    id_of_[length] = id;
+  }
+  // Runs matter only when two or more spaces have a piece (and a single space, the start of every merge).
+  bool active() const { return id_of_.size() > 2 && id_of_[1] >= 0 && id_of_[2] >= 0; }
+
+  // Appends the ids of a run of `n` >= 2 spaces and returns how many spaces they cover: `n`, or `n - 1` when a lone
+  // space is left at the end for the text after the run.
+  std::size_t encode(std::size_t n, std::vector<std::int32_t>& ids) const {
+    struct Symbol {
+      std::size_t length, prev, next;  // prev/next: neighbours in the run, npos at its ends
+    };
+    constexpr std::size_t none = static_cast<std::size_t>(-1);
+    std::vector<Symbol> symbols(n);
+    for (std::size_t i = 0; i < n; ++i) symbols[i] = {1, i == 0 ? none : i - 1, i + 1 == n ? none : i + 1};
+    // A candidate merge: rank (id of the made piece, then longer left half first), position, and the lengths it saw.
+    struct Merge {
+      std::int32_t made;
+      std::size_t left_length, pos, right_length;
+      bool operator>(const Merge& o) const {
+        if (made != o.made) return made > o.made;
+        if (left_length != o.left_length) return left_length < o.left_length;
+        return pos > o.pos;
+      }
+    };
+    std::priority_queue<Merge, std::vector<Merge>, std::greater<>> queue;
+    auto consider = [&](std::size_t left) {
+      if (left == none || symbols[left].next == none) return;
+      const std::size_t a = symbols[left].length, b = symbols[symbols[left].next].length;
+      if (const std::int32_t made = id(a + b); made >= 0 && id(a) >= 0 && id(b) >= 0) queue.push({made, a, left, b});
+    };
+    for (std::size_t i = 0; i + 1 < n; ++i) consider(i);
+    while (!queue.empty()) {
+      const Merge m = queue.top();
+      queue.pop();
+      Symbol& left = symbols[m.pos];
+      if (left.length != m.left_length || left.next == none || symbols[left.next].length != m.right_length) continue;
+      const std::size_t right = left.next;
+      left.length += symbols[right].length;
+      left.next = symbols[right].next;
+      if (left.next != none) symbols[left.next].prev = m.pos;
+      symbols[right].length = 0;  // gone: no queued merge can match a zero length
+      consider(left.prev);
+      consider(m.pos);
+    }
+    std::size_t covered = 0;
+    for (std::size_t i = 0; i != none; i = symbols[i].next) {
+      if (symbols[i].next == none && symbols[i].length == 1 && covered > 0) return covered;  // the lone tail
+      ids.push_back(id(symbols[i].length));
+      covered += symbols[i].length;
+    }
+    return covered;
+  }
+
+ private:
+  std::int32_t id(std::size_t length) const { return length < id_of_.size() ? id_of_[length] : -1; }
+  std::vector<std::int32_t> id_of_;  // [k]: the id of the piece of k spaces, -1 when the vocabulary has none
+};
+
 class Tokenizer {
  public:
   static Tokenizer from_vocabulary(const Vocabulary& v) {
@@ -208,6 +280,14 @@ class Tokenizer {
     std::vector<std::int32_t> ids;
     std::size_t plain_start = 0, pos = 0;
     while (pos < text.size()) {
+      if (text[pos] == ' ' && pos + 1 < text.size() && text[pos + 1] == ' ' && space_runs_.active()) {
+        std::size_t n = 2;
+        while (pos + n < text.size() && text[pos + n] == ' ') ++n;
+        append_plain(text.substr(plain_start, pos - plain_start), ids);
+        pos += space_runs_.encode(n, ids);
+        plain_start = pos;
+        continue;
+      }
       const auto [id, length] = match_special(text, pos);
       if (length == 0) {
         ++pos;
@@ -227,7 +307,7 @@ class Tokenizer {
     append_plain(text, ids);
     return ids;
   }
-  // The text of `ids`. Control tokens (<bos>, <eos>, <pad>, <start_of_turn>, <end_of_turn>, …) are left out with
+  // The text of `ids`. Control tokens (<bos>, <eos>, <pad>, <start_of_turn>, <end_of_turn>, …) and <unk> are left out with
   // SpecialTokens::skip (the default: Hugging Face's decode(ids, skip_special_tokens=True), what generation shows)
   // and written as their pieces with SpecialTokens::keep (Hugging Face's default decode(ids)).
   enum class SpecialTokens { skip, keep };
@@ -244,9 +324,9 @@ class Tokenizer {
       run.clear();
     };
     for (std::int32_t id : ids) {
-      if (special == SpecialTokens::keep && sp_->IsControl(id)) {
+      if (sp_->IsControl(id) || sp_->IsUnknown(id)) {
         flush();
-        out += sp_->IdToPiece(id);
+        if (special == SpecialTokens::keep) out += sp_->IdToPiece(id);
       } else {
         run.push_back(id);
       }
@@ -271,13 +351,25 @@ class Tokenizer {
 
   void collect_specials(const std::vector<std::int32_t>& types) {
     for (int id = 0; id < sp_->GetPieceSize(); ++id) {
-      if (types[static_cast<std::size_t>(id)] != 3 && types[static_cast<std::size_t>(id)] != 4) continue;
       const std::string p = sp_->IdToPiece(id);
-      if (p.empty()) continue;
+      const std::size_t spaces = space_count(p);
+      if (spaces > 0) space_runs_.add(spaces, id);
+      const std::int32_t type = types[static_cast<std::size_t>(id)];
+      if (type != 2 && type != 3 && type != 4) continue;  // unknown, control, user-defined
+      if (p.empty() || (spaces > 0 && p[0] == ' ')) continue;  // a run of spaces is SpaceRuns' business
       specials_.emplace(p, id);
       max_special_ = std::max(max_special_, p.size());
       first_bytes_[static_cast<unsigned char>(p[0])] = true;
     }
+  }
+  // How many spaces `piece` is made of, spelled as spaces or as U+2581 (0 when it holds anything else).
+  static std::size_t space_count(std::string_view piece) {
+    static constexpr std::string_view escaped = "\xE2\x96\x81";
+    if (piece.empty()) return 0;
+    if (piece.find_first_not_of(' ') == std::string_view::npos) return piece.size();
+    std::size_t n = 0;
+    for (; piece.starts_with(escaped); piece.remove_prefix(escaped.size())) ++n;
+    return piece.empty() ? n : 0;
   }
   // The longest special piece starting at `pos` (length 0 when none).
   std::pair<std::int32_t, std::size_t> match_special(std::string_view text, std::size_t pos) const {
@@ -298,6 +390,7 @@ class Tokenizer {
 
   std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::unordered_map<std::string, std::int32_t> specials_;
+  SpaceRuns space_runs_;
   std::vector<std::int32_t> types_;  // SentencePiece piece types, by id
   std::size_t max_special_ = 0;
   bool first_bytes_[256] = {};
