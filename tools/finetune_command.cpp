@@ -40,7 +40,7 @@ struct Flag {
 
 constexpr Flag kFlags[] = {
     {"model", "top", "model", Kind::text, "GGUF file or Hugging Face checkpoint folder (default: Gemma 3 270M GGUF)"},
-    {"dataset", "top", "dataset", Kind::text, "JSONL/JSON/CSV records (default: the bundled finance-reasoning set)"},
+    {"dataset", "top", "dataset", Kind::text, "JSONL/JSON/CSV/Parquet records (default: the bundled finance-reasoning set)"},
     {"output-dir", "training", "output_dir", Kind::text, "Where the adapter, checkpoints and logs go"},
     {"num-train-epochs", "training", "num_train_epochs", Kind::number, "Epochs (default 3)"},
     {"max-steps", "training", "max_steps", Kind::integer, "Optimizer steps; overrides epochs (CPU demo default 30)"},

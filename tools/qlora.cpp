@@ -6,6 +6,9 @@
 
 #include <qlora/core/error.hpp>
 #include <qlora/train/arguments.hpp>
+#if QLORA_HAVE_PARQUET
+#include <qlora/data/parquet.hpp>
+#endif
 
 #include "commands.hpp"
 
@@ -28,6 +31,9 @@ std::string nearest_option(const CLI::App& app, const std::string& unknown) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#if QLORA_HAVE_PARQUET
+  qlora::install_parquet_reader();
+#endif
   CLI::App app{"qlora: QLoRA fine-tuning of Gemma models in C++ and CUDA"};
   app.require_subcommand(1);
   std::map<std::string, qlora::cli::Command> commands;

@@ -1,6 +1,8 @@
 // Dataset records from files: JSON Lines (one object per line), a JSON array of objects, or CSV with a header row.
 // Each record is a JSON object (CSV values are strings) with `where` naming it in messages: "train.jsonl:5" (line),
 // "train.csv:7" (the line its row starts on) or "train.json: record 3" (1-based position in the array).
+// Parquet (.parquet) needs Apache Arrow: data/parquet.hpp reads it, and load_records() hands .parquet files to it
+// once install_parquet_reader() has run; without that it says how to get Parquet support.
 // Blank lines in JSON Lines are skipped; anything else that is not one JSON object per line is an Error naming the
 // file and line, e.g. "[dataset] train.jsonl:2: invalid JSON at column 7".
 #pragma once
@@ -27,6 +29,13 @@ struct Record {
 
 namespace detail {
 inline const char* json_type_name(const nlohmann::json& j) { return j.type_name(); }
+
+// The reader of .parquet files, set by install_parquet_reader() (data/parquet.hpp, which needs Apache Arrow).
+using RecordLoader = std::vector<Record> (*)(const std::string& path);
+inline RecordLoader& parquet_record_loader() {
+  static RecordLoader loader = nullptr;
+  return loader;
+}
 
 inline bool only_whitespace(std::string_view s) {
   return s.find_first_not_of(" \t\r\n") == std::string_view::npos;
@@ -97,13 +106,20 @@ inline std::vector<Record> records_from_csv(const CsvTable& table, std::string_v
 }
 
 // Reads records by the file's extension: .jsonl, .json (an array; or JSON Lines when it does not start with '['),
-// .csv.
+// .csv, .parquet (when a Parquet reader is installed).
 inline std::vector<Record> load_records(const std::string& path) {
   const auto ends_with = [&](std::string_view suffix) {
     return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
+  if (ends_with(".parquet")) {
+    if (const detail::RecordLoader parquet = detail::parquet_record_loader()) return parquet(path);
+    fail("dataset", path, ": this program was built without Parquet support (Apache Arrow's C++ library): run "
+         "`pip install pyarrow` and build again, or convert the file to JSON Lines: python3 -c \"import pandas as pd; "
+         "pd.read_parquet('", path, "').to_json('", path.substr(0, path.size() - 8), ".jsonl', orient='records', "
+         "lines=True, force_ascii=False)\"");
+  }
   if (!ends_with(".jsonl") && !ends_with(".json") && !ends_with(".csv"))
-    fail("dataset", path, ": unknown file type (expected .jsonl, .json or .csv)");
+    fail("dataset", path, ": unknown file type (expected .jsonl, .json, .csv or .parquet)");
   const std::string text = read_text_file(path);
   if (const auto bad = first_invalid_utf8(text)) {  // named as what it is, not as a JSON or CSV syntax error
     std::size_t line = 1, line_start = 0;
