@@ -316,7 +316,7 @@ TEST_SUITE("data") {
     CHECK_THROWS_WITH_AS(parse_json_array("[{\"a\": 1},\n {\"a\" 2}]", "bad.json"),
                          "[dataset] bad.json:2: invalid JSON at column 7", Error);
     CHECK_THROWS_WITH_AS(load_records("data.txt"),
-                         "[dataset] data.txt: unknown file type (expected .jsonl, .json or .csv)", Error);
+                         "[dataset] data.txt: unknown file type (expected .jsonl, .json, .csv or .parquet)", Error);
     // Found by tests/fuzz/dataset.cpp: a number too large for any JSON type escaped as nlohmann's out_of_range.
     CHECK_THROWS_WITH_AS(parse_jsonl("44444444444e4444\"\"\"\"e\r\n", "big.jsonl"),
                          doctest::Contains("[dataset] big.jsonl:1: invalid JSON"), Error);
