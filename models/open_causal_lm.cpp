@@ -52,6 +52,7 @@ std::unique_ptr<CausalLM> open_causal_lm(const Gemma3WeightSource& source, Gemma
   model->set_adapter_layout(layout);
   if (layout == ModelLayout::conditional_generation && source.checkpoint())
     model->set_vision_lora(peft::initial_vision_lora(*source.checkpoint(), options.lora, options.seed));
+  source.release_pages();  // the weights are copied out: the file's pages need not stay resident
   return model;
 }
 

@@ -128,6 +128,8 @@ class GgufFile {
   explicit GgufFile(const std::filesystem::path& path) : file_(path, "gguf") { parse(); }
 
   const std::filesystem::path& path() const { return file_.path(); }
+  // The tensor bytes read so far leave the resident set (MappedFile::release_pages); later reads map them again.
+  void release_pages() const { file_.release_pages(); }
   std::uint32_t version() const { return version_; }
   std::uint32_t alignment() const { return alignment_; }
   std::uint64_t data_offset() const { return data_offset_; }  // file offset of the tensor data

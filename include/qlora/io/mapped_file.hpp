@@ -76,6 +76,14 @@ class MappedFile {
 
   const std::uint8_t* data() const { return data_; }
   std::size_t size() const { return size_; }
+  // Gives the pages read so far back to the kernel (they count in the resident set while the file stays mapped):
+  // for a model file once its weights have been copied out. The mapping stays valid; a later read loads the page
+  // from the file again. No-op where the system has no MADV_DONTNEED.
+  void release_pages() const {
+#ifdef MADV_DONTNEED
+    if (data_) ::madvise(const_cast<std::uint8_t*>(data_), size_, MADV_DONTNEED);
+#endif
+  }
   std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
   const std::filesystem::path& path() const { return path_; }
   const char* component() const { return component_; }

@@ -218,6 +218,8 @@ class SafetensorsFile {
   explicit SafetensorsFile(const std::filesystem::path& path) : file_(path, "safetensors") { parse(); }
 
   const std::filesystem::path& path() const { return file_.path(); }
+  // The tensor bytes read so far leave the resident set (MappedFile::release_pages); later reads map them again.
+  void release_pages() const { file_.release_pages(); }
   // Tensor names in the order of their data in the file.
   std::vector<std::string> names() const {
     std::vector<std::string> out;
@@ -563,6 +565,9 @@ class SafetensorsCheckpoint {
     return file_of(name).template read<T, Ds...>(name);
   }
   const std::vector<std::unique_ptr<SafetensorsFile>>& shards() const { return shards_; }
+  void release_pages() const {
+    for (const auto& shard : shards_) shard->release_pages();
+  }
   // The index's "metadata" object (e.g. {"total_size": ...}); null for a single file.
   const nlohmann::json& index_metadata() const { return index_metadata_; }
 
