@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -74,6 +75,19 @@ decltype(auto) shown(const T& part) {
     return printable(std::string_view(part));
   else
     return (part);
+}
+
+// The elements of `range` (strings, or made strings by `name`) joined by `separator`: "a, b, c" in messages.
+template <class Range, class Name = std::identity>
+std::string joined(const Range& range, std::string_view separator = ", ", Name name = {}) {
+  std::string out;
+  bool first = true;
+  for (const auto& element : range) {
+    if (!first) out += separator;
+    out += std::string_view(std::invoke(name, element));
+    first = false;
+  }
+  return out;
 }
 
 }  // namespace qlora

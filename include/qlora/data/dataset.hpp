@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/text.hpp"
 #include "chat_template.hpp"
 #include "prompt_template.hpp"
 #include "records.hpp"
@@ -148,11 +149,7 @@ inline std::vector<ChatMessage> chat_messages(const Record& record, const ChatFo
       message.role = named->second;
     else if (!format.role_names.empty() && message.role != "user" && message.role != "assistant" && message.role != "system")
       fail("dataset", record.where, ": message ", i + 1, " has ", role_key, " '", message.role, "'; known: ",
-           [&] {
-             std::string known;
-             for (const auto& [k, v] : format.role_names) known += (known.empty() ? "" : ", ") + k;
-             return known;
-           }());
+           joined(format.role_names, ", ", [](const auto& role) -> const std::string& { return role.first; }));
     if (content->is_string()) {
       message.content = content->get<std::string>();
     } else if (content->is_array()) {  // [{"type": "text", "text": ...}], each part trimmed as the template does
@@ -173,15 +170,21 @@ inline std::vector<ChatMessage> chat_messages(const Record& record, const ChatFo
 
 namespace detail {
 
-inline std::vector<ChatSegment> render_record(const Record& record, const ChatFormat& format, const DatasetOptions& o) {
-  const auto messages = chat_messages(record, format);
-  std::vector<ChatSegment> segments;
+// The Gemma 3 chat of a record's messages; the template's errors name the record ("[chat_template] ..." becomes
+// "[dataset] file:line: ...").
+inline std::vector<ChatSegment> chat_of_record(const Record& record, const std::vector<ChatMessage>& messages,
+                                               bool add_generation_prompt) {
   try {
-    segments = render_gemma3_chat(messages);
-  } catch (const Error& e) {  // "[chat_template] ..." -> "[dataset] file:line: ..."
+    return render_gemma3_chat(messages, add_generation_prompt);
+  } catch (const Error& e) {
     const std::string what = e.what();
     fail("dataset", record.where, ": ", what.substr(what.find("] ") + 2));
   }
+}
+
+inline std::vector<ChatSegment> render_record(const Record& record, const ChatFormat& format, const DatasetOptions& o) {
+  const auto messages = chat_messages(record, format);
+  const std::vector<ChatSegment> segments = chat_of_record(record, messages, false);
   bool learns = o.train_on_prompt;
   for (const auto& s : segments) learns = learns || s.learned;
   if (!learns) fail("dataset", record.where, ": the conversation has no model turn, so nothing to learn");
@@ -230,12 +233,7 @@ class RecordRenderer {
         reference = python_strip(messages.back().content);
         messages.pop_back();
       }
-      try {
-        return render_gemma3_chat(messages, true);
-      } catch (const Error& e) {  // "[chat_template] ..." -> "[dataset] file:line: ..."
-        const std::string what = e.what();
-        fail("dataset", record.where, ": ", what.substr(what.find("] ") + 2));
-      }
+      return detail::chat_of_record(record, messages, true);
     }
     std::vector<ChatSegment> prompt;
     for (const auto& s : (uses_without(record) ? *without_ : *filled_).render(record, false))

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/text.hpp"
 #include "dataset.hpp"
 #include "prompt_template.hpp"
 
@@ -110,9 +111,7 @@ inline DatasetFormat dataset_layout(std::string_view name, const LayoutOptions& 
     (void)FilledPromptTemplate(f.prompt_template, f.fields);  // the templates' syntax, checked now
     return f;
   }
-  std::string known;
-  for (auto n : dataset_layout_names) known += (known.empty() ? "" : ", ") + std::string(n);
-  fail("dataset", "unknown data set layout '", name, "'; known: ", known);
+  fail("dataset", "unknown data set layout '", name, "'; known: ", joined(dataset_layout_names));
 }
 
 }  // namespace qlora

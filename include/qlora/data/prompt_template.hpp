@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "../core/text.hpp"
 #include "chat_template.hpp"
 #include "records.hpp"
 
@@ -115,9 +116,9 @@ class FilledPromptTemplate {
     const std::string& field = fields_.at(slot);
     const auto it = record.fields.find(field);
     if (it == record.fields.end()) {
-      std::string has;
-      for (const auto& [key, v] : record.fields.items()) has += (has.empty() ? "" : ", ") + key;
-      fail("dataset", record.where, ": record has no field '", field, "' (for slot {", slot, "}); its fields: ", has,
+      std::vector<std::string> has;
+      for (const auto& [key, v] : record.fields.items()) has.push_back(key);
+      fail("dataset", record.where, ": record has no field '", field, "' (for slot {", slot, "}); its fields: ", joined(has),
            " (another layout? --format alpaca, chat, sharegpt, text, prompt-completion, or a custom template)");
     }
     if (it->is_string()) return it->get<std::string>();

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +36,14 @@ using RecordLoader = std::vector<Record> (*)(const std::string& path);
 inline RecordLoader& parquet_record_loader() {
   static RecordLoader loader = nullptr;
   return loader;
+}
+
+// The 1-based line and column of byte `at` of `text`.
+inline std::pair<std::size_t, std::size_t> line_and_column(std::string_view text, std::size_t at) {
+  std::size_t line = 1, line_start = 0;
+  for (std::size_t i = 0; i < at && i < text.size(); ++i)
+    if (text[i] == '\n') ++line, line_start = i + 1;
+  return {line, at - line_start + 1};
 }
 
 inline bool only_whitespace(std::string_view s) {
@@ -77,10 +86,8 @@ inline std::vector<Record> parse_json_array(std::string_view text, std::string_v
   } catch (const nlohmann::json::parse_error& e) {
     // Count lines up to the failing byte, so the message points into the file.
     const std::size_t at = std::min<std::size_t>(e.byte == 0 ? 0 : e.byte - 1, text.size());
-    std::size_t line = 1, line_start = 0;
-    for (std::size_t i = 0; i < at; ++i)
-      if (text[i] == '\n') ++line, line_start = i + 1;
-    fail("dataset", source, ":", line, ": invalid JSON at column ", at - line_start + 1);
+    const auto [line, column] = detail::line_and_column(text, at);
+    fail("dataset", source, ":", line, ": invalid JSON at column ", column);
   } catch (const nlohmann::json::exception& e) {
     fail("dataset", source, ": invalid JSON: ", e.what());
   }
@@ -122,13 +129,10 @@ inline std::vector<Record> load_records(const std::string& path) {
     fail("dataset", path, ": unknown file type (expected .jsonl, .json, .csv or .parquet)");
   const std::string text = read_text_file(path);
   if (const auto bad = first_invalid_utf8(text)) {  // named as what it is, not as a JSON or CSV syntax error
-    std::size_t line = 1, line_start = 0;
-    for (std::size_t i = 0; i < *bad; ++i)
-      if (text[i] == '\n') ++line, line_start = i + 1;
+    const auto [line, column] = detail::line_and_column(text, *bad);
     char byte[8];
     std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned char>(text[*bad]));
-    fail("dataset", path, ":", line, ": invalid UTF-8 at column ", *bad - line_start + 1, " (byte ", byte,
-         "); save the file as UTF-8");
+    fail("dataset", path, ":", line, ": invalid UTF-8 at column ", column, " (byte ", byte, "); save the file as UTF-8");
   }
   if (ends_with(".csv")) return records_from_csv(parse_csv(text, path), path);
   if (ends_with(".json")) {

@@ -20,6 +20,7 @@
 
 #include "../optim/adamw.hpp"
 #include "../optim/adamw8bit.hpp"
+#include "../core/text.hpp"
 #include "safetensors.hpp"
 
 namespace qlora {
@@ -93,9 +94,7 @@ class OptimizerStateReader {
     for (const auto& t : file_.tensors())
       if (!taken_.count(t.name)) extra.insert(t.name);
     if (extra.empty()) return;
-    std::string names;
-    for (const auto& n : extra) names += (names.empty() ? "" : ", ") + n;
-    error("tensors that belong to no parameter of this optimizer (a different model or adapter?): ", names);
+    error("tensors that belong to no parameter of this optimizer (a different model or adapter?): ", joined(extra));
   }
   bool has(const Parameter& p, std::string_view suffix) const {
     return file_.contains(p.name() + "." + std::string(suffix));

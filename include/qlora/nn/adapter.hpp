@@ -26,6 +26,7 @@
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
+#include "../core/text.hpp"
 #include "config.hpp"
 #include "../ops/lora.hpp"
 #include "../train/arguments.hpp"
@@ -46,11 +47,7 @@ constexpr bool is_attention(Projection p) {
 }
 
 // "a,b,c": a target list as the messages and logs show it.
-inline std::string join_names(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
-  return out;
-}
+inline std::string join_names(const std::vector<std::string>& names) { return joined(names, ","); }
 
 // The recipes' target lists: PEFT's default for Gemma (q_proj, v_proj) and all seven linear layers ("all-linear").
 inline std::vector<std::string> q_v_targets() { return {"q_proj", "v_proj"}; }

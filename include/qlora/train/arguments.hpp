@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "../core/text.hpp"
 
 namespace qlora {
 
@@ -163,9 +164,7 @@ class OptionReader {
 inline void require_in(const std::string& value, std::initializer_list<const char*> allowed, const char* key) {
   for (const char* a : allowed)
     if (value == a) return;
-  std::string list;
-  for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-  fail("config", "option '", key, "' is '", value, "'; allowed: ", list);
+  fail("config", "option '", key, "' is '", value, "'; allowed: ", joined(allowed));
 }
 }  // namespace detail
 
