@@ -2,7 +2,8 @@
 # tests. QLORA_PARQUET: AUTO (the default: used when found), ON (an error when not found) or OFF.
 # Found as a system install (find_package(Parquet): Arrow's own packages, conda, a source build) or, failing that,
 # as the copy of the libraries and headers inside Python's pyarrow wheel (`pip install pyarrow`: no Debian package
-# has Arrow). Gives the target qlora::parquet (Arrow + Parquet, and QLORA_HAVE_PARQUET=1) when found.
+# has Arrow). Gives the target qlora::parquet (Arrow + Parquet, and QLORA_HAVE_PARQUET=1) when found, and, for the
+# pyarrow copy, QLORA_PARQUET_RUNTIME_LIBS: the libraries an installed program needs beside it.
 set(QLORA_PARQUET AUTO CACHE STRING "Read .parquet data sets with Apache Arrow: AUTO, ON or OFF")
 set_property(CACHE QLORA_PARQUET PROPERTY STRINGS AUTO ON OFF)
 
@@ -29,11 +30,18 @@ if(NOT QLORA_PARQUET STREQUAL "OFF")
         list(FILTER pyarrow_libarrow EXCLUDE REGEX "\\.so\\.[0-9]+\\.[0-9]")  # libarrow.so.2600, not .2600.1.0
         list(FILTER pyarrow_libparquet EXCLUDE REGEX "\\.so\\.[0-9]+\\.[0-9]")
         if(pyarrow_libarrow AND pyarrow_libparquet AND EXISTS "${pyarrow_include}/parquet/arrow/reader.h")
+          # The two libraries are copied into the build tree and linked from there: the program keeps working when
+          # pip upgrades or removes pyarrow, and for users who cannot read the site-packages it came from.
+          set(qlora_arrow_dir "${CMAKE_BINARY_DIR}/lib")
+          file(COPY ${pyarrow_libarrow} ${pyarrow_libparquet} DESTINATION "${qlora_arrow_dir}")
+          get_filename_component(arrow_name "${pyarrow_libarrow}" NAME)
+          get_filename_component(parquet_name "${pyarrow_libparquet}" NAME)
           add_library(qlora_parquet INTERFACE)
           target_include_directories(qlora_parquet SYSTEM INTERFACE "${pyarrow_include}")
-          target_link_libraries(qlora_parquet INTERFACE ${pyarrow_libparquet} ${pyarrow_libarrow})
-          target_link_options(qlora_parquet INTERFACE "LINKER:-rpath,${pyarrow_libdir}")
-          set(qlora_parquet_from "pyarrow ${pyarrow_version} (${pyarrow_libdir})")
+          target_link_libraries(qlora_parquet INTERFACE "${qlora_arrow_dir}/${parquet_name}" "${qlora_arrow_dir}/${arrow_name}")
+          target_link_options(qlora_parquet INTERFACE "LINKER:-rpath,${qlora_arrow_dir}")
+          set(QLORA_PARQUET_RUNTIME_LIBS "${qlora_arrow_dir}/${parquet_name}" "${qlora_arrow_dir}/${arrow_name}")
+          set(qlora_parquet_from "pyarrow ${pyarrow_version} (copied from ${pyarrow_libdir} into ${qlora_arrow_dir})")
         endif()
       endif()
     endif()

@@ -295,9 +295,10 @@ int run(const nlohmann::json& cfg) {
   job.model_path = cfg.contains("model") ? std::filesystem::path(cfg["model"].get<std::string>()) : default_model_path();
   job.dataset_path = cfg.contains("dataset") ? std::filesystem::path(cfg["dataset"].get<std::string>())
                                              : default_dataset_path();
-  if (!std::filesystem::exists(job.dataset_path)) fail("finetune", job.dataset_path.string(), ": no such data file");
-  if (!std::filesystem::is_regular_file(job.dataset_path))
-    fail("finetune", job.dataset_path.string(), ": not a data file (a folder or a device)");
+  for (const auto& file : data_files(job.dataset_path.string())) {  // each shard of a train-*.parquet pattern
+    if (!std::filesystem::exists(file)) fail("finetune", file, ": no such data file");
+    if (!std::filesystem::is_regular_file(file)) fail("finetune", file, ": not a data file (a folder or a device)");
+  }
   check_output_dir(job.args.output_dir);
   if (!steps_given)
     std::fprintf(stderr, "qlora: CPU demo: %ld optimizer steps (about 10 minutes on 2 cores for Gemma 3 270M); pass "

@@ -148,8 +148,9 @@ void check_options(const GenerateOptions& o) {
     fail("generate", "--base-weights ", o.base_weights, ": use nf4 or original");
   if (o.format || o.layout.prompt_template || o.layout.response_template) (void)layout_of(o, nullptr);  // names, templates
   if (o.raw && o.prompt.empty()) fail("generate", "--raw applies to --prompt");
-  if (!o.records.empty() && !std::filesystem::is_regular_file(o.records))
-    fail("generate", "--records ", o.records, ": no such file");
+  if (!o.records.empty())
+    for (const auto& file : data_files(o.records))
+      if (!std::filesystem::is_regular_file(file)) fail("generate", "--records ", file, ": no such file");
   if (!o.output.empty()) {
     const std::filesystem::path out(o.output);
     if (std::filesystem::is_directory(out)) fail("generate", "--output ", o.output, ": is a folder; give a file name");

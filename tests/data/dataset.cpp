@@ -299,6 +299,28 @@ TEST_SUITE("data") {
     std::filesystem::remove_all(dir);
   }
 
+  TEST_CASE("a wildcard in the file name reads every matching shard, in name order, as one data set") {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / "qlora-shards-test";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    std::ofstream(dir / "train-00001-of-00002.jsonl") << "{\"n\": 3}\n";
+    std::ofstream(dir / "train-00000-of-00002.jsonl") << "{\"n\": 1}\n{\"n\": 2}\n";
+    std::ofstream(dir / "test-00000-of-00001.jsonl") << "{\"n\": 9}\n";
+    std::ofstream(dir / ".train-hidden.jsonl") << "{\"n\": 8}\n";
+    const auto records = load_records((dir / "train-*.jsonl").string());
+    REQUIRE(records.size() == 3);
+    CHECK(records[0].fields["n"] == 1);
+    CHECK(records[2].fields["n"] == 3);
+    CHECK(records[2].where == (dir / "train-00001-of-00002.jsonl").string() + ":1");
+    CHECK(data_files((dir / "t*-0000?-of-*.jsonl").string()).size() == 3);
+    CHECK(data_files("plain.jsonl") == std::vector<std::string>{"plain.jsonl"});
+    CHECK_THROWS_WITH_AS(load_records((dir / "valid-*.jsonl").string()),
+                         ("[dataset] " + (dir / "valid-*.jsonl").string() + ": no file matches").c_str(), Error);
+    CHECK_THROWS_WITH_AS(load_records((dir / "none" / "*.jsonl").string()), doctest::Contains(": no folder "), Error);
+    fs::remove_all(dir);
+  }
+
   TEST_CASE("JSON Lines and JSON arrays: bad input names the file and line") {
     const auto r = parse_jsonl("{\"a\": 1}\n\n{\"a\": 2}\r\n", "ok.jsonl");
     REQUIRE(r.size() == 2);

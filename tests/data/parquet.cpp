@@ -42,6 +42,14 @@ TEST_SUITE("data") {
     }
   }
 
+  TEST_CASE("Parquet shards named by a wildcard are read in name order as one data set") {
+    install_parquet_reader();
+    const auto records = load_records(parquet_file("[as]*.parquet"));  // alpaca (4 rows), sharegpt (2)
+    REQUIRE(records.size() == 6);
+    CHECK(records[0].where == parquet_file("alpaca.parquet: row 1"));
+    CHECK(records[5].where == parquet_file("sharegpt.parquet: row 2"));
+  }
+
   TEST_CASE("Parquet data sets render through the layouts like their JSON Lines twins") {
     install_parquet_reader();
     for (const auto& [name, layout] : {std::pair{"alpaca", "alpaca"}, {"sharegpt", "sharegpt"}, {"messages", "chat"}}) {

@@ -8,12 +8,16 @@
 #pragma once
 
 #include <algorithm>
+#include <filesystem>
+#include <iterator>
 #include <cstddef>
 #include <cstdio>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <fnmatch.h>
 
 #include <nlohmann/json.hpp>
 
@@ -112,9 +116,45 @@ inline std::vector<Record> records_from_csv(const CsvTable& table, std::string_v
   return records;
 }
 
+// The files a data set path names: the path itself, or, when its last component holds a wildcard (`*`, `?`, `[…]`,
+// as in Hugging Face's data_files="data/train-*.parquet"), the regular files of its folder that match, in name
+// order; none matching is an Error. A path without a wildcard is returned as it is (load_records says what is wrong
+// with it).
+inline std::vector<std::string> data_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const std::string pattern = p.filename().string();
+  if (pattern.find_first_of("*?[") == std::string::npos) return {path};
+  const fs::path folder = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) fail("dataset", path, ": no folder ", folder.string());
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(folder, ec))
+    if (entry.is_regular_file() && ::fnmatch(pattern.c_str(), entry.path().filename().c_str(), FNM_PERIOD) == 0)
+      files.push_back((p.has_parent_path() ? folder / entry.path().filename() : entry.path().filename()).string());
+  if (ec) fail("dataset", path, ": cannot list ", folder.string(), ": ", ec.message());
+  if (files.empty()) fail("dataset", path, ": no file matches");
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+inline std::vector<Record> load_records_of_file(const std::string& path);
+
 // Reads records by the file's extension: .jsonl, .json (an array; or JSON Lines when it does not start with '['),
-// .csv, .parquet (when a Parquet reader is installed).
+// .csv, .parquet (when a Parquet reader is installed). A wildcard in the file name reads every matching file, in
+// name order, as one data set (data_files): `train-*.parquet` for a data set published in shards.
 inline std::vector<Record> load_records(const std::string& path) {
+  const auto files = data_files(path);
+  if (files.size() == 1 && files[0] == path) return load_records_of_file(path);
+  std::vector<Record> all;
+  for (const auto& file : files) {
+    auto records = load_records_of_file(file);
+    all.insert(all.end(), std::make_move_iterator(records.begin()), std::make_move_iterator(records.end()));
+  }
+  return all;
+}
+
+inline std::vector<Record> load_records_of_file(const std::string& path) {
   const auto ends_with = [&](std::string_view suffix) {
     return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
