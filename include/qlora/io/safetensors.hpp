@@ -165,9 +165,13 @@ bool convert_safetensors_elements(SafetensorsDtype dtype, const void* src, T* ds
       const auto* p = static_cast<const std::uint8_t*>(src);
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
       for (std::int64_t i = 0; i < static_cast<std::int64_t>(n); ++i) {
-        S v;
-        std::memcpy(&v, p + i * static_cast<std::int64_t>(sizeof(S)), sizeof(S));
-        dst[i] = convert<T>(v);
+        if constexpr (std::is_same_v<S, bool>) {  // a BOOL byte may be any value in a file: nonzero is true
+          dst[i] = convert<T>(p[i] != 0);
+        } else {
+          S v;
+          std::memcpy(&v, p + i * static_cast<std::int64_t>(sizeof(S)), sizeof(S));
+          dst[i] = convert<T>(v);
+        }
       }
     }
   });
