@@ -41,7 +41,20 @@ struct ParquetCell {
   const std::string& path;
   std::int64_t row;
   const std::string& column;
+  template <class... Parts>
+  [[noreturn]] void fail(const Parts&... parts) const {
+    qlora::fail("dataset", path, ": row ", row, ", column ", column, parts...);
+  }
 };
+
+inline nlohmann::json json_of(const arrow::Scalar& s, const ParquetCell& at);
+
+// Element `i` of `array` as JSON.
+inline nlohmann::json json_of_element(const arrow::Array& array, std::int64_t i, const ParquetCell& at) {
+  const auto scalar = array.GetScalar(i);
+  if (!scalar.ok()) at.fail(": ", scalar.status().ToString());
+  return json_of(**scalar, at);
+}
 
 template <class S>
 auto scalar_value(const arrow::Scalar& s) {
@@ -50,11 +63,6 @@ auto scalar_value(const arrow::Scalar& s) {
 
 inline nlohmann::json json_of(const arrow::Scalar& s, const ParquetCell& at) {
   if (!s.is_valid) return nullptr;
-  auto element = [&](const arrow::Array& array, std::int64_t i) {
-    const auto scalar = array.GetScalar(i);
-    if (!scalar.ok()) fail("dataset", at.path, ": row ", at.row, ", column ", at.column, ": ", scalar.status().ToString());
-    return json_of(**scalar, at);
-  };
   switch (s.type->id()) {
     case arrow::Type::NA: return nullptr;
     case arrow::Type::BOOL: return scalar_value<arrow::BooleanScalar>(s);
@@ -72,8 +80,7 @@ inline nlohmann::json json_of(const arrow::Scalar& s, const ParquetCell& at) {
     case arrow::Type::LARGE_STRING:
     case arrow::Type::STRING_VIEW: {
       std::string text = static_cast<const arrow::BaseBinaryScalar&>(s).value->ToString();
-      if (const auto bad = first_invalid_utf8(text))
-        fail("dataset", at.path, ": row ", at.row, ", column ", at.column, ": invalid UTF-8 at byte ", *bad + 1);
+      if (const auto bad = first_invalid_utf8(text)) at.fail(": invalid UTF-8 at byte ", *bad + 1);
       return text;
     }
     case arrow::Type::BINARY:
@@ -91,7 +98,7 @@ inline nlohmann::json json_of(const arrow::Scalar& s, const ParquetCell& at) {
     case arrow::Type::MAP: {
       const auto& values = *static_cast<const arrow::BaseListScalar&>(s).value;
       nlohmann::json array = nlohmann::json::array();
-      for (std::int64_t i = 0; i < values.length(); ++i) array.push_back(element(values, i));
+      for (std::int64_t i = 0; i < values.length(); ++i) array.push_back(json_of_element(values, i, at));
       return array;
     }
     case arrow::Type::STRUCT: {
@@ -103,7 +110,7 @@ inline nlohmann::json json_of(const arrow::Scalar& s, const ParquetCell& at) {
     }
     case arrow::Type::DICTIONARY: {
       const auto value = static_cast<const arrow::DictionaryScalar&>(s).GetEncodedValue();
-      if (!value.ok()) fail("dataset", at.path, ": row ", at.row, ", column ", at.column, ": ", value.status().ToString());
+      if (!value.ok()) at.fail(": ", value.status().ToString());
       return json_of(**value, at);
     }
     default: return s.ToString();
@@ -136,10 +143,7 @@ inline std::vector<Record> load_parquet_records(const std::string& path) {
     std::int64_t r = 0;
     for (const auto& chunk : column.chunks())
       for (std::int64_t i = 0; i < chunk->length(); ++i, ++r) {
-        const detail::ParquetCell at{path, r + 1, name};
-        const auto scalar = chunk->GetScalar(i);
-        if (!scalar.ok()) fail("dataset", path, ": row ", r + 1, ", column ", name, ": ", scalar.status().ToString());
-        records[static_cast<std::size_t>(r)].fields[name] = detail::json_of(**scalar, at);
+        records[static_cast<std::size_t>(r)].fields[name] = detail::json_of_element(*chunk, i, {path, r + 1, name});
       }
   }
   return records;
