@@ -145,7 +145,7 @@ inline std::vector<Record> load_records_of_file(const std::string& path);
 // name order, as one data set (data_files): `train-*.parquet` for a data set published in shards.
 inline std::vector<Record> load_records(const std::string& path) {
   const auto files = data_files(path);
-  if (files.size() == 1 && files[0] == path) return load_records_of_file(path);
+  if (files.size() == 1) return load_records_of_file(files[0]);
   std::vector<Record> all;
   for (const auto& file : files) {
     auto records = load_records_of_file(file);
