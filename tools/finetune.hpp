@@ -17,6 +17,7 @@
 #include <qlora/data/batch.hpp>
 #include <qlora/data/dataset.hpp>
 #include <qlora/data/tokenizer.hpp>
+#include <qlora/dist/data_parallel.hpp>
 #include <qlora/io/checkpoint.hpp>
 #include <qlora/io/optimizer_state.hpp>
 #include <qlora/io/trainer_state.hpp>
@@ -70,12 +71,13 @@ class TrainOptimizer {
 };
 
 // The checkpoint to resume from: "latest"/"true" = the newest in output_dir, else a folder path.
-inline std::optional<std::filesystem::path> resume_folder(const TrainingArguments& a) {
+// `tidy`: remove the partial checkpoints a killed run left (rank 0 of several does it).
+inline std::optional<std::filesystem::path> resume_folder(const TrainingArguments& a, bool tidy = true) {
   if (!a.resume_from_checkpoint) return std::nullopt;
   const std::string& r = *a.resume_from_checkpoint;
   if (r == "latest" || r == "true" || r == "True") {
     CheckpointDirectory dir(a.output_dir);
-    dir.remove_partial();
+    if (tidy) dir.remove_partial();
     const auto latest = dir.latest();
     if (!latest) fail("finetune", "--resume-from-checkpoint ", r, ": no checkpoint-<step> folder in ", a.output_dir);
     return latest;
@@ -126,7 +128,26 @@ extern "C" inline void on_stop_signal(int sig) {
 }
 }  // namespace interrupt
 
-inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const Tokenizer& tok) {
+// A fingerprint of the tokenized samples (FNV-1a over ids and labels), for the check that every rank has the same data.
+inline std::string data_fingerprint(const std::vector<Sample>& samples) {
+  std::uint64_t h = 1469598103934665603ULL;
+  auto mix = [&](std::int64_t v) {
+    for (int i = 0; i < 8; ++i) h = (h ^ static_cast<std::uint64_t>((v >> (8 * i)) & 0xff)) * 1099511628211ULL;
+  };
+  for (const Sample& s : samples) {
+    mix(static_cast<std::int64_t>(s.input_ids.size()));
+    for (std::size_t i = 0; i < s.input_ids.size(); ++i) {
+      mix(s.input_ids[i]);
+      mix(s.labels[i]);
+    }
+  }
+  return detail::concat(samples.size(), " samples, fingerprint ", std::hex, h);
+}
+
+// `job_text`: the resolved configuration, compared across the ranks of a data-parallel run (`comm`).
+inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const Tokenizer& tok,
+                        dist::Communicator& comm = dist::single_process(), const std::string& job_text = {},
+                        int ranks_here = 1) {
   const TrainingArguments& args = job.args;
   namespace fs = std::filesystem;
   check_output_dir(args.output_dir);
@@ -155,10 +176,15 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
     split = train_eval_split(std::move(data.samples), job.eval_size, args.seed);
   }
   if (split.train.empty()) fail("finetune", job.dataset_path.string(), ": no training samples left after the eval split");
+  // Every rank must run the same job on the same data and model: compared with rank 0's before anything is loaded.
+  dist::check_same_job(comm, job_text + "\nmodel: " + source.path().string() + " (" + name + ")\ntrain data: " +
+                                 data_fingerprint(split.train) + "\neval data: " + data_fingerprint(split.eval),
+                       "configuration");
   // make_batches puts batch_size rows in a micro-batch; a row is one sample, or with packing several.
   const std::size_t rows = job.packing ? pack_rows(split.train, job.data.max_length).size() : split.train.size();
   const auto batch_size = static_cast<std::size_t>(args.per_device_train_batch_size);
-  const std::size_t micro_per_epoch = (rows + batch_size - 1) / batch_size;
+  const std::size_t global_batch = batch_size * static_cast<std::size_t>(comm.size());  // rows per micro-batch, all ranks
+  const std::size_t micro_per_epoch = (rows + global_batch - 1) / global_batch;
   const long steps_per_epoch = static_cast<long>((micro_per_epoch + static_cast<std::size_t>(args.gradient_accumulation_steps) - 1) /
                                                  static_cast<std::size_t>(args.gradient_accumulation_steps));
   const long total_steps = args.max_steps > 0 ? args.max_steps
@@ -169,7 +195,7 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
   for (const auto& s : split.train) longest = std::max(longest, s.input_ids.size());
   const auto tokens_per_micro = static_cast<index_t>(job.packing ? job.data.max_length
                                                                  : longest * static_cast<std::size_t>(args.per_device_train_batch_size));
-  check_memory(source.config(), targets, tokens_per_micro, args.gradient_checkpointing);
+  check_memory(source.config(), targets, tokens_per_micro, args.gradient_checkpointing, ranks_here);
 
   // Model (+ resume state).
   Gemma3Options options;
@@ -183,15 +209,22 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
   CausalLM& model = *model_ptr;
   TrainOptimizer optimizer(args, model.lora_parameters());
   TrainerState state;
-  if (const auto resume = resume_folder(args)) {
+  if (const auto resume = resume_folder(args, comm.is_root())) {
     model.load_adapter(*resume);
     optimizer.load(*resume / optimizer_state_file_name);
     state = load_trainer_state(*resume / trainer_state_file_name);
     std::fprintf(stderr, "qlora: resuming from %s (step %ld)\n", resume->string().c_str(), state.global_step);
   }
+  // The same adapter on every rank (LoRA's initialisation is seeded, a resumed adapter read from the same files:
+  // rank 0's values are sent anyway, so no rank can start from another).
+  dist::broadcast_values(comm, model.lora_parameters(), "initial adapter");
   std::fprintf(stderr, "qlora: %zu train / %zu eval samples, %ld steps per epoch, %ld steps; trainable parameters %lld\n",
                split.train.size(), split.eval.size(), steps_per_epoch, total_steps,
                static_cast<long long>(model.trainable_parameter_count()));
+  if (comm.size() > 1)
+    std::fprintf(stderr, "qlora: data parallel over %d ranks: %ld rows per rank and micro-batch, a global batch of %zu "
+                 "rows x %ld accumulation steps\n", comm.size(), args.per_device_train_batch_size, global_batch,
+                 args.gradient_accumulation_steps);
 
   // Batches of an epoch: the train samples shuffled with seed + epoch.
   const std::int32_t pad = tok.pad_id();
@@ -200,20 +233,29 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
     shuffle(*samples, args.seed + static_cast<std::uint64_t>(epoch));
     auto batches = std::make_shared<std::vector<Batch>>(
         make_batches(*samples, static_cast<std::size_t>(args.per_device_train_batch_size), pad,
-                     job.packing ? std::optional<std::size_t>(job.data.max_length) : std::nullopt));
+                     job.packing ? std::optional<std::size_t>(job.data.max_length) : std::nullopt,
+                     RankShare{static_cast<std::size_t>(comm.rank()), static_cast<std::size_t>(comm.size())}));
     auto next = std::make_shared<std::size_t>(0);
     return typename Trainer<Batch>::BatchSource([batches, next]() -> std::optional<Batch> {
       if (*next >= batches->size()) return std::nullopt;
       return (*batches)[(*next)++];
     });
   };
-  const std::vector<Batch> eval_batches =
-      make_batches(split.eval, static_cast<std::size_t>(args.per_device_eval_batch_size), pad);
+  // Evaluation: rank r takes eval batches r, r + ranks, ... (the trainer sums the ranks' losses and counts).
+  std::vector<Batch> eval_batches;
+  {
+    std::vector<Batch> all = make_batches(split.eval, static_cast<std::size_t>(args.per_device_eval_batch_size), pad);
+    for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < all.size(); i += static_cast<std::size_t>(comm.size()))
+      eval_batches.push_back(std::move(all[i]));
+  }
 
   const std::string base_name = source.path().string();
   TrainStepFunctions<Batch> fns;
   fns.loss = [&](const Batch& b, RandomStream dropout) {
-    const auto l = model.loss_sum(model_input(b, model.device()), ForwardPass{true, args.gradient_checkpointing, dropout});
+    // masks keyed by (global row of the micro-batch, position): equal to one process's however the rows are split
+    const DropoutRows rows{static_cast<index_t>(b.T),
+                           static_cast<std::uint64_t>(comm.rank()) * static_cast<std::uint64_t>(args.per_device_train_batch_size)};
+    const auto l = model.loss_sum(model_input(b, model.device()), ForwardPass{true, args.gradient_checkpointing, dropout, rows});
     return TokenLoss{l.sum, static_cast<long>(l.count)};
   };
   fns.label_tokens = [](const Batch& b) { return b.label_tokens(); };
@@ -233,7 +275,7 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
     }, args.save_total_limit);
     std::fprintf(stderr, "qlora: saved %s\n", dir.string().c_str());
   };
-  if (!eval_batches.empty())
+  if (!split.eval.empty())
     fns.evaluate = [&]() {
       NoGrad no_grad;
       double sum = 0;
@@ -248,25 +290,26 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
 
   // From here on the output folder is written.
   fs::create_directories(args.output_dir);
-  {
+  if (comm.is_root()) {
     std::ofstream eval_out(fs::path(args.output_dir) / "eval_records.jsonl");
     const auto records = load_records(job.dataset_path.string());
     for (const auto& s : split.eval) eval_out << records[s.record].fields.dump() << "\n";
   }
   fns.stop_requested = []() { return interrupt::stop_signal != 0; };
-  Trainer<Batch> trainer(args, model.lora_parameters(), fns, total_steps);
+  Trainer<Batch> trainer(args, model.lora_parameters(), fns, total_steps, comm);
   std::signal(SIGINT, interrupt::on_stop_signal);
   std::signal(SIGTERM, interrupt::on_stop_signal);
   interrupt::training = 1;
   const TrainResult result = trainer.train(next_epoch, state, steps_per_epoch);
   interrupt::training = 0;
   if (result.stopped) {
-    const int sig = interrupt::stop_signal;
+    const int sig = interrupt::stop_signal ? static_cast<int>(interrupt::stop_signal) : SIGTERM;  // another rank's
     std::fprintf(stderr, "qlora: stopped by %s after step %ld of %ld; %s/checkpoint-%ld holds the run: continue it "
                  "with --resume-from-checkpoint latest\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
                  result.state.global_step, total_steps, args.output_dir.c_str(), result.state.global_step);
     return 128 + sig;
   }
+  if (!comm.is_root()) return 0;
   model.save_adapter(args.output_dir, base_name);
   constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
   std::fprintf(stderr, "qlora: done: %ld steps, loss %.4f -> %.4f, %.0f tokens/s, peak memory %.2f GiB; adapter saved in %s\n",

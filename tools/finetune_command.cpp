@@ -25,6 +25,7 @@
 #include "commands.hpp"
 #include "finetune.hpp"
 #include "model_path.hpp"
+#include "ranks.hpp"
 
 namespace qlora::cli {
 namespace {
@@ -66,6 +67,8 @@ constexpr Flag kFlags[] = {
     {"report-to", "training", "report_to", Kind::list, "tensorboard, none"},
     {"resume-from-checkpoint", "training", "resume_from_checkpoint", Kind::text, "A checkpoint folder, or 'latest'"},
     {"seed", "training", "seed", Kind::integer, "Seed of data order, LoRA init and dropout"},
+    {"ddp-timeout", "training", "ddp_timeout", Kind::integer,
+     "Seconds a rank of an mpirun run waits for the others before ending the run (default 1800)"},
     {"lora-r", "lora", "r", Kind::integer, "LoRA rank, any r >= 1 (default 16)"},
     {"lora-alpha", "lora", "lora_alpha", Kind::number, "LoRA alpha (default 32)"},
     {"lora-dropout", "lora", "lora_dropout", Kind::number, "Dropout on the adapter input (default 0.05)"},
@@ -281,13 +284,13 @@ int run(const nlohmann::json& cfg) {
   job.args = training_arguments_from_json(training);
   job.lora = lora_config_from_json(lora);
   const nlohmann::json data_resolved = read_data_options(data, job);
-  if (cfg.value("print_config", false)) {
-    const nlohmann::json resolved = {{"model", cfg.value("model", nlohmann::json())},
+  const nlohmann::json resolved = {{"model", cfg.value("model", nlohmann::json())},
                                      {"dataset", cfg.value("dataset", nlohmann::json())},
                                      {"device", device},
                                      {"training", to_json(job.args)},
                                      {"lora", to_json(job.lora)},
                                      {"data", data_resolved}};
+  if (cfg.value("print_config", false)) {
     std::printf("%s\n", resolved.dump(2).c_str());
     return 0;
   }
@@ -300,6 +303,7 @@ int run(const nlohmann::json& cfg) {
     if (!std::filesystem::is_regular_file(file)) fail("finetune", file, ": not a data file (a folder or a device)");
   }
   check_output_dir(job.args.output_dir);
+  dist::Communicator& comm = start_ranks(static_cast<double>(job.args.ddp_timeout));
   if (!steps_given)
     std::fprintf(stderr, "qlora: CPU demo: %ld optimizer steps (about 10 minutes on 2 cores for Gemma 3 270M); pass "
                  "--max-steps or --num-train-epochs for the full recipe\n", job.args.max_steps);
@@ -308,7 +312,11 @@ int run(const nlohmann::json& cfg) {
   const Gemma3WeightSource source = Gemma3WeightSource::open(job.model_path);
   describe_source(source);
   const Tokenizer tok = open_tokenizer(source);
-  return run_finetune(job, source, tok);
+  int ranks_here = 1;
+#if QLORA_HAVE_MPI
+  if (const auto* mpi = dynamic_cast<const dist::MpiCommunicator*>(&comm)) ranks_here = mpi->ranks_on_this_machine();
+#endif
+  return run_finetune(job, source, tok, comm, resolved.dump(1), ranks_here);
 }
 }  // namespace
 

@@ -95,18 +95,23 @@ inline double available_memory() {
   return have;
 }
 
+// `ranks_here`: processes of a data-parallel run on this machine, each holding all of it.
 inline void check_memory(const Gemma3RuntimeConfig& c, const LoraTargets& targets, index_t tokens_per_micro_batch,
-                         bool checkpointing) {
+                         bool checkpointing, int ranks_here = 1) {
   const MemoryEstimate e = estimate_memory(c, targets, tokens_per_micro_batch, checkpointing);
   const double have = available_memory();
   constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
   std::fprintf(stderr, "qlora: memory estimate %.2f GiB (model %.2f, adapter + optimizer %.3f, activations %.2f for %lld "
-               "tokens per micro-batch%s); available %.1f GiB\n", e.total() / GiB, e.model / GiB, e.adapter / GiB,
+               "tokens per micro-batch%s)%s; available %.1f GiB\n", e.total() / GiB, e.model / GiB, e.adapter / GiB,
                e.activations / GiB, static_cast<long long>(tokens_per_micro_batch),
-               checkpointing ? ", gradient checkpointing" : "", have / GiB);
-  if (have > 0 && e.total() > have)
-    fail("finetune", "not enough memory: this run needs about ", e.total() / GiB, " GiB (model ", e.model / GiB,
-         ", activations ", e.activations / GiB, ") but ", have / GiB, " GiB are available; try --gradient-checkpointing, "
+               checkpointing ? ", gradient checkpointing" : "",
+               ranks_here > 1 ? detail::concat(" per rank, ", ranks_here, " ranks on this machine").c_str() : "",
+               have / GiB);
+  const double need = e.total() * ranks_here;
+  if (have > 0 && need > have)
+    fail("finetune", "not enough memory: this run needs about ", need / GiB, " GiB (model ", e.model / GiB,
+         ", activations ", e.activations / GiB, ranks_here > 1 ? detail::concat(", times ", ranks_here, " ranks") : "",
+         ") but ", have / GiB, " GiB are available; try --gradient-checkpointing, "
          "a smaller --max-seq-length or --per-device-train-batch-size");
 }
 

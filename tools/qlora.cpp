@@ -11,6 +11,7 @@
 #endif
 
 #include "commands.hpp"
+#include "ranks.hpp"
 
 namespace {
 // "--learning-rat" -> "--learning-rate" among the options of the subcommands that were given.
@@ -59,14 +60,14 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    std::string launcher;
+    if (qlora::cli::launcher_ranks(&launcher) > 1 && !app.got_subcommand("finetune"))
+      qlora::fail("qlora", "started by an MPI launcher (", launcher, "): only finetune runs data parallel; run the "
+                  "other commands as one process");
     for (const auto& [name, run] : commands)
       if (app.got_subcommand(name)) return run();
-  } catch (const qlora::Error& e) {
-    std::fprintf(stderr, "qlora: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "qlora: %s\n", e.what());
-    return 1;
+  } catch (const std::exception& e) {  // qlora::Error and the rest; with several ranks, ends them all
+    return qlora::cli::report_error(e.what());
   }
   return 0;
 }

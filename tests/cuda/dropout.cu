@@ -17,5 +17,8 @@ TEST_SUITE("cuda") {
     QLORA_CHECK_CLOSE(gpu, cpu, 0.0, 0.0);
     const auto xb = test::random_tensor<Tensor<bf16, Dyn>>(2, -1, 1, 4097);
     QLORA_CHECK_CLOSE(dropout_apply(d, xb.to(cuda::device())), dropout_apply(d, xb), 0.0, 0.0);
+    // batch rows (ops/dropout.hpp): rows of 3 tokens x 333 features, the first one row 4 of its micro-batch
+    const DropoutParams rows{0.2f, {5, 6}, 3 * 333, 4};
+    QLORA_CHECK_CLOSE(dropout_apply(rows, x.to(cuda::device())), dropout_apply(rows, x), 0.0, 0.0);
   }
 }

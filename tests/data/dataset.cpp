@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "support/samples.hpp"
+
 using namespace qlora;
 
 namespace {
@@ -59,15 +61,7 @@ TokenizedDataset tokenize(const std::vector<Record>& records, const DatasetForma
   return tokenize_records(records, format, tok, o);
 }
 
-// A sample of n tokens, all learned: ids start at `first`.
-Sample learned_sample(std::size_t n, std::int32_t first) {
-  Sample s;
-  for (std::size_t i = 0; i < n; ++i) {
-    s.input_ids.push_back(first + static_cast<std::int32_t>(i));
-    s.labels.push_back(first + static_cast<std::int32_t>(i));
-  }
-  return s;
-}
+using test::learned_sample;
 
 }  // namespace
 

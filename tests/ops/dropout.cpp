@@ -29,6 +29,29 @@ TEST_SUITE("ops") {
     for (index_t i = 0; i < 1003; ++i) REQUIRE((y(i) != 0.0f) == dropout_keep(d, static_cast<std::uint64_t>(i)));
   }
 
+  TEST_CASE("batch rows: a row's mask is the same whatever the padding and whichever rows come before it") {
+    constexpr index_t F = 5;  // features; rows of T tokens
+    const RandomStream stream{31, 9};
+    auto mask = [&](index_t rows, index_t T, std::uint64_t first_row) {
+      const auto y = dropout_apply(DropoutParams{0.4f, stream, static_cast<std::uint64_t>(T * F), first_row},
+                                   Tensor<float, Dyn>::full(1.0f, rows * T * F));
+      return y.to_vector();
+    };
+    const auto whole = mask(4, 7, 0);  // rows 0..3 of a micro-batch, padded to 7 tokens
+    const auto tail = mask(2, 3, 2);   // rows 2..3 alone (another rank's share), padded to 3 tokens only
+    for (index_t r = 0; r < 2; ++r)
+      for (index_t k = 0; k < 3 * F; ++k)
+        REQUIRE(tail[static_cast<std::size_t>(r * 3 * F + k)] == whole[static_cast<std::size_t>((r + 2) * 7 * F + k)]);
+    // the per-element definition (the GPU kernel's), at a row length that is not a multiple of 4
+    const DropoutParams d{0.3f, stream, 3 * F, 5};
+    const auto y = dropout_apply(d, Tensor<float, Dyn>::full(1.0f, 4 * 3 * F));
+    for (index_t i = 0; i < y.numel(); ++i)
+      REQUIRE((y(i) != 0.0f) == dropout_keep(d, dropout_index(d, static_cast<std::uint64_t>(i))));
+    // row 0 of the row layout is the plain layout: a batch of one row draws as before
+    CHECK(mask(1, 7, 0) == dropout_apply(DropoutParams{0.4f, stream}, Tensor<float, Dyn>::full(1.0f, 7 * F)).to_vector());
+    CHECK_FALSE(mask(1, 7, 1) == mask(1, 7, 0));
+  }
+
   TEST_CASE("the dropout mask depends only on seed, offset and index") {
     auto x = Tensor<float, Dyn>::full(1.0f, 1000);
     const auto a = dropout_apply(DropoutParams{0.5f, {7, 3}}, x);

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "support/check.hpp"
+#include "support/mirror_ranks.hpp"
 
 #include <qlora/io/checkpoint.hpp>
 #include <qlora/io/optimizer_state.hpp>
@@ -73,7 +74,7 @@ struct Kill {
 // One "process": builds the model (from the latest checkpoint if there is one) and trains to step 8.
 // `fed` records which batch each dropout-stream offset (step·G + micro-batch) was given.
 void run(const std::filesystem::path& out, const std::vector<Batch>& data, Kill kill,
-         std::map<std::uint64_t, int>& fed) {
+         std::map<std::uint64_t, int>& fed, dist::Communicator& comm = dist::single_process()) {
   const LoraSpec hyper{2, 4, 0.1, false};
   const Base base = test::random_tensor<Base>(3, -0.5, 0.5);
   CheckpointDirectory checkpoints(out);
@@ -141,7 +142,7 @@ void run(const std::filesystem::path& out, const std::vector<Batch>& data, Kill 
       return data[(*order)[(*next)++]];
     };
   };
-  Trainer<Batch> trainer(args, params, fns, kSteps);
+  Trainer<Batch> trainer(args, params, fns, kSteps, comm);
   trainer.train(next_epoch, state, kStepsPerEpoch);
 }
 
@@ -204,6 +205,26 @@ TEST_SUITE("train") {
       std::filesystem::remove_all(dir);
     }
     std::filesystem::remove_all(straight);
+  }
+
+  TEST_CASE("data parallel: a rank whose peers hold the same data ends with the single process's adapter, bit for bit") {
+    // With 2 ranks that each ran these micro-batches, the step's label-token count, loss and gradients are summed:
+    // the loss is scaled by 1 / (2N) and the sum doubles it back, exactly (powers of two), so the update is the
+    // single process's. A trainer that forgot to sum any of them would end elsewhere.
+    const auto data = make_data();
+    std::map<std::uint64_t, int> fed;
+    const auto single = fresh_dir("qlora-dp-single-"), mirrored = fresh_dir("qlora-dp-mirror-");
+    run(single, data, {}, fed);
+    test::MirrorRanks two(2);
+    run(mirrored, data, {}, fed, two);
+    CHECK(bytes_of(single / "checkpoint-8" / "adapter_model.safetensors") ==
+          bytes_of(mirrored / "checkpoint-8" / "adapter_model.safetensors"));
+    CHECK(bytes_of(single / "metrics.jsonl").size() > 0);
+    for (const char* name : {"label tokens of step 1", "loss of step 1", "gradients of step 1", "gradients of step 8"})
+      CHECK(std::find(two.names.begin(), two.names.end(), name) != two.names.end());
+    CHECK(load_trainer_state(mirrored / "checkpoint-8" / "trainer_state.json").global_train_batch_size == 2 * 8);
+    std::filesystem::remove_all(single);
+    std::filesystem::remove_all(mirrored);
   }
 
   TEST_CASE("a state without a data position resumes from global_step and steps_per_epoch") {

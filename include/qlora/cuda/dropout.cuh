@@ -17,8 +17,9 @@ template <class T, class Params>
 __global__ void dropout_kernel(Params d, const T* in, T* out, index_t n) {
   const compute_t<T> scale = compute_t<T>(1) / (compute_t<T>(1) - static_cast<compute_t<T>>(d.p));
   for (index_t i = blockIdx.x * index_t{blockDim.x} + threadIdx.x; i < n; i += index_t{gridDim.x} * blockDim.x)
-    out[i] = dropout_keep(d, static_cast<std::uint64_t>(i)) ? convert<T>(convert<compute_t<T>>(in[i]) * scale)
-                                                            : convert<T>(0.0f);
+    out[i] = dropout_keep(d, dropout_index(d, static_cast<std::uint64_t>(i)))
+                 ? convert<T>(convert<compute_t<T>>(in[i]) * scale)
+                 : convert<T>(0.0f);
 }
 
 template <class Params, class T>

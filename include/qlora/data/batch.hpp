@@ -113,10 +113,20 @@ inline std::vector<std::vector<std::size_t>> pack_rows(std::span<const Sample> s
   return rows;
 }
 
-// All batches of an epoch, batch_size rows each (the last may be smaller). With packing_length, rows are packed.
+// The share of one rank of a data-parallel run: global micro-batch m holds rows [m·B·ranks, (m+1)·B·ranks) of the
+// epoch, and rank r takes rows [r·B, (r+1)·B) of it (B = per-device batch size). So `ranks` processes with batch B
+// see exactly the rows one process with batch B·ranks sees, micro-batch by micro-batch; at the end of an epoch a
+// rank may get fewer rows, or none (an empty batch: B = 0, no tokens).
+struct RankShare {
+  std::size_t rank = 0, ranks = 1;
+};
+
+// All batches of an epoch (this rank's share of each), batch_size rows each (the last may be smaller). With
+// packing_length, rows are packed first.
 inline std::vector<Batch> make_batches(std::span<const Sample> samples, std::size_t batch_size, std::int32_t pad_id,
-                                       std::optional<std::size_t> packing_length = std::nullopt) {
+                                       std::optional<std::size_t> packing_length = std::nullopt, RankShare share = {}) {
   require(batch_size > 0, "dataset", "batch_size must be positive");
+  require(share.ranks > 0 && share.rank < share.ranks, "dataset", "rank ", share.rank, " of ", share.ranks, " ranks");
   std::vector<std::vector<std::size_t>> rows;
   if (packing_length) {
     rows = pack_rows(samples, *packing_length);
@@ -125,9 +135,11 @@ inline std::vector<Batch> make_batches(std::span<const Sample> samples, std::siz
     for (std::size_t i = 0; i < samples.size(); ++i) rows[i] = {i};
   }
   std::vector<Batch> batches;
-  for (std::size_t r = 0; r < rows.size(); r += batch_size) {
-    const std::size_t count = std::min(batch_size, rows.size() - r);
-    batches.push_back(make_batch(samples, std::span(rows).subspan(r, count), pad_id));
+  const std::size_t global = batch_size * share.ranks;
+  for (std::size_t r = 0; r < rows.size(); r += global) {
+    const std::size_t first = std::min(r + share.rank * batch_size, rows.size());
+    const std::size_t count = std::min({batch_size, rows.size() - first, r + global - first});
+    batches.push_back(count ? make_batch(samples, std::span(rows).subspan(first, count), pad_id) : Batch{});
   }
   return batches;
 }

@@ -5,6 +5,8 @@
 // plus qlora's own keys, which HF's TrainerState ignores when present:
 //   "seed"           the run's seed (data order and dropout masks derive from it)
 //   "data_position"  {"epoch": e, "micro_batches": n}: the next micro-batch is the (n+1)-th of epoch e
+//   "global_train_batch_size"  rows per micro-batch over all ranks (per-device batch × ranks), the unit of the
+//                    data position: a run resumed with another number of ranks must keep it
 // The data position is what makes resuming exact (train/trainer.hpp skips those micro-batches). Read errors name the
 // file and the key.
 #pragma once
@@ -43,6 +45,7 @@ struct TrainerState {
   // The run's settings, as HF records them (filled by the Trainer).
   long max_steps = 0, logging_steps = 0, eval_steps = 0, save_steps = 0, train_batch_size = 0;
   double num_train_epochs = 0;
+  std::optional<long> global_train_batch_size;  // per-device batch × ranks (nullopt: not recorded)
 };
 
 inline nlohmann::json trainer_state_json(const TrainerState& s) {
@@ -78,6 +81,7 @@ inline nlohmann::json trainer_state_json(const TrainerState& s) {
   j["trial_name"] = nullptr;
   j["trial_params"] = nullptr;
   j["seed"] = s.seed;
+  if (s.global_train_batch_size) j["global_train_batch_size"] = *s.global_train_batch_size;
   if (s.data_position)
     j["data_position"] = {{"epoch", s.data_position->epoch}, {"micro_batches", s.data_position->micro_batches}};
   return j;
@@ -126,6 +130,7 @@ inline TrainerState trainer_state_from_json(const nlohmann::json& j, std::string
     if (!j["seed"].is_number_unsigned()) error("\"seed\" is ", j["seed"].dump(), ", not a non-negative integer");
     s.seed = j["seed"].get<std::uint64_t>();
   }
+  if (j.contains("global_train_batch_size")) s.global_train_batch_size = count(j, "global_train_batch_size", "");
   if (j.contains("data_position")) {
     const auto& p = j["data_position"];
     if (!p.is_object()) error("\"data_position\" is not an object");

@@ -51,6 +51,8 @@ struct ForwardPass {
   bool train = false;                   // LoRA dropout on
   bool gradient_checkpointing = false;  // keep only block inputs; recompute each block in backward
   RandomStream dropout{};               // this micro-batch's dropout stream (seed, micro-batch counter)
+  DropoutRows batch_rows{};             // tokens per batch row and the first row's global index (dropout masks
+                                        // independent of padding and of a data-parallel split)
 };
 
 // A frozen projection y = x · Wᵀ with LoraLinear's call signature.
@@ -59,7 +61,7 @@ class FrozenLinear {
  public:
   explicit FrozenLinear(Weight w) : base_(std::move(w)) {}
   template <class Rows, class In>
-  auto operator()(const Variable<T, Rows, In>& x, RandomStream = {}, bool = true) const {
+  auto operator()(const Variable<T, Rows, In>& x, RandomStream = {}, bool = true, DropoutRows = {}) const {
     return linear(x, base_);
   }
   const Weight& base() const { return base_; }
@@ -75,8 +77,9 @@ class BlockLinear {
   explicit BlockLinear(FrozenLinear<T, Weight> frozen) : impl_(std::move(frozen)) {}
   explicit BlockLinear(LoraLinear<T, Weight> lora) : impl_(std::move(lora)) {}
   template <class Rows, class In>
-  auto operator()(const Variable<T, Rows, In>& x, RandomStream stream = {}, bool train = true) const {
-    if (const auto* l = lora()) return (*l)(x, stream, train);
+  auto operator()(const Variable<T, Rows, In>& x, RandomStream stream = {}, bool train = true,
+                  DropoutRows rows = {}) const {
+    if (const auto* l = lora()) return (*l)(x, stream, train, rows);
     return std::get<FrozenLinear<T, Weight>>(impl_)(x, stream, train);
   }
   const Weight& base() const {
@@ -267,7 +270,7 @@ class Gemma3Block {
  private:
   template <class Proj, class X>
   auto call(const Proj& proj, const X& x, Projection p, const ForwardPass& pass) const {
-    return proj(x, projection_stream(pass.dropout, layer_, p), pass.train);
+    return proj(x, projection_stream(pass.dropout, layer_, p), pass.train, pass.batch_rows);
   }
 
   template <class Proj>

@@ -2,6 +2,12 @@
 // The mask is a pure function of (stream.seed, stream.offset, i) (core/random.hpp), so it is identical on the CPU
 // and the GPU and is never stored: backward regenerates it, dx = dy * keep / (1 - p). The caller gives each
 // application its own offset (e.g. step * layers + layer) and passes p = 0 (or skips the op) in evaluation.
+//
+// Batch rows. An input made of batch rows of `row_elements` elements each (tokens per row × features) may name its
+// rows' global index: element k of row b then draws index ((first_row + b) << 40) | k. Its mask is then the same
+// however much padding the batch has and however the batch's rows are split between data-parallel ranks (a rank
+// with rows 2..3 of a micro-batch draws what one process with rows 0..3 draws for them). row_elements 0: the input
+// is one row (index = element, the plain layout).
 #pragma once
 
 #include <algorithm>
@@ -21,7 +27,23 @@ namespace qlora {
 struct DropoutParams {
   float p = 0;          // probability of dropping an element, in [0, 1)
   RandomStream stream;  // seed and offset of this application's mask
+  std::uint64_t row_elements = 0;  // elements per batch row (0: one row)
+  std::uint64_t first_row = 0;     // global index of the input's first batch row
 };
+
+// How a [tokens, features] input is made of batch rows (what a model knows of its batch and a LoRA layer does not).
+struct DropoutRows {
+  index_t tokens_per_row = 0;   // T of the [B, T] batch (0: not given, the input is one row)
+  std::uint64_t first_row = 0;  // global index of the batch's first row (a data-parallel rank's offset)
+};
+
+inline constexpr int kDropoutRowShift = 40;  // a batch row holds < 2^40 elements
+
+// The draw index of element i of the input.
+QLORA_HD inline std::uint64_t dropout_index(const DropoutParams& d, std::uint64_t i) {
+  if (d.row_elements == 0) return i;
+  return ((d.first_row + i / d.row_elements) << kDropoutRowShift) | (i % d.row_elements);
+}
 
 QLORA_HD inline bool dropout_keep(const DropoutParams& d, std::uint64_t index) {
   return uniform01(d.stream, index) >= d.p;
@@ -33,8 +55,9 @@ namespace cpu {
 // kDropoutLanes counters at a time through philox4x32_10_lanes (vectorised), i.e. 64 elements per batch.
 inline constexpr int kDropoutLanes = 16;
 
+// Elements [0, n) drawing indices first_index + k (first_index a multiple of 4).
 template <class T>
-void dropout_apply(const DropoutParams& d, const T* in, T* out, index_t n) {
+void dropout_apply_run(const DropoutParams& d, const T* in, T* out, index_t n, std::uint64_t first_index) {
   using C = compute_t<T>;
   const C scale = C(1) / (C(1) - static_cast<C>(d.p));
   // keep ⟺ (r >> 8) · 2⁻²⁴ ≥ p ⟺ (r >> 8) ≥ ⌈p · 2²⁴⌉ (both sides exact): an integer compare that vectorises.
@@ -47,7 +70,7 @@ void dropout_apply(const DropoutParams& d, const T* in, T* out, index_t n) {
   for (index_t b = 0; b < batches; ++b) {
     std::uint32_t c[4][kDropoutLanes];
     for (int j = 0; j < kDropoutLanes; ++j) {
-      const auto counter = static_cast<std::uint64_t>(b * kDropoutLanes + j);
+      const auto counter = first_index / 4 + static_cast<std::uint64_t>(b * kDropoutLanes + j);
       c[0][j] = static_cast<std::uint32_t>(counter);
       c[1][j] = static_cast<std::uint32_t>(counter >> 32);
       c[2][j] = offset0;
@@ -63,6 +86,17 @@ void dropout_apply(const DropoutParams& d, const T* in, T* out, index_t n) {
       out[i0 + k] = convert<T>(keep ? x : C(0));
     }
   }
+}
+
+template <class T>
+void dropout_apply(const DropoutParams& d, const T* in, T* out, index_t n) {
+  if (d.row_elements == 0) return dropout_apply_run(d, in, out, n, 0);
+  if (d.row_elements >= (std::uint64_t{1} << kDropoutRowShift))
+    fail("dropout", "a batch row of ", d.row_elements, " elements is past the 2^40 of the row layout");
+  const auto row = static_cast<index_t>(d.row_elements);
+  for (index_t at = 0, b = 0; at < n; at += row, ++b)
+    dropout_apply_run(d, in + at, out + at, std::min(row, n - at),
+                      (d.first_row + static_cast<std::uint64_t>(b)) << kDropoutRowShift);
 }
 }  // namespace cpu
 

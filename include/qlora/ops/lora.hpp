@@ -79,12 +79,15 @@ class LoraLinear {
   double scaling() const { return spec_.scaling(); }
 
   // y: [rows, out]. `dropout_stream` selects this call's dropout mask (ignored when lora_dropout is 0 or `train` is
-  // false).
+  // false); `batch_rows` how x's rows make batch rows, for masks that do not depend on padding (ops/dropout.hpp).
   template <class Rows>
   Variable<T, Rows, Out> operator()(const Variable<T, Rows, In>& x, RandomStream dropout_stream = {},
-                                    bool train = true) const {
+                                    bool train = true, DropoutRows batch_rows = {}) const {
     const auto base_y = linear(x, base_);
-    const auto x_in = train ? dropout(x, DropoutParams{static_cast<float>(spec_.dropout), dropout_stream}) : x;
+    const DropoutParams d{static_cast<float>(spec_.dropout), dropout_stream,
+                          static_cast<std::uint64_t>(batch_rows.tokens_per_row) * static_cast<std::uint64_t>(x.value().size(1)),
+                          batch_rows.first_row};
+    const auto x_in = train ? dropout(x, d) : x;
     const auto low = matmul<Transpose::no, Transpose::yes>(x_in, a_);   // [rows, r]
     const auto update = matmul<Transpose::no, Transpose::yes>(low, b_);  // [rows, out]
     return base_y + scale(update, scaling());

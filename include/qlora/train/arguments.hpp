@@ -47,6 +47,7 @@ struct TrainingArguments {
   std::uint64_t seed = 42;
   std::vector<std::string> report_to = {"tensorboard"};
   std::optional<std::string> resume_from_checkpoint;
+  long ddp_timeout = 1800;  // seconds a data-parallel rank waits for the others in a collective before ending the run
 };
 
 struct LoraConfig {
@@ -191,6 +192,7 @@ inline void validate(const TrainingArguments& a) {
   if (a.warmup_steps < 0) fail("config", "warmup_steps must not be negative");
   if (a.logging_steps < 1 || a.save_steps < 1) fail("config", "logging_steps and save_steps must be >= 1");
   if (a.eval_steps && *a.eval_steps < 1) fail("config", "eval_steps must be >= 1");
+  if (a.ddp_timeout < 1) fail("config", "ddp_timeout must be >= 1 second, got ", a.ddp_timeout);
   if (a.save_total_limit && *a.save_total_limit < 1) fail("config", "save_total_limit must be >= 1 (or absent: keep all)");
   detail::require_in(a.lr_scheduler_type, {"linear", "cosine", "constant", "constant_with_warmup"}, "lr_scheduler_type");
   detail::require_in(a.optim, {"adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"}, "optim");
@@ -266,6 +268,7 @@ inline TrainingArguments training_arguments_from_json(const nlohmann::json& j) {
   r.read("seed", a.seed);
   r.read("report_to", a.report_to);
   r.read("resume_from_checkpoint", a.resume_from_checkpoint);
+  r.read("ddp_timeout", a.ddp_timeout);
   r.reject_unknown();
   validate(a);
   return a;
@@ -286,7 +289,8 @@ inline nlohmann::json to_json(const TrainingArguments& a) {
                       {"logging_steps", a.logging_steps}, {"save_strategy", a.save_strategy},
                       {"save_steps", a.save_steps}, {"save_total_limit", nullptr}, {"eval_strategy", a.eval_strategy},
                       {"eval_steps", nullptr}, {"eval_on_start", a.eval_on_start}, {"seed", a.seed},
-                      {"report_to", a.report_to}, {"resume_from_checkpoint", nullptr}};
+                      {"report_to", a.report_to}, {"resume_from_checkpoint", nullptr},
+                      {"ddp_timeout", a.ddp_timeout}};
   if (a.save_total_limit) j["save_total_limit"] = *a.save_total_limit;
   if (a.eval_steps) j["eval_steps"] = *a.eval_steps;
   if (a.resume_from_checkpoint) j["resume_from_checkpoint"] = *a.resume_from_checkpoint;

@@ -10,6 +10,12 @@
 // Resuming is exact: the state records the data position (epoch, micro-batches used), so a run resumed from the
 // checkpoint of step k feeds steps k+1.. the micro-batches an uninterrupted run would; the schedule is a function of
 // the step, and each micro-batch's dropout stream is {seed, step·G + micro-batch} (counter-based, core/random.hpp).
+//
+// Data parallel (dist/): with a Communicator of several ranks, each rank runs its share of every micro-batch (the
+// batch source gives it: data/batch.hpp RankShare), the step's label-token count N, the loss and the gradients are
+// summed across ranks before clipping, so every rank applies the same update and the loss is the mean over the
+// global batch's label tokens — the curve of one process with the global batch. Evaluation sums every rank's share.
+// Rank 0 alone logs, prints and saves.
 #pragma once
 
 #include <chrono>
@@ -25,6 +31,7 @@
 
 #include "../autograd/tape.hpp"
 #include "../core/random.hpp"
+#include "../dist/data_parallel.hpp"
 #include "../io/metrics.hpp"
 #include "../io/tensorboard.hpp"
 #include "../io/trainer_state.hpp"
@@ -78,14 +85,17 @@ class Trainer {
  public:
   using BatchSource = std::function<std::optional<Batch>()>;  // next micro-batch; nullopt at the end of an epoch
 
-  Trainer(TrainingArguments args, ParameterList params, TrainStepFunctions<Batch> fns, long total_steps)
+  Trainer(TrainingArguments args, ParameterList params, TrainStepFunctions<Batch> fns, long total_steps,
+          dist::Communicator& comm = dist::single_process())
       : args_(std::move(args)), params_(std::move(params)), fns_(std::move(fns)), total_steps_(total_steps),
+        comm_(comm),
         schedule_(parse_schedule(args_.lr_scheduler_type), args_.learning_rate,
                   args_.warmup_steps > 0 ? args_.warmup_steps : warmup_steps_from_ratio(args_.warmup_ratio, total_steps),
                   total_steps) {
     validate(args_);
     if (!fns_.loss || !fns_.label_tokens || !fns_.optimizer_step || !fns_.zero_grad)
       fail("trainer", "loss, label_tokens, optimizer_step and zero_grad must be given");
+    if (!comm_.is_root()) return;  // rank 0 alone writes logs
     const std::filesystem::path out(args_.output_dir);
     metrics_ = std::make_unique<MetricsLog>(out / "metrics.jsonl");
     for (const auto& r : args_.report_to)
@@ -103,6 +113,13 @@ class Trainer {
     auto start = std::chrono::steady_clock::now();
     const long accumulation = args_.gradient_accumulation_steps;
     long tokens_seen = 0;
+    const long global_batch = args_.per_device_train_batch_size * comm_.size();
+    if (state.global_step > 0 && state.global_train_batch_size && *state.global_train_batch_size != global_batch)
+      fail("trainer", "resuming at step ", state.global_step, ": the checkpoint was written with a global batch of ",
+           *state.global_train_batch_size, " rows per micro-batch, this run has ", global_batch, " (",
+           comm_.size(), comm_.size() == 1 ? " process" : " ranks", " x per_device_train_batch_size ",
+           args_.per_device_train_batch_size, "): give a per-device batch that makes ", *state.global_train_batch_size,
+           " to continue the same run");
     DataPosition position = resume_position(state, steps_per_epoch);
     BatchSource source = next_epoch(position.epoch);
     for (long i = 0; i < position.micro_batches; ++i)
@@ -115,12 +132,13 @@ class Trainer {
     state.eval_steps = args_.eval_steps.value_or(args_.logging_steps);
     state.save_steps = args_.save_steps;
     state.train_batch_size = args_.per_device_train_batch_size;
+    state.global_train_batch_size = global_batch;
     state.num_train_epochs = args_.num_train_epochs;
     const long first_step = state.global_step;
     // Resumed: what the stopped run logged after its checkpoint is dropped. A fresh start (no checkpoint; e.g. a
     // run killed before its first one, started again) drops everything an earlier run logged in this folder.
     const long last_kept = first_step > 0 ? first_step : -1;
-    metrics_->resume_after(last_kept);
+    if (metrics_) metrics_->resume_after(last_kept);
     if (tensorboard_) tensorboard_->resume_after(last_kept);
     if (fns_.evaluate && args_.eval_on_start && state.global_step == 0) run_evaluation(state);
     start = std::chrono::steady_clock::now();  // throughput and ETA count training only
@@ -140,24 +158,33 @@ class Trainer {
         ++position.micro_batches;
         micro.push_back(std::move(*b));
       }
-      long step_tokens = 0;
-      for (const auto& b : micro) step_tokens += fns_.label_tokens(b);
-      if (step_tokens == 0) fail("trainer", "step ", state.global_step + 1, ": no label tokens in its micro-batches");
+      const std::string step_name = detail::concat("step ", state.global_step + 1);
+      // [label tokens, input tokens, loss sum] of this rank's share of the step, then summed over the ranks
+      std::vector<long> micro_tokens;
+      double counts[2] = {0, 0};
+      for (const auto& b : micro) {
+        micro_tokens.push_back(fns_.label_tokens(b));
+        counts[0] += static_cast<double>(micro_tokens.back());
+        counts[1] += static_cast<double>(fns_.input_tokens ? fns_.input_tokens(b) : micro_tokens.back());
+      }
+      comm_.all_reduce_sum(std::span<double>(counts), "label tokens of " + step_name);
+      const auto step_tokens = static_cast<long>(counts[0]);
+      if (step_tokens == 0) fail("trainer", step_name, ": no label tokens in its micro-batches");
 
       fns_.zero_grad();
       double step_loss = 0;
       for (std::size_t m = 0; m < micro.size(); ++m) {
+        if (micro_tokens[m] == 0) continue;  // nothing to learn (a rank's empty share): adds 0 to the loss and grads
         TokenLoss l = fns_.loss(micro[m], micro_batch_stream(args_.seed, state.global_step, accumulation,
                                                              static_cast<long>(m)));
         const double value = static_cast<double>(l.sum.value().item());
-        if (!std::isfinite(value)) fail("trainer", "step ", state.global_step + 1, ": the loss is not finite (", value, ")");
+        if (!std::isfinite(value)) fail("trainer", step_name, ": the loss is not finite (", value, ")");
         step_loss += value / static_cast<double>(step_tokens);
         backward(scale(l.sum, 1.0 / static_cast<double>(step_tokens)));
       }
-      if (fns_.input_tokens)
-        for (const auto& b : micro) tokens_seen += fns_.input_tokens(b);
-      else
-        tokens_seen += step_tokens;
+      step_loss = comm_.all_reduce_sum(step_loss, "loss of " + step_name);
+      dist::sum_gradients(comm_, params_, "gradients of " + step_name, gradient_buckets_);
+      tokens_seen += static_cast<long>(counts[1]);
       const double grad_norm = clip_grad_norm(params_, args_.max_grad_norm);
       if (!std::isfinite(grad_norm)) fail("trainer", "step ", state.global_step + 1, ": ", first_nonfinite_gradient());
       const double lr = schedule_.lr(state.global_step);
@@ -177,10 +204,10 @@ class Trainer {
                                           {"grad_norm", grad_norm},
                                           {"epoch", state.epoch},
                                           {"tokens_per_second", static_cast<double>(tokens_seen) / seconds}};
-        emit(state, log);
+        if (comm_.is_root()) emit(state, log);
         if (std::isnan(result.first_logged_loss)) result.first_logged_loss = log["loss"];
         result.last_logged_loss = log["loss"];
-        print_progress(state, log, seconds, state.global_step - first_step);
+        if (comm_.is_root()) print_progress(state, log, seconds, state.global_step - first_step);
         interval_loss = 0;
         interval_steps = 0;
       }
@@ -190,16 +217,16 @@ class Trainer {
       if (fns_.evaluate && ((args_.eval_strategy == "steps" && (state.global_step % eval_every == 0 || last)) ||
                             (args_.eval_strategy == "epoch" && epoch_end)))
         run_evaluation(state);
-      const bool save = fns_.save && ((args_.save_strategy == "steps" && (state.global_step % args_.save_steps == 0 || last)) ||
+      const bool save = fns_.save && comm_.is_root() && ((args_.save_strategy == "steps" && (state.global_step % args_.save_steps == 0 || last)) ||
                                       (args_.save_strategy == "epoch" && epoch_end));
       if (save) {
         progress_.end_line();  // the save may print
         fns_.save(state);
       }
       if (fns_.on_step_end) fns_.on_step_end(state);
-      if (!last && fns_.stop_requested && fns_.stop_requested()) {
+      if (!last && fns_.stop_requested && stop_everywhere(step_name)) {
         progress_.end_line();
-        if (fns_.save && !save) fns_.save(state);
+        if (fns_.save && comm_.is_root() && !save) fns_.save(state);
         result.stopped = true;
         break;
       }
@@ -215,10 +242,19 @@ class Trainer {
   const LearningRateSchedule& schedule() const { return schedule_; }
 
  private:
+  // Any rank's stop request (its SIGINT / SIGTERM) stops every rank after the same step.
+  bool stop_everywhere(const std::string& step_name) {
+    return comm_.all_reduce_sum(fns_.stop_requested() ? 1.0 : 0.0, "stop request after " + step_name) > 0;
+  }
   void run_evaluation(TrainerState& state) {
     progress_.end_line();
-    const auto [sum, count] = fns_.evaluate();
+    const auto [local_sum, local_count] = fns_.evaluate();  // this rank's share of the eval set
+    double totals[2] = {local_sum, static_cast<double>(local_count)};
+    comm_.all_reduce_sum(std::span<double>(totals), detail::concat("evaluation at step ", state.global_step));
+    const double sum = totals[0];
+    const auto count = static_cast<long>(totals[1]);
     const double mean = count ? sum / static_cast<double>(count) : NAN;
+    if (!comm_.is_root()) return;
     emit(state, {{"eval_loss", mean}, {"eval_perplexity", std::exp(mean)}});
     std::fprintf(stderr, "step %ld/%ld | eval_loss %.4f | eval_perplexity %.3f | %ld eval tokens\n", state.global_step,
                  total_steps_, mean, std::exp(mean), count);
@@ -268,6 +304,8 @@ class Trainer {
   ParameterList params_;
   TrainStepFunctions<Batch> fns_;
   long total_steps_;
+  dist::Communicator& comm_;
+  Tensor<float, Dyn> gradient_buckets_;  // the buffer of the ranks' gradient sums, kept between steps
   LearningRateSchedule schedule_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<tensorboard::EventWriter> tensorboard_;
