@@ -6,7 +6,6 @@
 // output folder; finance fields or chat "messages"), each answered and written with its reference to --output as
 // {"prompt", "prediction", "reference"} lines for `qlora evaluate --jsonl`. Every option is checked, and the adapter
 // read, before the model is loaded.
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -24,6 +23,7 @@
 #include <qlora/data/records.hpp>
 #include <qlora/nn/causal_lm.hpp>
 #include <qlora/train/generate.hpp>
+#include <qlora/train/text_stream.hpp>
 
 #include "commands.hpp"
 #include "model_path.hpp"
@@ -121,15 +121,24 @@ int answer_all(const CausalLM& model, const Tokenizer& tok, const GenerateOption
     if (!out) fail("generate", o.output, ": cannot write");
   }
   for (const Question& q : questions(o, tok)) {
-    const auto start = std::chrono::steady_clock::now();
-    const Generation g = generate(model, q.ids, gen);
-    std::vector<std::int32_t> text_ids;
-    for (std::int32_t id : g.tokens)
-      if (std::find(gen.stop_ids.begin(), gen.stop_ids.end(), id) == gen.stop_ids.end()) text_ids.push_back(id);
-    const std::string answer = tok.decode(text_ids);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("### prompt\n%s\n### answer (%zu tokens, %.1f tokens/s)\n%s\n\n", q.prompt.c_str(), g.tokens.size(),
-                static_cast<double>(g.tokens.size()) / s, answer.c_str());
+    // The answer is printed as it is decoded (train/text_stream.hpp), then a line with the prefill and decode rates.
+    std::printf("### prompt\n%s\n### answer\n", q.prompt.c_str());
+    std::fflush(stdout);
+    TextStream stream(tok, gen.stop_ids);
+    GenerationConfig streaming = gen;
+    streaming.on_token = [&](std::int32_t id) {
+      const std::string piece = stream.push(id);
+      if (piece.empty()) return;
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    };
+    const Generation g = generate(model, q.ids, streaming);
+    const std::string rest = stream.finish();
+    const std::string answer = stream.text();
+    std::printf("%s\n### %zu tokens | prefill %ld tokens in %.2f s (%.1f tokens/s) | decode %ld tokens in %.2f s "
+                "(%.1f tokens/s)\n\n", rest.c_str(), g.tokens.size(), static_cast<long>(g.prompt_tokens),
+                g.prefill_seconds, g.prefill_tokens_per_second(), static_cast<long>(g.decode_passes), g.decode_seconds,
+                g.decode_tokens_per_second());
     std::fflush(stdout);
     if (out) out << nlohmann::json{{"prompt", q.prompt}, {"prediction", answer}, {"reference", q.reference}}.dump() << "\n";
   }

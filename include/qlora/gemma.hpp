@@ -30,6 +30,7 @@
 #include "train/arguments.hpp"
 #include "train/evaluate.hpp"
 #include "train/generate.hpp"
+#include "train/text_stream.hpp"
 #include "train/progress.hpp"
 #include "train/sampling.hpp"
 #include "train/trainer.hpp"

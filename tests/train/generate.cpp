@@ -51,6 +51,22 @@ TEST_SUITE("train") {
     }
   }
 
+  TEST_CASE("each token reaches on_token as it is chosen; prefill and decode are timed apart") {
+    const auto model = adapted_tiny();
+    const std::vector<std::int32_t> prompt = {2, 17, 200, 45};
+    GenerationConfig config;
+    config.max_new_tokens = 6;
+    std::vector<std::int32_t> seen;
+    config.on_token = [&](std::int32_t id) { seen.push_back(id); };
+    const Generation g = generate(*model, prompt, config);
+    CHECK(seen == g.tokens);
+    CHECK(g.prompt_tokens == 4);
+    CHECK(g.decode_passes == static_cast<index_t>(g.tokens.size()) - 1);  // the first token comes from the prefill
+    CHECK(g.prefill_seconds > 0);
+    CHECK(g.decode_seconds > 0);
+    CHECK(g.prefill_tokens_per_second() == doctest::Approx(4 / g.prefill_seconds));
+  }
+
   TEST_CASE("generation stops at a stop token and keeps it") {
     const auto model = adapted_tiny();
     const std::vector<std::int32_t> prompt = {2, 5, 77};

@@ -80,8 +80,10 @@ if [ "$what" = multimodal ]; then
   grep -q '"reference":"[0-9]*"' "$work/chat-preds.jsonl" || die "generate --records (chat): the reference is not the final assistant turn"
   grep -qF '<start_of_turn>user\nAnswer briefly.\n\nWhat is' "$work/chat-preds.jsonl" || die "generate --records (chat): prompt not in the chat template"
   grep -qF '<start_of_turn>model\n"' "$work/chat-preds.jsonl" || die "generate --records (chat): prompt lacks the model cue"
+  # (into a file: the answer streams after the prompt, and grep -q closing the pipe early would end qlora by SIGPIPE)
   "$qlora" generate --model "$mm" --adapter "$work/chat" --format chat --prompt "What is 3 + 3?" --max-new-tokens 2 \
-    | grep -qF "<start_of_turn>user" || die "generate --format chat --prompt"
+    > "$work/chat-prompt.txt" || die "generate --format chat --prompt"
+  grep -qF "<start_of_turn>user" "$work/chat-prompt.txt" || die "generate --format chat --prompt: no chat template"
   # the layouts by name (alpaca, sharegpt, text, prompt-completion) and a custom template on a CSV: one step each,
   # then generate answers the held-out records in the same layout
   for i in $(seq 1 8); do
@@ -105,7 +107,8 @@ if [ "$what" = multimodal ]; then
   "$qlora" "${one[@]}" --dataset "$work/custom.csv" --prompt-template $'Q: {question}\nA: ' --response-template '{answer}' \
     --eval-size 1 --output-dir "$work/custom" 2> "$work/custom.txt" || { cat "$work/custom.txt"; die "custom template"; }
   "$qlora" generate --model "$mm" --adapter "$work/alpaca" --format alpaca --prompt "Add 2 and 2." --max-new-tokens 2 \
-    | grep -q "### Instruction:" || die "generate --format alpaca --prompt"
+    > "$work/alpaca-prompt.txt" || die "generate --format alpaca --prompt"
+  grep -q "### Instruction:" "$work/alpaca-prompt.txt" || die "generate --format alpaca --prompt: no Alpaca template"
   "$qlora" "${one[@]}" --dataset "$work/alpaca.jsonl" --output-dir "$work/nope" > "$work/nope.txt" 2>&1 \
     && die "an Alpaca file read with the finance layout"
   grep -q "its fields: input, instruction, output (another layout?" "$work/nope.txt" || { cat "$work/nope.txt"; die "no layout hint"; }

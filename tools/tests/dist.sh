@@ -80,7 +80,9 @@ for fault in STOP KILL; do
   kill -KILL "$victim" 2>/dev/null
   [ $rc != 0 ] && [ $rc != 124 ] || { tail -20 "$work/$name.log"; die "$fault: exit $rc"; }
   if [ $fault = STOP ]; then
-    grep -q "rank 1 did not reach '.*' within 3 s" "$work/$name.log" || { tail -20 "$work/$name.log"; die "STOP: rank 1 not named"; }
+    # stopped between collectives (rank 0 waits at the next check-in) or inside one (rank 0 waits in the sum)
+    grep -Eq "rank 1 (did not reach '.*' within 3 s|stopped answering inside it)" "$work/$name.log" \
+      || { tail -20 "$work/$name.log"; die "STOP: rank 1 not named"; }
   else
     grep -q "rank 1 .*exited on signal 9" "$work/$name.log" || { tail -20 "$work/$name.log"; die "KILL: rank 1 not named"; }
   fi

@@ -161,16 +161,23 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
+  // Rank 0 waits ddp_timeout; the others a grace period longer, so that rank 0, which knows more, reports first.
   void wait(MPI_Request& request, std::string_view what, Pace pace = Pace::moving) {
     int flag = 0;
-    const bool done = poll(timeout_ + kGraceSeconds, pace, [&] {
+    const double limit = rank_ == 0 ? timeout_ : timeout_ + kGraceSeconds;
+    const bool done = poll(limit, pace, [&] {
       check(MPI_Test(&request, &flag, MPI_STATUS_IGNORE), what);
       return flag != 0;
     });
-    if (!done)
-      fail("dist", "rank ", rank_, " waited ", timeout_ + kGraceSeconds, " s in '", what, "' for the other ranks",
-           rank_ == 0 ? "" : " and rank 0, which watches them, did not report who is missing: rank 0 is not answering",
-           " (ddp_timeout ", timeout_, " s); ending all ranks");
+    if (done) return;
+    if (rank_ == 0) {  // every rank checked in to this collective, and one stopped inside it
+      std::string others;
+      for (int r = 1; r < size_; ++r) others += (others.empty() ? "" : ", ") + std::to_string(r);
+      fail("dist", "every rank entered '", what, "' but it did not complete within ", timeout_, " s (ddp_timeout): ",
+           size_ == 2 ? "rank 1" : "one of ranks " + others, " stopped answering inside it; ending all ranks");
+    }
+    fail("dist", "rank ", rank_, " waited ", limit, " s in '", what, "' for the other ranks and rank 0, which watches "
+         "them, did not report who is missing: rank 0 is not answering (ddp_timeout ", timeout_, " s); ending all ranks");
   }
 
   // Every rank tells rank 0 which collective it enters; rank 0 checks that all come, in time, to the same one, then

@@ -9,8 +9,11 @@
 // applied as in training without dropout. CPU for now (the cached attention is a plain loop over heads).
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -26,11 +29,18 @@ struct GenerationConfig {
   index_t max_new_tokens = 256;
   SamplingConfig sampling{};
   std::vector<std::int32_t> stop_ids;  // e.g. {<end_of_turn>, <eos>}
+  std::function<void(std::int32_t)> on_token;  // called with each new token as soon as it is chosen (streaming)
 };
 
 struct Generation {
   std::vector<std::int32_t> tokens;  // the new tokens (a final stop token included)
   bool stopped = false;              // ended on a stop token, not on max_new_tokens
+  // Time, as llama.cpp reports it: the prompt's one pass (prefill, which gives the first new token's logits), then
+  // one pass per further token (decode; sampling included).
+  index_t prompt_tokens = 0, decode_passes = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+  double prefill_tokens_per_second() const { return prefill_seconds > 0 ? static_cast<double>(prompt_tokens) / prefill_seconds : 0; }
+  double decode_tokens_per_second() const { return decode_seconds > 0 ? static_cast<double>(decode_passes) / decode_seconds : 0; }
 };
 
 namespace cpu {
@@ -138,16 +148,30 @@ inline Generation generate(DecodeSession& session, const std::vector<std::int32_
   require(config.max_new_tokens >= 0, "generate", "max_new_tokens must not be negative");
   Generation out;
   if (config.max_new_tokens == 0) return out;
+  using clock = std::chrono::steady_clock;
+  auto start = clock::now();
   std::vector<float> logits = session.extend(prompt);
+  out.prompt_tokens = static_cast<index_t>(prompt.size());
+  out.prefill_seconds = std::chrono::duration<double>(clock::now() - start).count();
+  start = clock::now();
   for (index_t step = 0; step < config.max_new_tokens; ++step) {
     const std::int32_t next = sample_next(logits, config.sampling, static_cast<std::uint64_t>(session.length()));
     out.tokens.push_back(next);
+    if (config.on_token) {  // the printing is not decode time
+      out.decode_seconds += std::chrono::duration<double>(clock::now() - start).count();
+      config.on_token(next);
+      start = clock::now();
+    }
     if (std::find(config.stop_ids.begin(), config.stop_ids.end(), next) != config.stop_ids.end()) {
       out.stopped = true;
       break;
     }
-    if (step + 1 < config.max_new_tokens) logits = session.extend(std::span<const std::int32_t>(&next, 1));
+    if (step + 1 < config.max_new_tokens) {
+      logits = session.extend(std::span<const std::int32_t>(&next, 1));
+      ++out.decode_passes;
+    }
   }
+  out.decode_seconds += std::chrono::duration<double>(clock::now() - start).count();
   return out;
 }
 
