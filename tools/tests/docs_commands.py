@@ -19,7 +19,8 @@ then docs/*.md alphabetically) in a scratch folder WORK that looks like a checko
   scripts/test-portable, scripts/install-deps (exist, executable, `bash -n` clean), scripts/fuzz (its targets
   exist), `cmake -S . -B build …` (configured for real in WORK, so every -D option must be one the project uses;
   `cmake --build … --target T` checks each target exists there), benchmarks (`--benchmark_list_tests`, so their
-  flags are parsed), Python scripts (each flag given is one their --help lists), `git clone` (skipped).
+  flags are parsed), Python scripts (each flag given is one their --help lists), `git clone` (skipped), `mpirun` over
+  other machines (a hostfile) and `srun` (skipped); `mpirun` on this machine runs, its ranks' programs wrapped too.
 """
 import json
 import os
@@ -109,6 +110,22 @@ def wrap_bench(name, args, bin_dir):
         print(out.stdout[-2000:] + out.stderr[-2000:], file=sys.stderr)
         return 1
     return 0
+
+
+def wrap_mpirun(args):
+    """`mpirun …` on this machine runs for real (as root and with more ranks than cores allowed, as in CI); a run over
+    other machines (a hostfile or host list) is checked for its program only."""
+    if any(a.split("=")[0] in ("--hostfile", "-hostfile", "--machinefile", "--host", "-H") for a in args):
+        print(f"docs: mpirun {' '.join(args)}: skipped (needs the machines it names)", file=sys.stderr)
+        return 0
+    launcher = shutil.which("mpirun")
+    if not launcher:
+        print("docs: mpirun is not installed (scripts/install-deps installs openmpi-bin)", file=sys.stderr)
+        return 1
+    print(f"docs: mpirun {' '.join(args)}", file=sys.stderr)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    os.execve(launcher, [launcher] + args, env)
 
 
 def wrap_script(name, args, repo):
@@ -214,6 +231,11 @@ def wrap(what, args):
         return wrap_cmake(args, repo, work)
     if what == "python3":
         return wrap_python(args, repo)
+    if what == "mpirun":
+        return wrap_mpirun(args)
+    if what == "srun":
+        print(f"docs: srun {' '.join(args)}: skipped (needs a Slurm cluster)", file=sys.stderr)
+        return 0
     print(f"docs: unknown wrapper {what}", file=sys.stderr)
     return 1
 
@@ -295,6 +317,9 @@ qlora() {{ "{work}/build/bin/qlora" "$@"; }}
 cmake() {{ "{sys.executable}" "{HERE}" wrap cmake "$@"; }}
 python3() {{ "{sys.executable}" "{HERE}" wrap python3 "$@"; }}
 git() {{ echo "docs: git $* (skipped: needs the network)" >&2; }}
+mpirun() {{ "{sys.executable}" "{HERE}" wrap mpirun "$@"; }}
+mpiexec() {{ "{sys.executable}" "{HERE}" wrap mpirun "$@"; }}
+srun() {{ "{sys.executable}" "{HERE}" wrap srun "$@"; }}
 """
 
 
