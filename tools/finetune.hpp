@@ -128,26 +128,23 @@ extern "C" inline void on_stop_signal(int sig) {
 }
 }  // namespace interrupt
 
-// A fingerprint of the tokenized samples (FNV-1a over ids and labels), for the check that every rank has the same data.
+// A fingerprint of the tokenized samples (FNV-1a over lengths, ids and labels), for the check that every rank has
+// the same data.
 inline std::string data_fingerprint(const std::vector<Sample>& samples) {
-  std::uint64_t h = 1469598103934665603ULL;
-  auto mix = [&](std::int64_t v) {
-    for (int i = 0; i < 8; ++i) h = (h ^ static_cast<std::uint64_t>((v >> (8 * i)) & 0xff)) * 1099511628211ULL;
-  };
+  auto bytes = [](const auto& v) { return std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof v[0]); };
+  std::uint64_t h = detail::fnv1a64({});
   for (const Sample& s : samples) {
-    mix(static_cast<std::int64_t>(s.input_ids.size()));
-    for (std::size_t i = 0; i < s.input_ids.size(); ++i) {
-      mix(s.input_ids[i]);
-      mix(s.labels[i]);
-    }
+    const std::uint64_t length = s.input_ids.size();
+    h = detail::fnv1a64(std::string_view(reinterpret_cast<const char*>(&length), sizeof length), h);
+    h = detail::fnv1a64(bytes(s.input_ids), h);
+    h = detail::fnv1a64(bytes(s.labels), h);
   }
   return detail::concat(samples.size(), " samples, fingerprint ", std::hex, h);
 }
 
 // `job_text`: the resolved configuration, compared across the ranks of a data-parallel run (`comm`).
 inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const Tokenizer& tok,
-                        dist::Communicator& comm = dist::single_process(), const std::string& job_text = {},
-                        int ranks_here = 1) {
+                        dist::Communicator& comm = dist::single_process(), const std::string& job_text = {}) {
   const TrainingArguments& args = job.args;
   namespace fs = std::filesystem;
   check_output_dir(args.output_dir);
@@ -195,7 +192,8 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
   for (const auto& s : split.train) longest = std::max(longest, s.input_ids.size());
   const auto tokens_per_micro = static_cast<index_t>(job.packing ? job.data.max_length
                                                                  : longest * static_cast<std::size_t>(args.per_device_train_batch_size));
-  check_memory(source.config(), targets, tokens_per_micro, args.gradient_checkpointing, ranks_here);
+  check_memory(source.config(), targets, tokens_per_micro, args.gradient_checkpointing,
+               comm.ranks_on_this_machine());
 
   // Model (+ resume state).
   Gemma3Options options;

@@ -312,11 +312,7 @@ int run(const nlohmann::json& cfg) {
   const Gemma3WeightSource source = Gemma3WeightSource::open(job.model_path);
   describe_source(source);
   const Tokenizer tok = open_tokenizer(source);
-  int ranks_here = 1;
-#if QLORA_HAVE_MPI
-  if (const auto* mpi = dynamic_cast<const dist::MpiCommunicator*>(&comm)) ranks_here = mpi->ranks_on_this_machine();
-#endif
-  return run_finetune(job, source, tok, comm, resolved.dump(1), ranks_here);
+  return run_finetune(job, source, tok, comm, resolved.dump(1));
 }
 }  // namespace
 

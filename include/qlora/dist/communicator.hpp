@@ -23,6 +23,8 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // Ranks on this machine (this one included): they share its memory and cores.
+  virtual int ranks_on_this_machine() const { return 1; }
   // "single process", "MPI (Open MPI v4.1.4), 2 ranks"
   virtual std::string describe() const = 0;
   // Where the memory of all_reduce_sum(span<float>) lives (the gradients' buckets): the CPU for MPI, the rank's GPU

@@ -27,11 +27,6 @@ namespace qlora::dist {
 inline constexpr std::size_t default_bucket_bytes = std::size_t{25} << 20;
 
 namespace detail {
-// The elements [at, at + n) of a flat tensor, as a tensor sharing its storage.
-inline Tensor<float, Dyn> slice(const Tensor<float, Dyn>& flat, index_t at, index_t n) {
-  return {flat.storage(), flat.offset() + at, Shape<Dyn>(n)};
-}
-
 // The parameters' values (or gradients) as one concatenation, cut into buckets of at most `bucket_bytes`; a large
 // parameter spans several buckets. For each bucket: gather its pieces of `part(i)` into `scratch` (grown to the
 // bucket size on `device` when smaller), call `collective(bucket)`, scatter the bucket back.
@@ -63,10 +58,10 @@ void through_buckets(const ParameterList& params, std::size_t bucket_bytes, Devi
         inside = 0;
       }
     }
-    const Tensor<float, Dyn> bucket = slice(scratch, 0, used);
-    for (const Piece& p : pieces) slice(bucket, p.to, p.length).copy_from(slice(p.flat, p.from, p.length));
+    const Tensor<float, Dyn> bucket = scratch.slice(0, used);
+    for (const Piece& p : pieces) bucket.slice(p.to, p.to + p.length).copy_from(p.flat.slice(p.from, p.from + p.length));
     collective(bucket);
-    for (const Piece& p : pieces) slice(p.flat, p.from, p.length).copy_from(slice(bucket, p.to, p.length));
+    for (const Piece& p : pieces) p.flat.slice(p.from, p.from + p.length).copy_from(bucket.slice(p.to, p.to + p.length));
   }
 }
 }  // namespace detail

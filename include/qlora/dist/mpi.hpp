@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/text.hpp"
 #include "communicator.hpp"
 
 namespace qlora::dist {
@@ -60,7 +61,7 @@ class MpiCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  int ranks_on_this_machine() const { return local_size_; }
+  int ranks_on_this_machine() const override { return local_size_; }
   double timeout_seconds() const { return timeout_; }
   std::string describe() const override {
     char version[MPI_MAX_LIBRARY_VERSION_STRING];
@@ -124,6 +125,13 @@ class MpiCommunicator final : public Communicator {
   };
 
   static int count_of(std::size_t n) { return static_cast<int>(std::min(n, kChunk)); }
+  // "1, 3": the ranks r with flags[r].
+  static std::string ranks_where(const std::vector<bool>& flags) {
+    std::vector<std::string> ranks;
+    for (std::size_t r = 0; r < flags.size(); ++r)
+      if (flags[r]) ranks.push_back(std::to_string(r));
+    return joined(ranks);
+  }
 
   template <class T>
   void reduce(std::span<T> values, MPI_Datatype type, std::string_view what) {
@@ -171,10 +179,10 @@ class MpiCommunicator final : public Communicator {
     });
     if (done) return;
     if (rank_ == 0) {  // every rank checked in to this collective, and one stopped inside it
-      std::string others;
-      for (int r = 1; r < size_; ++r) others += (others.empty() ? "" : ", ") + std::to_string(r);
+      std::vector<bool> others(static_cast<std::size_t>(size_), true);
+      others[0] = false;
       fail("dist", "every rank entered '", what, "' but it did not complete within ", timeout_, " s (ddp_timeout): ",
-           size_ == 2 ? "rank 1" : "one of ranks " + others, " stopped answering inside it; ending all ranks");
+           size_ == 2 ? "rank 1" : "one of ranks " + ranks_where(others), " stopped answering inside it; ending all ranks");
     }
     fail("dist", "rank ", rank_, " waited ", limit, " s in '", what, "' for the other ranks and rank 0, which watches "
          "them, did not report who is missing: rank 0 is not answering (ddp_timeout ", timeout_, " s); ending all ranks");
@@ -224,10 +232,10 @@ class MpiCommunicator final : public Communicator {
       for (int r = 1; r < size_; ++r) wait(requests[static_cast<std::size_t>(r)], what);
       return;
     }
-    std::string missing;
-    for (int r = 1; r < size_; ++r)
-      if (!arrived[static_cast<std::size_t>(r)]) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-    fail("dist", "rank", missing.find(',') == std::string::npos ? " " : "s ", missing, " did not reach '", what,
+    std::vector<bool> missing(arrived.size());
+    std::transform(arrived.begin(), arrived.end(), missing.begin(), [](bool a) { return !a; });
+    const std::size_t count = static_cast<std::size_t>(std::count(missing.begin(), missing.end(), true));
+    fail("dist", "rank", count == 1 ? " " : "s ", ranks_where(missing), " did not reach '", what,
          "' within ", timeout_, " s (ddp_timeout) while the other ranks waited there: stopped, stuck or far slower; "
          "ending all ranks");
   }

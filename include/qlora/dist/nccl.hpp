@@ -8,8 +8,8 @@
 // Before each NCCL collective the bootstrap checks the ranks in (dist/mpi.hpp names a missing rank); the collective
 // itself runs on the stream of the rank's device (so it is ordered after the copies of the gradients into the bucket,
 // and they after the backward pass, without a device-wide synchronisation) and is polled against the deadline: on a
-// timeout the NCCL
-// communicator is aborted (ncclCommAbort) and the error names the collective — never a hang in a CUDA call.
+// timeout the NCCL communicator is aborted (ncclCommAbort) and the error names the collective — never a hang in a
+// CUDA call.
 //
 // Status: compiled in CI (tests/cuda/dist.cu); it has not run on a GPU yet (docs/distributed.md).
 #pragma once
@@ -53,6 +53,7 @@ class NcclCommunicator final : public Communicator {
 
   int rank() const override { return bootstrap_.rank(); }
   int size() const override { return bootstrap_.size(); }
+  int ranks_on_this_machine() const override { return bootstrap_.ranks_on_this_machine(); }
   Device device() const override { return device_; }
   std::string describe() const override {
     int version = 0;

@@ -85,8 +85,8 @@ inline std::vector<index_t> gemma3_tensor_shape(const Gemma3RuntimeConfig& c, st
   return {};
 }
 
-inline std::uint64_t fnv1a64(std::string_view s) {
-  std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a offset basis and prime
+// FNV-1a of `s`; `h` continues the hash of what came before (a hash over several pieces).
+inline std::uint64_t fnv1a64(std::string_view s, std::uint64_t h = 0xcbf29ce484222325ull) {  // offset basis, prime
   for (const char ch : s) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ull;
   return h;
 }

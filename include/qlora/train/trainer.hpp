@@ -159,7 +159,8 @@ class Trainer {
         micro.push_back(std::move(*b));
       }
       const std::string step_name = detail::concat("step ", state.global_step + 1);
-      // [label tokens, input tokens, loss sum] of this rank's share of the step, then summed over the ranks
+      // [label tokens, input tokens] of this rank's share of the step, then summed over the ranks (the loss's
+      // normalisation needs the global count before any backward pass)
       std::vector<long> micro_tokens;
       double counts[2] = {0, 0};
       for (const auto& b : micro) {
