@@ -37,12 +37,12 @@ namespace {
 using namespace qlora;
 using Clock = std::chrono::steady_clock;
 
-// The host's fp32 GEMM rate through the library's own matmul (Eigen's kernel for this build's ISA): 2048³, best of 5
-// after a warm-up, in GFLOP/s.
-double host_gemm_gflops() {
+// The host's GEMM rate through the library's own matmul with the step's backend (Eigen's kernel for this build's ISA,
+// or oneDNN's for the CPU's): 2048³, best of 5 after a warm-up, in GFLOP/s.
+double host_gemm_gflops(CpuGemm gemm) {
   constexpr index_t n = 2048;
   using M = Tensor<float, Dyn, Dyn>;
-  M a = M::zeros(n, n), b = M::zeros(n, n);
+  M a = M::zeros(n, n).to(Device::cpu(gemm)), b = M::zeros(n, n);
   for (index_t i = 0; i < n * n; ++i) {
     a.data()[i] = uniform01({1, 0}, static_cast<std::uint64_t>(i)) - 0.5f;
     b.data()[i] = uniform01({2, 0}, static_cast<std::uint64_t>(i)) - 0.5f;
@@ -56,6 +56,13 @@ double host_gemm_gflops() {
     if (r > 0) best = std::min(best, s);
   }
   return 2.0 * n * n * n / best / 1e9;
+}
+
+// Multiply-adds run by every CPU GEMM backend so far.
+std::uint64_t all_gemm_macs() {
+  std::uint64_t n = 0;
+  for (const CpuGemm g : {CpuGemm::eigen, CpuGemm::onednn, CpuGemm::onednn_bf16}) n += cpu::cpu_gemm_count(g).macs;
+  return n;
 }
 
 // The vector extensions this build was compiled for (what the compiler may emit, not what the CPU has).
@@ -96,6 +103,7 @@ struct Options {
   std::string targets = "all-linear";  // --targets q_proj,v_proj: the 4B-it recipe's
   bool gradient_checkpointing = false, json = false, breakdown = false;
   bool dynamic_extents = false;  // --extents dynamic: the run-time-shaped model (Gemma3AnySize) on the same shape
+  CpuGemm gemm = fastest_cpu_gemm(false);  // --cpu-gemm: the GEMM of the model's CPU device (default: the fastest fp32)
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -104,7 +112,7 @@ struct Options {
                "usage: qlora_step_bench [--config 270m|1b|4b] [--model PATH] [--seq 512] [--batch 1] [--rank R]\n"
                "                        [--steps 5] [--warmup 1] [--lora-alpha 32] [--lora-dropout 0.05]\n"
                "                        [--gradient-checkpointing] [--json] [--breakdown] [--extents static|dynamic]\n"
-               "                        [--targets all-linear|q_proj,v_proj,...]\n",
+               "                        [--targets all-linear|q_proj,v_proj,...] [--cpu-gemm eigen|onednn|onednn-bf16]\n",
                why);
   std::exit(2);
 }
@@ -130,6 +138,17 @@ Options parse(int argc, char** argv) {
     else if (a == "--gradient-checkpointing") o.gradient_checkpointing = true;
     else if (a == "--json") o.json = true;
     else if (a == "--breakdown") o.breakdown = true;
+    else if (a == "--cpu-gemm") {
+      const std::string g = value();
+      bool known = false;
+      for (const CpuGemm c : {CpuGemm::eigen, CpuGemm::onednn, CpuGemm::onednn_bf16})
+        if (g == cpu_gemm_name(c)) {
+          o.gemm = c;
+          known = true;
+        }
+      if (!known) usage("--cpu-gemm must be eigen, onednn or onednn-bf16");
+      if (!cpu_gemm_available(o.gemm)) usage(("--cpu-gemm " + g + ": not in this build or not on this CPU").c_str());
+    }
     else if (a == "--extents") {
       const std::string e = value();
       if (e != "static" && e != "dynamic") usage("--extents must be static or dynamic");
@@ -238,6 +257,7 @@ int run(const Options& o) {
   using Model = std::conditional_t<kStatic, std::unique_ptr<CausalLM>, std::optional<Gemma3<Gemma3AnySize, float, NF4>>>;
   const auto t_load = Clock::now();
   Gemma3Options mo;
+  mo.device = Device::cpu(o.gemm);
   LoraConfig lora;  // the recipe's adapter: all seven projections unless --targets says otherwise
   lora.r = o.rank;
   lora.lora_alpha = o.lora_alpha;
@@ -261,7 +281,8 @@ int run(const Options& o) {
   oc.weight_decay = 0.0;  // transformers' TrainingArguments default
   AdamW8bit optimizer(model->lora_parameters(), oc);
   const ParameterList params = model->lora_parameters();
-  const ModelInput in = model_input(random_batch(Cfg::vocab, o.batch, o.seq));
+  const ModelInput in = model_input(random_batch(Cfg::vocab, o.batch, o.seq), model->device());
+  const std::uint64_t macs_before = cpu::cpu_gemm_count(o.gemm).macs, all_before = all_gemm_macs();
   const double label_tokens = static_cast<double>(o.batch * (o.seq - 1));
   const double tokens = static_cast<double>(o.batch * o.seq);
 
@@ -292,7 +313,11 @@ int run(const Options& o) {
   if constexpr (!kStatic) {
     if (o.breakdown) breakdown(*model, in, label_tokens, o);
   }
-  const double gemm_gflops = host_gemm_gflops();
+  // The share of the steps' multiply-adds that the chosen GEMM ran (the rest: attention's per-head products, Eigen).
+  const double gemm_share = static_cast<double>(cpu::cpu_gemm_count(o.gemm).macs - macs_before) /
+                            static_cast<double>(std::max<std::uint64_t>(1, all_gemm_macs() - all_before));
+  const double gemm_gflops = host_gemm_gflops(o.gemm);
+  const std::string gemm_desc = describe_cpu_gemm(o.gemm);
   const std::string isa = build_isa();
   const double mib = 1.0 / 1024.0;
   if (o.json) {
@@ -301,11 +326,13 @@ int run(const Options& o) {
                 "\"load_s\": %.3f, \"step_s\": %.4f, \"best_step_s\": %.4f, \"forward_s\": %.4f, \"backward_s\": %.4f, "
                 "\"optimizer_s\": %.4f, \"tokens_per_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mib\": %.1f, "
                 "\"step_peak_rss_mib\": %.1f, \"loaded_rss_mib\": %.1f, \"first_loss\": %.4f, \"last_loss\": %.4f, "
-                "\"gemm_gflops\": %.1f, \"gemm_fraction\": %.3f, \"isa\": \"%s\"}\n",
+                "\"gemm_gflops\": %.1f, \"gemm_fraction\": %.3f, \"isa\": \"%s\", \"cpu_gemm\": \"%s\", "
+                "\"cpu_gemm_kernel\": \"%s\", \"cpu_gemm_share\": %.3f}\n",
                 source_name.c_str(), std::string(model->name()).c_str(), o.seq, o.batch, o.rank, o.steps,
                 omp_get_max_threads(), o.gradient_checkpointing ? "true" : "false", load_s, step_s, best, fwd / n,
                 bwd / n, opt / n, tokens / step_s, gflops, hwm * mib, peak_reset ? hwm_steps * mib : -1.0,
-                rss_loaded * mib, first_loss, last_loss, gemm_gflops, gflops / gemm_gflops, isa.c_str());
+                rss_loaded * mib, first_loss, last_loss, gemm_gflops, gflops / gemm_gflops, isa.c_str(),
+                cpu_gemm_name(o.gemm), gemm_desc.c_str(), gemm_share);
     return 0;
   }
   std::printf("qlora step: %s (%s), NF4 base + LoRA r %ld on %s, batch %ld x seq %ld, %d threads%s\n",
@@ -318,8 +345,10 @@ int run(const Options& o) {
               step_s, best, fwd / n, bwd / n, opt / n, o.steps, o.warmup);
   std::printf("  %.1f tokens/s, %.1f GFLOP/s (%.2f GFLOP/token)\n", tokens / step_s, gflops,
               flops_per_token<Cfg>(o.seq, o.rank) / 1e9);
-  std::printf("  host fp32 GEMM (2048^3, this build: %s): %.1f GFLOP/s; the step runs at %.0f %% of it\n", isa.c_str(),
-              gemm_gflops, 100.0 * gflops / gemm_gflops);
+  std::printf("  CPU GEMM %s: %s; %.0f %% of the steps' multiply-adds\n", cpu_gemm_name(o.gemm), gemm_desc.c_str(),
+              100.0 * gemm_share);
+  std::printf("  host GEMM (2048^3 through it, this build: %s): %.1f GFLOP/s; the step runs at %.0f %% of it\n",
+              isa.c_str(), gemm_gflops, 100.0 * gflops / gemm_gflops);
   std::printf("  peak RSS %.1f MiB (after loading %.1f MiB, peak during the steps %.1f MiB)\n", hwm * mib,
               rss_loaded * mib, peak_reset ? hwm_steps * mib : -1.0);
   return 0;

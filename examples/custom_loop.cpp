@@ -43,12 +43,14 @@ int main(int argc, char** argv) try {
   lora.lora_dropout = 0.05;
   lora.target_modules = all_linear_targets();
   options.lora = LoraTargets(lora);
+  options.device = Device::cpu(fastest_cpu_gemm(false));  // oneDNN's fp32 GEMM where qlora has it, else Eigen's
   using Model = Gemma3<Gemma3_270M, float, NF4>;
   const Model model(source, options);
   const Tokenizer tok = source.is_gguf() ? tokenizer_from_gguf(*source.gguf())  // the GGUF carries the vocabulary
                                          : Tokenizer::from_model_file(model_path + "/tokenizer.model");
-  std::printf("model: %s, %lld trainable LoRA parameters\n", std::string(Gemma3_270M::name).c_str(),
-              static_cast<long long>(model.trainable_parameter_count()));
+  std::printf("model: %s, %lld trainable LoRA parameters; CPU GEMM: %s\n", std::string(Gemma3_270M::name).c_str(),
+              static_cast<long long>(model.trainable_parameter_count()),
+              describe_cpu_gemm(model.device().cpu_gemm()).c_str());
 
   // 2. The data: the first 8 records (train[:8]) through the finance prompt template; labels only on the response.
   DatasetOptions data_options;
@@ -67,7 +69,8 @@ int main(int argc, char** argv) try {
     const auto start = std::chrono::steady_clock::now();
     const Batch& batch = batches[static_cast<std::size_t>(step) % batches.size()];
     const RandomStream dropout{42, static_cast<std::uint64_t>(step)};  // this step's dropout masks
-    const auto loss = model.loss_sum(model_input(batch), ForwardPass{true, false, dropout});
+    // The inputs on the model's device: its CPU GEMM runs every product of the step.
+    const auto loss = model.loss_sum(model_input(batch, model.device()), ForwardPass{true, false, dropout});
     const auto mean_loss = scale(loss.sum, 1.0 / static_cast<double>(loss.count));
     backward(mean_loss);
     optimizer.step(learning_rate);

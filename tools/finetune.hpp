@@ -38,6 +38,7 @@ struct FinetuneJob {
   DatasetFormat format;
   EvalSize eval_size = EvalSize::of_count(20);
   bool packing = false;
+  CpuGemm cpu_gemm = CpuGemm::eigen;  // --cpu-gemm resolved: the model's CPU device carries it
 };
 
 // AdamW (adamw_torch, paged_adamw_32bit on the CPU) or bitsandbytes' AdamW8bit (adamw_8bit, paged_adamw_8bit).
@@ -199,6 +200,8 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
   Gemma3Options options;
   options.lora = targets;
   options.seed = args.seed;
+  options.device = Device::cpu(job.cpu_gemm);
+  std::fprintf(stderr, "qlora: CPU GEMM: %s\n", describe_cpu_gemm(job.cpu_gemm).c_str());
   std::fprintf(stderr, "qlora: loading %s as %s (NF4 base, double quantization), LoRA r %ld on %s%s\n",
                source.path().string().c_str(), name.c_str(), job.lora.r,
                join_names(job.lora.target_modules).c_str(),

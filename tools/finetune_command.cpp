@@ -23,6 +23,7 @@
 #include <qlora/data/layouts.hpp>
 
 #include "commands.hpp"
+#include "cpu_gemm.hpp"
 #include "finetune.hpp"
 #include "model_path.hpp"
 #include "ranks.hpp"
@@ -55,7 +56,9 @@ constexpr Flag kFlags[] = {
     {"warmup-ratio", "training", "warmup_ratio", Kind::number, "Warmup as a fraction of the steps"},
     {"warmup-steps", "training", "warmup_steps", Kind::integer, "Warmup steps (overrides the ratio)"},
     {"optim", "training", "optim", Kind::text, "adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit"},
-    {"bf16", "training", "bf16", Kind::flag, "bf16 compute (GPU; the CPU computes in fp32)"},
+    {"bf16", "training", "bf16", Kind::flag,
+     "bf16 compute: on the CPU, bf16 GEMM operands with fp32 accumulation where the CPU has bf16 units (AVX512-BF16 "
+     "or AMX, through oneDNN); elsewhere fp32"},
     {"gradient-checkpointing", "training", "gradient_checkpointing", Kind::flag, "Recompute each block in backward"},
     {"logging-steps", "training", "logging_steps", Kind::integer, "Log every N steps"},
     {"save-strategy", "training", "save_strategy", Kind::text, "no, steps or epoch"},
@@ -94,6 +97,9 @@ constexpr Flag kFlags[] = {
     {"packing", "data", "packing", Kind::flag, "Pack several samples per row"},
     {"train-on-prompt", "data", "train_on_prompt", Kind::flag, "Learn the prompt tokens too"},
     {"device", "top", "device", Kind::text, "cpu (cuda: not in this version of finetune)"},
+    {"cpu-gemm", "top", "cpu_gemm", Kind::text,
+     "The CPU's GEMM: auto (the default; oneDNN where qlora was built with it, in bf16 with --bf16 where the CPU has "
+     "bf16 units; else Eigen), eigen (the reference), onednn, onednn-bf16"},
     {"print-config", "top", "print_config", Kind::flag,
      "Print the configuration the run would use (defaults, --config file and flags resolved) as JSON, then stop; "
      "the output is a valid --config file (model and dataset null: the defaults)"},
@@ -166,8 +172,10 @@ nlohmann::json read_config_file(const std::string& path) {
     nlohmann::json j = nlohmann::json::parse(in);
     if (!j.is_object()) fail("finetune", "--config ", path, ": not a JSON object");
     for (const auto& [k, v] : j.items())
-      if (k != "model" && k != "dataset" && k != "device" && k != "training" && k != "lora" && k != "data")
-        fail("finetune", "--config ", path, ": unknown key '", k, "' (known: model, dataset, device, training, lora, data)");
+      if (k != "model" && k != "dataset" && k != "device" && k != "cpu_gemm" && k != "training" && k != "lora" &&
+          k != "data")
+        fail("finetune", "--config ", path, ": unknown key '", k,
+             "' (known: model, dataset, device, cpu_gemm, training, lora, data)");
     return j;
   } catch (const nlohmann::json::exception& e) {
     fail("finetune", "--config ", path, ": not valid JSON: ", e.what());
@@ -287,6 +295,7 @@ int run(const nlohmann::json& cfg) {
   const nlohmann::json resolved = {{"model", cfg.value("model", nlohmann::json())},
                                      {"dataset", cfg.value("dataset", nlohmann::json())},
                                      {"device", device},
+                                     {"cpu_gemm", cfg.value("cpu_gemm", "auto")},
                                      {"training", to_json(job.args)},
                                      {"lora", to_json(job.lora)},
                                      {"data", data_resolved}};
@@ -294,6 +303,12 @@ int run(const nlohmann::json& cfg) {
     std::printf("%s\n", resolved.dump(2).c_str());
     return 0;
   }
+  // The CPU GEMM before anything is read or loaded: an unavailable one is refused at once.
+  job.cpu_gemm = choose_cpu_gemm(cfg.value("cpu_gemm", "auto"), job.args.bf16, "finetune");
+  if (job.args.bf16 && job.cpu_gemm != CpuGemm::onednn_bf16)
+    std::fprintf(stderr, "qlora: --bf16: %s; the CPU computes in fp32\n",
+                 cpu_gemm_available(CpuGemm::onednn) ? "this CPU has no bf16 units (AVX512-BF16 or AMX)"
+                                                     : "this qlora was built without oneDNN (apt-get install libdnnl-dev)");
   if (cfg.value("dry_run", false)) return dry_run(cfg, job);
   job.model_path = cfg.contains("model") ? std::filesystem::path(cfg["model"].get<std::string>()) : default_model_path();
   job.dataset_path = cfg.contains("dataset") ? std::filesystem::path(cfg["dataset"].get<std::string>())
@@ -307,7 +322,6 @@ int run(const nlohmann::json& cfg) {
   if (!steps_given)
     std::fprintf(stderr, "qlora: CPU demo: %ld optimizer steps (about 10 minutes on 2 cores for Gemma 3 270M); pass "
                  "--max-steps or --num-train-epochs for the full recipe\n", job.args.max_steps);
-  if (job.args.bf16) std::fprintf(stderr, "qlora: --bf16 applies to GPU compute; the CPU computes in fp32\n");
 
   const Gemma3WeightSource source = Gemma3WeightSource::open(job.model_path);
   describe_source(source);

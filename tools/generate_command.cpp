@@ -26,13 +26,14 @@
 #include <qlora/train/text_stream.hpp>
 
 #include "commands.hpp"
+#include "cpu_gemm.hpp"
 #include "model_path.hpp"
 
 namespace qlora::cli {
 namespace {
 
 struct GenerateOptions {
-  std::string model, adapter, prompt, records, output, base_weights = "nf4";
+  std::string model, adapter, prompt, records, output, base_weights = "nf4", cpu_gemm = "auto";
   std::optional<std::string> format;
   LayoutOptions layout;
   bool raw = false;
@@ -183,6 +184,7 @@ int run(const GenerateOptions& o) {
   const Gemma3WeightSource source = Gemma3WeightSource::open(path);
   describe_source(source);
   const Tokenizer tok = open_tokenizer(source);
+  options.device = Device::cpu(choose_cpu_gemm(o.cpu_gemm, false, "generate"));
   // The NF4 model's numbers, dequantized once; with an adapter, the base it was trained on plus its LoRA weights
   // (each module's rank and alpha from the adapter's config; no dropout).
   const auto model = open_causal_lm(source, options, o.base_weights == "nf4" ? CausalLMWeights::nf4_dequantized
@@ -220,6 +222,9 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--top-k", o->gen.sampling.top_k, "Keep the k most likely tokens (default 50; 0: off)");
   cmd->add_option("--top-p", o->gen.sampling.top_p, "Nucleus sampling threshold (default 1: off)");
   cmd->add_option("--seed", o->gen.sampling.seed, "Seed of the sampling draws");
+  cmd->add_option("--cpu-gemm", o->cpu_gemm,
+                  "The CPU's GEMM: auto (the default; oneDNN's fp32 where qlora was built with it, else Eigen), "
+                  "eigen, onednn");
   cmd->add_option("--base-weights", o->base_weights,
                   "nf4 (default: the NF4 values training used) or original (the file's weights as they are, e.g. a "
                   "model qlora merge wrote)");

@@ -10,6 +10,10 @@ Example (the table in docs/benchmarks.md):
   QLORA_MODEL=$(scripts/fetch-model) python3 bench/compare/compare.py --seq 512 --rank 16 --steps 5 \\
       --hf-base fp32 --hf-base nf4
 
+Each CPU GEMM of one build side by side (Eigen's, oneDNN's fp32, oneDNN's bf16 where the CPU has bf16 units):
+
+  python3 bench/compare/compare.py --cpu-gemm eigen --cpu-gemm onednn --hf-base fp32 --hf-base nf4
+
 Several qlora builds side by side (e.g. the native build and an AVX2 one, scripts/bench-isa builds both), with
 torch held to AVX2 as on a machine without AVX-512:
 
@@ -55,6 +59,9 @@ def main():
     a.add_argument("--threads", type=int, default=2)
     a.add_argument("--hf-base", action="append", choices=["fp32", "nf4"], help="transformers base(s); default fp32")
     a.add_argument("--gradient-checkpointing", action="store_true")
+    a.add_argument("--cpu-gemm", action="append", choices=["eigen", "onednn", "onednn-bf16"],
+                   help="qlora's CPU GEMM (repeat to run each build with several); default: the bench's own choice, "
+                        "the fastest fp32 GEMM of the build")
     a.add_argument("--json-out", help="also write all results to this file")
     args = a.parse_args()
     bases = args.hf_base or ["fp32"]
@@ -69,9 +76,12 @@ def main():
     builds = [b.split("=", 1) for b in args.qlora] if args.qlora else [["qlora", args.bin]]
     q = {}
     for label, path in builds:
-        q[label] = run_json([path, "--json", "--config", args.config] + model + common, env)
-        if q[label] is None:
-            sys.exit(f"qlora_step_bench ({label}) failed")
+        for gemm in args.cpu_gemm or [None]:
+            name = f"{label}, {gemm}" if gemm else label
+            q[name] = run_json([path, "--json", "--config", args.config] + model + common +
+                               (["--cpu-gemm", gemm] if gemm else []), env)
+            if q[name] is None:
+                sys.exit(f"qlora_step_bench ({name}) failed")
     hf = {}
     for base in bases:
         hf[base] = run_json([sys.executable, os.path.join(HERE, "hf_step.py"), "--threads", str(args.threads),
@@ -97,7 +107,8 @@ def main():
             ratio_t = f"{r['tokens_per_s'] / best_hf['tokens_per_s']:.2f}×"
             ratio_m = f"{r['peak_rss_mib'] / best_hf['peak_rss_mib']:.2f}×"
         gemm = r.get("gemm_gflops", 0)
-        print(f"| {name} | {r.get('isa', '')} | {r['base']} | {r['tokens_per_s']:.1f} | {r['step_s']:.2f} "
+        isa = r.get("isa", "") + (f"; GEMM {r['cpu_gemm_kernel']}" if "cpu_gemm_kernel" in r else "")
+        print(f"| {name} | {isa} | {r['base']} | {r['tokens_per_s']:.1f} | {r['step_s']:.2f} "
               f"({r['forward_s']:.2f} / {r['backward_s']:.2f} / {r['optimizer_s']:.2f}) | {gflops:.1f} | {gemm:.1f} "
               f"| {100 * gflops / gemm:.0f} % | {r['peak_rss_mib']:.0f} | {ratio_t} | {ratio_m} |")
 

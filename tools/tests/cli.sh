@@ -14,7 +14,7 @@ if [ "$what" = help ]; then  # every flag of the issue is listed by `qlora finet
   help=$("$qlora" finetune --help) || { echo "FAILED: --help"; exit 1; }
   for flag in num-train-epochs per-device-train-batch-size gradient-accumulation-steps learning-rate max-grad-norm \
               optim lora-r lora-alpha lora-dropout target-modules rank-pattern alpha-pattern max-seq-length bf16 gradient-checkpointing save-steps \
-              save-total-limit logging-steps report-to resume-from-checkpoint max-steps seed device config model; do
+              save-total-limit logging-steps report-to resume-from-checkpoint max-steps seed device cpu-gemm config model; do
     grep -q -- "--$flag" <<< "$help" || { echo "FAILED: --$flag missing from finetune --help"; exit 1; }
   done
   echo "finetune --help lists every flag"
@@ -163,6 +163,7 @@ if [ "$what" = validation ]; then
   expect_fail "lora_alpha must be a finite number" finetune "${out[@]}" --lora-alpha nan
   expect_fail "unknown data set layout 'xml'; known: finance, alpaca, chat" finetune "${out[@]}" --format xml
   expect_fail "--device cuda: this version of qlora finetune runs on the CPU only" finetune "${out[@]}" --device cuda
+  expect_fail "--cpu-gemm mkl: use auto, eigen, onednn or onednn-bf16" finetune "${out[@]}" --cpu-gemm mkl
   expect_fail "--dataset-text-field does not apply to the alpaca layout" finetune "${out[@]}" --format alpaca --dataset-text-field body
   expect_fail "make a custom layout; the chat layout has its own template" finetune "${out[@]}" --format chat --prompt-template '{q}'
   expect_fail "the custom layout needs --response-template" finetune "${out[@]}" --format custom
@@ -280,6 +281,7 @@ errors)
   expect_fail "learning_rat" finetune "${out[@]}" --config "$work/bad.json"
   expect_fail "every sample lost its learned tokens to max_length 16" finetune "${out[@]}" --max-seq-length 16
   expect_fail "--device cuda: this version of qlora finetune runs on the CPU only" finetune "${out[@]}" --device cuda
+  expect_fail "--cpu-gemm mkl: use auto, eigen, onednn or onednn-bf16" finetune "${out[@]}" --cpu-gemm mkl
   echo "all error checks passed"
   ;;
 *) die "unknown check $what" ;;

@@ -75,7 +75,7 @@ for line in section.splitlines():
     if key_cell == "—":
         continue
     for key in re.findall(r"`([a-z_.0-9]+)`", key_cell):
-        full = key if "." in key or key in ("model", "dataset", "device") else f"training.{key}"
+        full = key if "." in key or key in ("model", "dataset", "device", "cpu_gemm") else f"training.{key}"
         try:
             actual = lookup(full)
         except KeyError:

@@ -76,7 +76,7 @@ template <class T, class... Ds>
 void backward(const Variable<T, Ds...>& loss) {
   Tensor<T, Ds...> seed(loss.shape());
   std::fill_n(seed.data(), seed.numel(), convert<T>(1.0f));
-  backward(loss, loss.device().is_cpu() ? seed : seed.to(loss.device()));
+  backward(loss, seed.on(loss.device()));
 }
 
 // out = fn(inputs...) without keeping fn's activations; they are recomputed in backward.

@@ -28,9 +28,10 @@ namespace qlora {
 
 enum class DeviceKind { cpu, cuda };
 
-// The GEMM a CPU device runs matmul with (ops/matmul.hpp). Eigen's is the only one today; a bf16 or BLAS backend
-// becomes a second value here and a case where matmul picks its GEMM.
-enum class CpuGemm { eigen };
+// The GEMM a CPU device runs matmul with (ops/matmul.hpp): Eigen's (the reference, always there), oneDNN's in fp32,
+// or oneDNN's with bf16 operands and fp32 accumulation (ops/matmul_onednn.hpp; builds with oneDNN, the bf16 one only
+// on CPUs with bf16 units). cpu_gemm_available() says what this build and this CPU offer.
+enum class CpuGemm { eigen, onednn, onednn_bf16 };
 
 // A CUDA stream named without CUDA headers: cudaStream_t is a pointer to an opaque driver struct, so the core keeps
 // it as void* and cuda/stream.cuh converts. The null handle is the GPU's default stream.

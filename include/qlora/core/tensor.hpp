@@ -159,6 +159,12 @@ class Tensor {
     copy_bytes(target, out.data(), device(), data(), bytes());
     return out;
   }
+  // This tensor on `target`: itself when it lives there already (on the CPU: with the same CPU GEMM, which the ops
+  // reading it take from its device), else a copy.
+  Tensor on(Device target) const {
+    if (device() == target && device().cpu_gemm() == target.cpu_gemm()) return *this;
+    return to(target);
+  }
   std::vector<T> to_vector() const {
     std::vector<T> v(static_cast<std::size_t>(numel()));
     copy_bytes(Device::cpu(), v.data(), device(), data(), bytes());

@@ -106,7 +106,7 @@ template <class W, class Out, class In>
 Tensor<W, Out, In> load_base_weight(const Gemma3WeightSource& src, const std::string& name, const Gemma3Options& o) {
   if constexpr (FourBitElement<W>) {
     const auto q = Tensor<W, Out, In>::quantize(src.read<float, Out, In>(name), o.quant);
-    return o.device.is_cpu() ? q : q.to(o.device);
+    return q.on(o.device);
   } else {
     auto w = src.read<W, Out, In>(name);
     if (o.nf4_values) {
@@ -115,13 +115,13 @@ Tensor<W, Out, In> load_base_weight(const Gemma3WeightSource& src, const std::st
       const auto dq = dequantize<W>(Tensor<NF4, Out, In>::quantize(f, o.quant));
       w = dq;
     }
-    return o.device.is_cpu() ? w : w.to(o.device);
+    return w.on(o.device);
   }
 }
 template <class T, class... Ds>
 Variable<T, Ds...> load_constant(const Gemma3WeightSource& src, const std::string& name, const Gemma3Options& o) {
   auto t = src.read<T, Ds...>(name);
-  return Variable<T, Ds...>(o.device.is_cpu() ? t : t.to(o.device));
+  return Variable<T, Ds...>(t.on(o.device));
 }
 }  // namespace detail
 

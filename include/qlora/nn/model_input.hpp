@@ -30,7 +30,7 @@ inline ModelInput model_input(const Batch& b, Device device = Device::cpu()) {
     }
   auto put = [&](const std::vector<std::int32_t>& v) {
     auto t = Tensor<std::int32_t, Dyn>::from(v, n);
-    return device.is_cpu() ? t : t.to(device);
+    return t.on(device);
   };
   in.tokens = put(b.tokens);
   in.positions = put(b.positions);

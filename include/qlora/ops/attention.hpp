@@ -11,7 +11,7 @@
 // sorted). Forward saves lse[h, i] = log Σ_j exp s[i, j] ([Hq, T], compute type); backward recomputes p = exp(s − lse)
 // from it (as flash attention does), with δ[i] = Σ_d dout[i, h, d] · out[i, h, d]:
 //   dv[j, g] += Σ_i p[i, j] dout[i, h]    ds = p ∘ (dout · vᵀ − δ)    dq = scale · ds · k    dk[j, g] += scale · dsᵀ · q
-// CPU: one head's [T, T] scores at a time through cpu::gemm, heads in parallel. CUDA: cuda/attention.cuh (flash
+// CPU: one head's [T, T] scores at a time through cpu::gemm (q's device's backend), heads in parallel. CUDA: cuda/attention.cuh (flash
 // style, never stores [T, T]).
 #pragma once
 
@@ -40,6 +40,7 @@ struct AttentionParams {
 // Extents shared by the CPU reference and the kernels.
 struct AttentionDims {
   index_t tokens = 0, q_heads = 0, kv_heads = 0, head_dim = 0;
+  CpuGemm gemm = CpuGemm::eigen;  // the CPU reference's per-head GEMMs: q's device's backend
 };
 
 namespace cpu {
@@ -52,7 +53,7 @@ namespace detail {
 // Row-major C[m, n] = alpha · op(A) · op(B) (+ C when accumulate) on contiguous compute-type buffers.
 template <class C>
 void attention_gemm(index_t m, index_t n, index_t k, bool ta, bool tb, double alpha, const C* a, const C* b, C* c,
-                    bool accumulate = false) {
+                    CpuGemm backend, bool accumulate = false) {
   GemmParams p;
   p.m = m;
   p.n = n;
@@ -61,7 +62,7 @@ void attention_gemm(index_t m, index_t n, index_t k, bool ta, bool tb, double al
   p.trans_b = tb;
   p.alpha = alpha;
   p.beta = accumulate ? 1 : 0;
-  gemm(p, a, b, c);
+  gemm(p, a, b, c, backend);
 }
 
 // x[:, head, :] of x: [T, H, D] as a contiguous [T, D] buffer in the compute type.
@@ -97,7 +98,7 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
     detail::gather_head(q, s.q_heads, h, s, qh.data());
     detail::gather_head(k, s.kv_heads, h / group, s, kh.data());
     detail::gather_head(v, s.kv_heads, h / group, s, vh.data());
-    detail::attention_gemm(n, n, d, false, true, p.scale, qh.data(), kh.data(), scores.data());
+    detail::attention_gemm(n, n, d, false, true, p.scale, qh.data(), kh.data(), scores.data(), s.gemm);
     C* lse_h = lse + h * n;
     for (index_t i = 0; i < n; ++i) {
       const C* row = scores.data() + i * n;
@@ -110,7 +111,7 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
       lse_h[i] = m + std::log(l);  // j = i is always visible: l ≥ 1
     }
     detail::probabilities_from_lse(scores.data(), lse_h, s, p, seg);
-    detail::attention_gemm(n, d, n, false, false, 1.0, scores.data(), vh.data(), oh.data());
+    detail::attention_gemm(n, d, n, false, false, 1.0, scores.data(), vh.data(), oh.data(), s.gemm);
     for (index_t t = 0; t < n; ++t)
       for (index_t e = 0; e < d; ++e) out[(t * s.q_heads + h) * d + e] = convert<T>(oh[t * d + e]);
   }
@@ -140,19 +141,19 @@ void attention_backward(const T* d_out, const T* q, const T* k, const T* v, cons
       for (index_t e = 0; e < d; ++e) acc += doh[static_cast<std::size_t>(i * d + e)] * oh[static_cast<std::size_t>(i * d + e)];
       delta[static_cast<std::size_t>(i)] = acc;
     }
-    detail::attention_gemm(n, n, d, false, true, p.scale, qh.data(), kh.data(), prob.data());
+    detail::attention_gemm(n, n, d, false, true, p.scale, qh.data(), kh.data(), prob.data(), s.gemm);
     detail::probabilities_from_lse(prob.data(), lse + h * n, s, p, seg);
     C* dk_h = dk_part.data() + hd * static_cast<std::size_t>(h);
     C* dv_h = dv_part.data() + hd * static_cast<std::size_t>(h);
-    detail::attention_gemm(n, d, n, true, false, 1.0, prob.data(), doh.data(), dv_h);       // pᵀ · dout
-    detail::attention_gemm(n, n, d, false, true, 1.0, doh.data(), vh.data(), dprob.data());  // dout · vᵀ
+    detail::attention_gemm(n, d, n, true, false, 1.0, prob.data(), doh.data(), dv_h, s.gemm);       // pᵀ · dout
+    detail::attention_gemm(n, n, d, false, true, 1.0, doh.data(), vh.data(), dprob.data(), s.gemm);  // dout · vᵀ
     for (index_t i = 0; i < n; ++i)
       for (index_t j = 0; j < n; ++j) {
         const auto ij = static_cast<std::size_t>(i * n + j);
         dprob[ij] = prob[ij] * (dprob[ij] - delta[static_cast<std::size_t>(i)]);  // ds
       }
-    detail::attention_gemm(n, d, n, false, false, p.scale, dprob.data(), kh.data(), dqh.data());  // scale · ds · k
-    detail::attention_gemm(n, d, n, true, false, p.scale, dprob.data(), qh.data(), dk_h);         // scale · dsᵀ · q
+    detail::attention_gemm(n, d, n, false, false, p.scale, dprob.data(), kh.data(), dqh.data(), s.gemm);  // scale · ds · k
+    detail::attention_gemm(n, d, n, true, false, p.scale, dprob.data(), qh.data(), dk_h, s.gemm);         // scale · dsᵀ · q
     for (index_t t = 0; t < n; ++t)
       for (index_t e = 0; e < d; ++e) dq[(t * s.q_heads + h) * d + e] = convert<T>(dqh[static_cast<std::size_t>(t * d + e)]);
   }
@@ -193,7 +194,7 @@ AttentionDims attention_check(const Tensor<T, Dt, Dh, Dd>& q, const Tensor<T, Et
                               const AttentionParams& p) {
   static_assert(extents_compatible_v<Dt, Et>, "attention: q and k have different static token counts");
   static_assert(extents_compatible_v<Dd, Ed>, "attention: q and k have different static head_dim");
-  const AttentionDims s{q.size(0), q.size(1), k.size(1), q.size(2)};
+  const AttentionDims s{q.size(0), q.size(1), k.size(1), q.size(2), q.device().cpu_gemm()};
   const std::string shapes = "q " + q.shape().str() + ", k " + k.shape().str() + ", v " + v.shape().str();
   if (k.size(0) != s.tokens || k.size(2) != s.head_dim || !(k.shape() == v.shape()))
     fail("attention", "shapes do not fit [T, Hq, D], [T, Hkv, D], [T, Hkv, D]: ", shapes);

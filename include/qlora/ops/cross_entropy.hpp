@@ -13,7 +13,7 @@
 // so ∂Σloss/∂hidden can be made in the forward pass while each logits chunk is hot (cross_entropy_forward_with_grad;
 // Liger-Kernel's fused linear cross-entropy does the same): the softmax is accumulated against a running max, as in
 // flash attention, and backward only scales it — two chunk GEMMs per step instead of three, one pass over the table.
-// CPU: the chunk GEMMs through cpu::gemm in the compute type (fp32; fp64 for fp64; bf16 widened to fp32); CUDA:
+// CPU: the chunk GEMMs through cpu::gemm with the hidden states' device's CPU GEMM, in the compute type (fp32; fp64 for fp64; bf16 widened to fp32); CUDA:
 // cuBLAS GEMMs into fp32 chunks and fused softmax/loss kernels (cuda/cross_entropy.cuh). A label outside [0, V) other
 // than −100 is a qlora::Error naming the token and the label.
 #pragma once
@@ -58,6 +58,7 @@ struct CrossEntropyArgs {
   const std::int32_t* labels = nullptr;  // [N]
   index_t tokens = 0, channels = 0, vocab = 0, chunk_tokens = 0, chunk_vocab = 0;
   C softcap = 0;
+  CpuGemm gemm = CpuGemm::eigen;  // the CPU GEMM of the chunk products (the hidden states' device's)
   C* lse_out = nullptr;   // forward: [N]
   C* loss_out = nullptr;  // forward: [N], 0 where ignored
   const C* lse = nullptr;  // backward: forward's lse
@@ -119,13 +120,14 @@ C row_max(const C* row, index_t n) {
 
 // z[nt, nv] = h[nt, C] · w[nv, C]ᵀ, then soft-capped in place.
 template <class C>
-void cross_entropy_logits(const C* h, const C* w, C* z, index_t nt, index_t nv, index_t channels, C cap) {
+void cross_entropy_logits(const C* h, const C* w, C* z, index_t nt, index_t nv, index_t channels, C cap,
+                          CpuGemm backend) {
   GemmParams g;
   g.m = nt;
   g.n = nv;
   g.k = channels;
   g.trans_b = true;
-  gemm(g, h, w, z);
+  gemm(g, h, w, z, backend);
   if (cap > 0) {
 #pragma omp parallel for schedule(static) if (nt * nv > (1 << 16))
     for (index_t i = 0; i < nt * nv; ++i) z[i] = cap * std::tanh(z[i] / cap);
@@ -149,7 +151,7 @@ void cross_entropy_forward(const CrossEntropyArgs<T>& a) {
     for (index_t v0 = 0; v0 < a.vocab; v0 += NV) {
       const index_t nv = std::min(NV, a.vocab - v0);
       const C* w = detail::widened<C>(a.table + v0 * a.channels, nv * a.channels, w_buf);
-      detail::cross_entropy_logits(h, w, z.data(), nt, nv, a.channels, a.softcap);
+      detail::cross_entropy_logits(h, w, z.data(), nt, nv, a.channels, a.softcap, a.gemm);
 #pragma omp parallel for schedule(static) if (nt * nv > (1 << 16))
       for (index_t r = 0; r < nt; ++r) {
         C* row = z.data() + r * nv;
@@ -187,7 +189,7 @@ void cross_entropy_backward(const CrossEntropyArgs<T>& a) {
     for (index_t v0 = 0; v0 < a.vocab; v0 += NV) {
       const index_t nv = std::min(NV, a.vocab - v0);
       const C* w = detail::widened<C>(a.table + v0 * ch, nv * ch, w_buf);
-      detail::cross_entropy_logits(h, w, z.data(), nt, nv, ch, a.softcap);
+      detail::cross_entropy_logits(h, w, z.data(), nt, nv, ch, a.softcap, a.gemm);
 #pragma omp parallel for schedule(static) if (nt * nv > (1 << 16))
       for (index_t r = 0; r < nt; ++r) {
         C* row = z.data() + r * nv;  // ℓ in, d_z out
@@ -214,7 +216,7 @@ void cross_entropy_backward(const CrossEntropyArgs<T>& a) {
       g.n = ch;
       g.k = nv;
       g.beta = v0 == 0 ? 0 : 1;
-      gemm(g, z.data(), w, d_h.data());
+      gemm(g, z.data(), w, d_h.data(), a.gemm);
       if (a.d_table) {  // d_table[v0 : v0 + nv] += d_z[nt, nv]ᵀ · h[nt, C]
         GemmParams gt;
         gt.m = nv;
@@ -222,7 +224,7 @@ void cross_entropy_backward(const CrossEntropyArgs<T>& a) {
         gt.k = nt;
         gt.trans_a = true;
         gt.beta = 1;
-        gemm(gt, z.data(), h, d_table_acc.data() + v0 * ch);
+        gemm(gt, z.data(), h, d_table_acc.data() + v0 * ch, a.gemm);
       }
     }
     for (index_t i = 0; i < nt * ch; ++i) a.d_hidden[t0 * ch + i] = convert<T>(d_h.data()[i]);
@@ -281,7 +283,7 @@ void cross_entropy_forward_with_grad(const CrossEntropyArgs<T>& a) {
       for (index_t chunk = chunks * id / n; chunk < chunks * (id + 1) / n; ++chunk) {
         const index_t v0 = chunk * NV, nv = std::min(NV, a.vocab - v0);
         const C* w = detail::widened<C>(a.table + v0 * ch, nv * ch, q.w_buf);
-        detail::cross_entropy_logits(h, w, q.z.data(), nt, nv, ch, a.softcap);
+        detail::cross_entropy_logits(h, w, q.z.data(), nt, nv, ch, a.softcap, a.gemm);
         for (index_t i = 0; i < nt; ++i) {
           const auto u = static_cast<std::size_t>(i);
           C* row = q.z.data() + i * nv;
@@ -302,7 +304,7 @@ void cross_entropy_forward_with_grad(const CrossEntropyArgs<T>& a) {
         g.n = ch;
         g.k = nv;
         g.beta = 1;
-        gemm(g, q.z.data(), w, q.acc.data());
+        gemm(g, q.z.data(), w, q.acc.data(), a.gemm);
       }
     }
     const auto threads = std::span(part).first(static_cast<std::size_t>(used));
@@ -385,6 +387,7 @@ CrossEntropyArgs<T> cross_entropy_args(const Tensor<T, Dn, Dc>& hidden, const Te
   a.chunk_tokens = std::max<index_t>(1, std::min(a.tokens, p.chunk_tokens ? p.chunk_tokens : (cpu ? 512 : 1024)));
   a.chunk_vocab = std::max<index_t>(1, std::min(a.vocab, p.chunk_vocab ? p.chunk_vocab : (cpu ? 2048 : 16384)));
   a.softcap = static_cast<compute_t<T>>(p.softcap);
+  a.gemm = hidden.device().cpu_gemm();
   return a;
 }
 
@@ -505,7 +508,7 @@ namespace impl {
 template <class T>
 Tensor<T> loss_value(const CrossEntropyForward<T>& f, double divisor, const Device& device) {
   Tensor<T> value = Tensor<T>::full(convert<T>(f.sum / divisor));
-  return device.is_cpu() ? value : value.to(device);
+  return value.on(device);
 }
 
 // The loss (sum, or mean over `count`) as a differentiable scalar; gradients reach hidden and, if it needs one, table.

@@ -60,7 +60,7 @@ class LoraLinear {
     for (index_t i = 0; i < a.numel(); ++i)
       a.data()[i] = convert<T>((2.0 * uniform01(init, static_cast<std::uint64_t>(i)) - 1.0) * bound);
     const Device device = base_.device();
-    a_ = a_type::leaf(device.is_cpu() ? a : a.to(device));
+    a_ = a_type::leaf(a.on(device));
     b_ = b_type::leaf(Tensor<T, Out, Dyn>(
         typename Tensor<T, Out, Dyn>::shape_type(std::array<index_t, 2>{base_.size(0), spec.rank}), device));
   }

@@ -10,6 +10,9 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <atomic>
+#include <cstdint>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -61,9 +64,53 @@ extern template void detail::gemm_native<float>(const GemmParams&, const float*,
 extern template void detail::gemm_native<double>(const GemmParams&, const double*, const double*, double*);
 #endif
 
-// The CPU reference GEMM. 16-bit operands are widened to fp32, multiplied, and rounded once into C.
+#if QLORA_HAVE_ONEDNN
+// The oneDNN backend (defined in ops/matmul_onednn.hpp, included at the end of this header or, in programs that link
+// qlora::kernels, compiled once in models/kernels.cpp).
 template <class T>
-void gemm(const GemmParams& p, const T* a, const T* b, T* c) {
+struct OneDnnGemm {
+  static_assert(std::is_same_v<T, float>, "the oneDNN backend multiplies fp32 tensors");
+  // C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b] in fp32, or with bf16 operands (math = onednn_bf16).
+  static void gemm(const GemmParams& p, CpuGemm math, const T* a, const T* b, T* c);
+  // Whether oneDNN finds bf16 units on this CPU (AVX512-BF16 or AMX, within ONEDNN_MAX_CPU_ISA).
+  static bool cpu_has_bf16_units();
+  // "oneDNN 2.6.3 fp32 on AVX2 (kernel gemm:jit)": the library, the ISA it runs and its kernel for a 270M-sized
+  // projection in this math.
+  static std::string describe(CpuGemm math);
+};
+#if QLORA_COMPILED_KERNELS
+extern template struct OneDnnGemm<float>;
+#endif
+#endif
+
+// GEMMs and multiply-adds (m·n·k per batch entry) run by each CPU backend since the program started: what the
+// benchmarks and the finetune summary report as "which kernel ran".
+struct CpuGemmCount {
+  std::atomic<std::uint64_t> calls{0}, macs{0};
+};
+inline CpuGemmCount& cpu_gemm_count(CpuGemm backend) {
+  static CpuGemmCount counts[3];
+  return counts[static_cast<int>(backend)];
+}
+
+// The CPU GEMMs. `backend`: Eigen (the reference) or oneDNN where this build has it (fp32 operands; other types and
+// builds without oneDNN take Eigen). 16-bit operands are widened to fp32, multiplied, and rounded once into C.
+template <class T>
+void gemm(const GemmParams& p, const T* a, const T* b, T* c, CpuGemm backend = CpuGemm::eigen) {
+#if QLORA_HAVE_ONEDNN
+  if constexpr (std::is_same_v<T, float>) {
+    if (backend != CpuGemm::eigen) {
+      CpuGemmCount& n = cpu_gemm_count(backend);
+      n.calls.fetch_add(1, std::memory_order_relaxed);
+      n.macs.fetch_add(static_cast<std::uint64_t>(p.batch * p.m * p.n * p.k), std::memory_order_relaxed);
+      return OneDnnGemm<float>::gemm(p, backend, a, b, c);
+    }
+  }
+#endif
+  (void)backend;
+  CpuGemmCount& n = cpu_gemm_count(CpuGemm::eigen);
+  n.calls.fetch_add(1, std::memory_order_relaxed);
+  n.macs.fetch_add(static_cast<std::uint64_t>(p.batch * p.m * p.n * p.k), std::memory_order_relaxed);
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     detail::gemm_native(p, a, b, c);
   } else {
@@ -103,12 +150,7 @@ QLORA_DISPATCH_BEGIN
 // device's stream.
 template <class T>
 void gemm(const GemmParams& p, const Device& device, const T* a, const T* b, T* c) {
-  if (device.is_cpu()) {
-    switch (device.cpu_gemm()) {
-      case CpuGemm::eigen: return cpu::gemm(p, a, b, c);
-    }
-    fail("matmul", "unknown CPU GEMM backend ", static_cast<int>(device.cpu_gemm()));
-  }
+  if (device.is_cpu()) return cpu::gemm(p, a, b, c, device.cpu_gemm());
   QLORA_ON_CUDA("matmul", device, cuda::gemm(p, a, b, c, device));
 }
 
@@ -183,4 +225,50 @@ auto matmul(const Variable<T, As...>& a, const Variable<T, Bs...>& b) {
 }
 
 QLORA_DISPATCH_END
+
+// Whether this build and this CPU offer a CPU GEMM: Eigen always; oneDNN where qlora was built with it
+// (cmake/QloraOneDnn.cmake); its bf16 math only on CPUs with bf16 units.
+inline bool cpu_gemm_available(CpuGemm g) {
+  switch (g) {
+    case CpuGemm::eigen: return true;
+#if QLORA_HAVE_ONEDNN
+    case CpuGemm::onednn: return true;
+    case CpuGemm::onednn_bf16: return cpu::OneDnnGemm<float>::cpu_has_bf16_units();
+#else
+    case CpuGemm::onednn:
+    case CpuGemm::onednn_bf16: return false;
+#endif
+  }
+  return false;
+}
+
+// "eigen", "onednn", "onednn-bf16": the names --cpu-gemm takes.
+inline const char* cpu_gemm_name(CpuGemm g) {
+  switch (g) {
+    case CpuGemm::eigen: return "eigen";
+    case CpuGemm::onednn: return "onednn";
+    case CpuGemm::onednn_bf16: return "onednn-bf16";
+  }
+  return "?";
+}
+
+// What runs: "Eigen 3.4.0 fp32" or oneDNN's description (library, ISA, kernel).
+inline std::string describe_cpu_gemm(CpuGemm g) {
+#if QLORA_HAVE_ONEDNN
+  if (g != CpuGemm::eigen && cpu_gemm_available(g)) return cpu::OneDnnGemm<float>::describe(g);
+#endif
+  return "Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
+         std::to_string(EIGEN_MINOR_VERSION) + (g == CpuGemm::eigen ? " fp32" : " fp32 (" + std::string(cpu_gemm_name(g)) + " not available)");
+}
+
+// The fastest CPU GEMM for a precision: bf16 → oneDNN bf16 where the CPU has bf16 units; otherwise (and for fp32)
+// oneDNN fp32 where built, else Eigen.
+inline CpuGemm fastest_cpu_gemm(bool bf16) {
+  if (bf16 && cpu_gemm_available(CpuGemm::onednn_bf16)) return CpuGemm::onednn_bf16;
+  return cpu_gemm_available(CpuGemm::onednn) ? CpuGemm::onednn : CpuGemm::eigen;
+}
 }  // namespace qlora
+
+#if QLORA_HAVE_ONEDNN && !QLORA_COMPILED_KERNELS
+#include "matmul_onednn.hpp"
+#endif

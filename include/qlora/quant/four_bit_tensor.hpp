@@ -102,6 +102,11 @@ class Tensor<Q, Rows, Cols> {
     return four_bit_bytes_per_parameter(numel(), host_.state.blocksize, host_.state.nested.has_value());
   }
 
+  // On `target`: itself when it lives there already (on the CPU: with the same CPU GEMM), else a copy.
+  Tensor on(Device target) const {
+    if (device() == target && device().cpu_gemm() == target.cpu_gemm()) return *this;
+    return to(target);
+  }
   Tensor to(Device target) const {
     Tensor out = *this;
     out.packed_ = packed_.to(target);
@@ -114,7 +119,7 @@ class Tensor<Q, Rows, Cols> {
     host_.state = std::move(q.state);
     packed_ = Tensor<std::uint8_t, Dyn>::from(q.packed, static_cast<index_t>(q.packed.size()));
     stats_ = upload(host_.state, Device::cpu());
-    if (!device.is_cpu()) *this = to(device);
+    *this = on(device);
   }
 
   static FourBitDeviceState upload(const QuantState4bit& s, Device target) {
@@ -122,14 +127,14 @@ class Tensor<Q, Rows, Cols> {
     auto put = [&](const auto& values) {
       using V = typename std::decay_t<decltype(values)>::value_type;
       auto t = Tensor<V, Dyn>::from(values, static_cast<index_t>(values.size()));
-      return target.is_cpu() ? t : t.to(target);
+      return t.on(target);
     };
     if (s.nested) {
       d.codes = put(s.nested->codes);
       d.nested_absmax = put(s.nested->absmax);
       const DynamicMap map = create_dynamic_map(true);
       auto code = Tensor<float, Dim<256>>::from(std::vector<float>(map.begin(), map.end()));
-      d.dynamic_code = target.is_cpu() ? code : code.to(target);
+      d.dynamic_code = code.on(target);
     } else {
       d.absmax = put(s.absmax);
     }

@@ -121,7 +121,8 @@ class KvCache final : public DecodeSession {
       const index_t row = c.kv_dim();
       std::copy_n(t.k.value().data(), n * row, k_[l].data() + length_ * row);
       std::copy_n(t.v.value().data(), n * row, v_[l].data() + length_ * row);
-      typename attention_type::tensor_type a(typename attention_type::tensor_type::shape_type(n, c.q_dim()));
+      typename attention_type::tensor_type a(typename attention_type::tensor_type::shape_type(n, c.q_dim()),
+                                             model.device());  // o_proj then runs on the model's CPU GEMM
       const AttentionParams ap = block.attention_params();
       cpu::cached_attention(t.q.value().data(), k_[l].data(), v_[l].data(), a.data(), n, length_, c.heads, c.kv_heads,
                             c.head_dim, ap.scale, ap.window);
