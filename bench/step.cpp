@@ -61,7 +61,7 @@ double host_gemm_gflops(CpuGemm gemm) {
 // Multiply-adds run by every CPU GEMM backend so far.
 std::uint64_t all_gemm_macs() {
   std::uint64_t n = 0;
-  for (const CpuGemm g : {CpuGemm::eigen, CpuGemm::onednn, CpuGemm::onednn_bf16}) n += cpu::cpu_gemm_count(g).macs;
+  for (const CpuGemm g : all_cpu_gemms) n += cpu::cpu_gemm_count(g).macs;
   return n;
 }
 
@@ -140,13 +140,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--breakdown") o.breakdown = true;
     else if (a == "--cpu-gemm") {
       const std::string g = value();
-      bool known = false;
-      for (const CpuGemm c : {CpuGemm::eigen, CpuGemm::onednn, CpuGemm::onednn_bf16})
-        if (g == cpu_gemm_name(c)) {
-          o.gemm = c;
-          known = true;
-        }
-      if (!known) usage("--cpu-gemm must be eigen, onednn or onednn-bf16");
+      const auto named = cpu_gemm_named(g);
+      if (!named) usage("--cpu-gemm must be eigen, onednn or onednn-bf16");
+      o.gemm = *named;
       if (!cpu_gemm_available(o.gemm)) usage(("--cpu-gemm " + g + ": not in this build or not on this CPU").c_str());
     }
     else if (a == "--extents") {

@@ -12,15 +12,13 @@ namespace qlora::cli {
 // `bf16` where the CPU has bf16 units, else Eigen); a named one must be available, else an error saying what lacks.
 inline CpuGemm choose_cpu_gemm(const std::string& name, bool bf16, const char* command) {
   if (name == "auto") return fastest_cpu_gemm(bf16);
-  for (const CpuGemm g : {CpuGemm::eigen, CpuGemm::onednn, CpuGemm::onednn_bf16}) {
-    if (name != cpu_gemm_name(g)) continue;
-    if (!cpu_gemm_available(g))
-      fail(command, "--cpu-gemm ", name, ": ",
-           cpu_gemm_available(CpuGemm::onednn) ? "this CPU has no bf16 units (AVX512-BF16 or AMX)"
-                                               : "this qlora was built without oneDNN (apt-get install libdnnl-dev)");
-    return g;
-  }
-  fail(command, "--cpu-gemm ", name, ": use auto, eigen, onednn or onednn-bf16");
+  const auto g = cpu_gemm_named(name);
+  if (!g) fail(command, "--cpu-gemm ", name, ": use auto, eigen, onednn or onednn-bf16");
+  if (!cpu_gemm_available(*g))
+    fail(command, "--cpu-gemm ", name, ": ",
+         cpu_gemm_available(CpuGemm::onednn) ? "this CPU has no bf16 units (AVX512-BF16 or AMX)"
+                                             : "this qlora was built without oneDNN (apt-get install libdnnl-dev)");
+  return *g;
 }
 
 }  // namespace qlora::cli

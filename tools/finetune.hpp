@@ -78,9 +78,12 @@ inline std::optional<std::filesystem::path> resume_folder(const TrainingArgument
   const std::string& r = *a.resume_from_checkpoint;
   if (r == "latest" || r == "true" || r == "True") {
     CheckpointDirectory dir(a.output_dir);
-    if (tidy) dir.remove_partial();
+    const std::size_t unfinished = tidy ? dir.remove_partial() : 0;
     const auto latest = dir.latest();
-    if (!latest) fail("finetune", "--resume-from-checkpoint ", r, ": no checkpoint-<step> folder in ", a.output_dir);
+    if (!latest)
+      fail("finetune", "--resume-from-checkpoint ", r, ": no checkpoint-<step> folder in ", a.output_dir,
+           unfinished ? " (only the unfinished save of a killed run, now removed: start without --resume-from-checkpoint)"
+                      : "");
     return latest;
   }
   if (!std::filesystem::is_directory(r)) fail("finetune", "--resume-from-checkpoint ", r, ": no such checkpoint folder");

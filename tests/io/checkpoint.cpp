@@ -55,8 +55,10 @@ TEST_SUITE("io") {
     std::filesystem::create_directories(dir.root() / "checkpoint-abc");
     CHECK(dir.list().empty());
     CHECK_FALSE(dir.latest().has_value());
-    dir.remove_partial();
+    CHECK(dir.remove_partial() == 1);
     CHECK_FALSE(std::filesystem::exists(dir.root() / "checkpoint-5.partial"));
+    CHECK(std::filesystem::exists(dir.root() / "checkpoint-abc"));  // not ours: left alone
+    CHECK(dir.remove_partial() == 0);
     std::filesystem::remove_all(dir.root());
   }
 }

@@ -149,3 +149,27 @@ TEST_SUITE("ops") {
     CHECK(y.device().cpu_gemm() == backend);  // results stay on the backend's device: the next op uses it too
   }
 }
+
+TEST_SUITE("ops") {
+  TEST_CASE("CPU GEMM backends: an empty inner extent (k = 0) gives C = beta·C on every backend") {
+    // oneDNN refuses a product without an inner extent; the dispatch hands it to Eigen, on every backend.
+    for (const CpuGemm backend : all_cpu_gemms) {
+      if (!cpu_gemm_available(backend)) continue;
+      const std::uint64_t eigen_before = cpu::cpu_gemm_count(CpuGemm::eigen).calls;
+      check_case({1, 4, 6, 0, false, true, false, 1, 0.5}, backend);
+      check_case({2, 3, 5, 0, true, false, false, 2, 0}, backend);
+      CHECK(cpu::cpu_gemm_count(CpuGemm::eigen).calls == eigen_before + 2);
+    }
+  }
+
+  TEST_CASE("CPU GEMM backends: names round-trip and unknown names are refused") {
+    for (const CpuGemm g : all_cpu_gemms) {
+      const auto back = cpu_gemm_named(cpu_gemm_name(g));
+      REQUIRE(back.has_value());
+      CHECK(*back == g);
+    }
+    CHECK_FALSE(cpu_gemm_named("mkl").has_value());
+    CHECK_FALSE(cpu_gemm_named("").has_value());
+    CHECK_FALSE(cpu_gemm_named("ONEDNN").has_value());
+  }
+}

@@ -29,6 +29,7 @@ same_steps() {  # run $1's metrics.jsonl holds the uninterrupted run's steps, ea
   diff <(grep -o '"step":[0-9]*' "$work/straight/metrics.jsonl") <(grep -o '"step":[0-9]*' "$1/metrics.jsonl") > /dev/null \
     || die "$2: metrics.jsonl does not hold each step once ($(grep -o '"step":[0-9]*' "$1/metrics.jsonl" | tr '\n' ' '))"
 }
+has_checkpoint() { ls -d "$1"/checkpoint-* 2> /dev/null | grep -qv '\.partial$'; }  # a published one (a kill may leave only .partial)
 no_partial() { ! ls -d "$1"/*.partial > /dev/null 2>&1 || die "$2: a .partial folder was left in $1"; }
 wait_for_step() {  # wait_for_step LOG N: until the log shows step N (training has begun)
   for _ in $(seq 400); do grep -q "^step $2/" "$1" 2> /dev/null && return 0; sleep 0.05; done
@@ -98,7 +99,7 @@ out="$work/killed"
 kills=0
 for i in $(seq 8); do
   resume=()
-  ls -d "$out"/checkpoint-* > /dev/null 2>&1 && resume=(--resume-from-checkpoint latest)
+  has_checkpoint "$out" && resume=(--resume-from-checkpoint latest)
   "$qlora" "${args[@]}" --save-steps 3 --output-dir "$out" "${resume[@]}" 2> "$work/kill$i.txt" &
   pid=$!
   sleep "0.$(( (RANDOM % 9) + 1 ))"
@@ -106,7 +107,7 @@ for i in $(seq 8); do
   wait $pid 2> /dev/null
 done
 resume=()
-ls -d "$out"/checkpoint-* > /dev/null 2>&1 && resume=(--resume-from-checkpoint latest)
+has_checkpoint "$out" && resume=(--resume-from-checkpoint latest)
 "$qlora" "${args[@]}" --save-steps 3 --output-dir "$out" "${resume[@]}" 2> "$work/kill-final.txt" \
   || { cat "$work/kill-final.txt"; die "SIGKILL: the final resume"; }
 no_partial "$out" "SIGKILL"
@@ -125,6 +126,15 @@ wait $pid 2> /dev/null
 same_as_straight "$out" "restart"
 same_steps "$out" "restart"
 echo "ok: killed before its first checkpoint and started again: the same adapter, one metrics record per step"
+
+# A killed first save leaves only checkpoint-<step>.partial: resuming "latest" says so, removes it, keeps nothing half-made.
+out="$work/only-partial"
+mkdir -p "$out/checkpoint-3.partial"
+"$qlora" "${args[@]}" --output-dir "$out" --resume-from-checkpoint latest 2> "$out.txt" && die "only a .partial: resume succeeded"
+grep -q "no checkpoint-<step> folder in .*only the unfinished save of a killed run, now removed" "$out.txt" \
+  || { cat "$out.txt"; die "only a .partial: no clear message"; }
+no_partial "$out" "only a .partial"
+echo "ok: only an unfinished save to resume from: $(grep -o 'no checkpoint.*' "$out.txt" | head -c 90)..."
 
 # An output folder that is a file (or below one): refused before the model is loaded.
 echo x > "$work/a-file"

@@ -32,6 +32,7 @@ enum class DeviceKind { cpu, cuda };
 // or oneDNN's with bf16 operands and fp32 accumulation (ops/matmul_onednn.hpp; builds with oneDNN, the bf16 one only
 // on CPUs with bf16 units). cpu_gemm_available() says what this build and this CPU offer.
 enum class CpuGemm { eigen, onednn, onednn_bf16 };
+inline constexpr CpuGemm all_cpu_gemms[] = {CpuGemm::eigen, CpuGemm::onednn, CpuGemm::onednn_bf16};
 
 // A CUDA stream named without CUDA headers: cudaStream_t is a pointer to an opaque driver struct, so the core keeps
 // it as void* and cuda/stream.cuh converts. The null handle is the GPU's default stream.

@@ -91,14 +91,17 @@ class CheckpointDirectory {
     return final_dir;
   }
 
-  // Removes folders left by an interrupted save.
-  void remove_partial() const {
+  // Removes folders left by an interrupted save; returns how many.
+  std::size_t remove_partial() const {
     std::error_code ec;
-    if (!std::filesystem::is_directory(root_, ec)) return;
+    if (!std::filesystem::is_directory(root_, ec)) return 0;
+    std::vector<std::filesystem::path> partial;
     for (const auto& entry : std::filesystem::directory_iterator(root_)) {
       const std::string name = entry.path().filename().string();
-      if (entry.is_directory() && name.size() > 8 && name.ends_with(".partial")) std::filesystem::remove_all(entry.path());
+      if (entry.is_directory() && name.size() > 8 && name.ends_with(".partial")) partial.push_back(entry.path());
     }
+    for (const auto& path : partial) std::filesystem::remove_all(path);
+    return partial.size();
   }
 
   const std::filesystem::path& root() const { return root_; }

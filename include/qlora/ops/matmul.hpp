@@ -12,7 +12,10 @@
 #include <Eigen/Core>
 #include <atomic>
 #include <cstdint>
+#include <iterator>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -89,7 +92,7 @@ struct CpuGemmCount {
   std::atomic<std::uint64_t> calls{0}, macs{0};
 };
 inline CpuGemmCount& cpu_gemm_count(CpuGemm backend) {
-  static CpuGemmCount counts[3];
+  static CpuGemmCount counts[std::size(all_cpu_gemms)];
   return counts[static_cast<int>(backend)];
 }
 
@@ -97,20 +100,20 @@ inline CpuGemmCount& cpu_gemm_count(CpuGemm backend) {
 // builds without oneDNN take Eigen). 16-bit operands are widened to fp32, multiplied, and rounded once into C.
 template <class T>
 void gemm(const GemmParams& p, const T* a, const T* b, T* c, CpuGemm backend = CpuGemm::eigen) {
+  // oneDNN takes fp32 products with an inner extent; k = 0 (C = beta·C) and other types go to Eigen.
 #if QLORA_HAVE_ONEDNN
-  if constexpr (std::is_same_v<T, float>) {
-    if (backend != CpuGemm::eigen) {
-      CpuGemmCount& n = cpu_gemm_count(backend);
-      n.calls.fetch_add(1, std::memory_order_relaxed);
-      n.macs.fetch_add(static_cast<std::uint64_t>(p.batch * p.m * p.n * p.k), std::memory_order_relaxed);
-      return OneDnnGemm<float>::gemm(p, backend, a, b, c);
-    }
-  }
+  const bool onednn = std::is_same_v<T, float> && backend != CpuGemm::eigen && p.k > 0;
+#else
+  const bool onednn = false;
 #endif
-  (void)backend;
-  CpuGemmCount& n = cpu_gemm_count(CpuGemm::eigen);
+  CpuGemmCount& n = cpu_gemm_count(onednn ? backend : CpuGemm::eigen);
   n.calls.fetch_add(1, std::memory_order_relaxed);
   n.macs.fetch_add(static_cast<std::uint64_t>(p.batch * p.m * p.n * p.k), std::memory_order_relaxed);
+#if QLORA_HAVE_ONEDNN
+  if constexpr (std::is_same_v<T, float>) {
+    if (onednn) return OneDnnGemm<float>::gemm(p, backend, a, b, c);
+  }
+#endif
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     detail::gemm_native(p, a, b, c);
   } else {
@@ -250,6 +253,13 @@ inline const char* cpu_gemm_name(CpuGemm g) {
     case CpuGemm::onednn_bf16: return "onednn-bf16";
   }
   return "?";
+}
+
+// The backend a --cpu-gemm name stands for (the inverse of cpu_gemm_name); nullopt for an unknown name.
+inline std::optional<CpuGemm> cpu_gemm_named(std::string_view name) {
+  for (const CpuGemm g : all_cpu_gemms)
+    if (name == cpu_gemm_name(g)) return g;
+  return std::nullopt;
 }
 
 // What runs: "Eigen 3.4.0 fp32" or oneDNN's description (library, ISA, kernel).
