@@ -172,6 +172,8 @@ void check_options(const GenerateOptions& o) {
 int run(const GenerateOptions& o) {
   check_options(o);
   // The adapter (its config checked against its tensors) before the model: a bad adapter costs no loading time.
+  const CpuGemm gemm = choose_cpu_gemm(o.cpu_gemm, false, "generate");  // an unavailable one: refused before loading
+  std::fprintf(stderr, "qlora: CPU GEMM: %s\n", describe_cpu_gemm(gemm).c_str());
   Gemma3Options options;
   std::optional<peft::Adapter> adapter;
   if (!o.adapter.empty()) {
@@ -184,7 +186,7 @@ int run(const GenerateOptions& o) {
   const Gemma3WeightSource source = Gemma3WeightSource::open(path);
   describe_source(source);
   const Tokenizer tok = open_tokenizer(source);
-  options.device = Device::cpu(choose_cpu_gemm(o.cpu_gemm, false, "generate"));
+  options.device = Device::cpu(gemm);
   // The NF4 model's numbers, dequantized once; with an adapter, the base it was trained on plus its LoRA weights
   // (each module's rank and alpha from the adapter's config; no dropout).
   const auto model = open_causal_lm(source, options, o.base_weights == "nf4" ? CausalLMWeights::nf4_dequantized
