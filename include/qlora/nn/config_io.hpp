@@ -34,6 +34,25 @@ inline Gemma3RuntimeConfig gemma3_config_from_gguf(const GgufFile& f) {
 
 inline Gemma3RuntimeConfig gemma3_config_from_json(const nlohmann::json& root, std::string_view source) {
   const nlohmann::json& j = root.contains("text_config") ? root["text_config"] : root;
+  // Another model's config (Gemma 4, Llama, ...) would load as a wrong Gemma 3 or fail on a missing tensor: named here.
+  auto check_model_type = [&](const nlohmann::json& o, const char* where) {
+    if (!o.is_object() || !o.contains("model_type") || !o["model_type"].is_string()) return;
+    const std::string type = o["model_type"].get<std::string>();
+    if (type == "gemma3" || type == "gemma3_text") return;
+    if (type.starts_with("gemma4"))
+      fail("config", source, ": ", where, "model_type is '", type, "': Gemma 4 is not supported yet (docs/gemma4.md "
+           "lists what it changes); qlora trains Gemma 3 (gemma3, gemma3_text)");
+    fail("config", source, ": ", where, "model_type is '", type, "', not Gemma 3 (gemma3, gemma3_text), the model "
+         "qlora trains");
+  };
+  check_model_type(root, "");
+  if (&j != &root) check_model_type(j, "text_config.");
+  // Soft-capping is not part of Gemma 3 (null in its configs); a file that sets it describes a model qlora would
+  // train and evaluate without the cap.
+  for (const char* key : {"final_logit_softcapping", "attn_logit_softcapping"})
+    if (j.is_object() && j.contains(key) && !j[key].is_null())
+      fail("config", source, ": ", key, " is ", j[key].dump(), "; Gemma 3 has none (null) and qlora's Gemma 3 does "
+           "not apply it");
   try {
     Gemma3RuntimeConfig c;
     c.hidden = j.at("hidden_size").get<index_t>();
