@@ -1,6 +1,7 @@
 // --cpu-gemm of the subcommands that run a model: which CPU GEMM the model's device carries (ops/matmul.hpp).
 #pragma once
 
+#include <cstdio>
 #include <string>
 
 #include <qlora/core/error.hpp>
@@ -20,5 +21,8 @@ inline CpuGemm choose_cpu_gemm(const std::string& name, bool bf16, const char* c
                                              : "this qlora was built without oneDNN (apt-get install libdnnl-dev)");
   return *g;
 }
+
+// The line each command that runs a model prints on stderr before loading it: which CPU GEMM runs its products.
+inline void announce_cpu_gemm(CpuGemm g) { std::fprintf(stderr, "qlora: CPU GEMM: %s\n", describe_cpu_gemm(g).c_str()); }
 
 }  // namespace qlora::cli

@@ -26,6 +26,7 @@
 #include <qlora/optim/adamw8bit.hpp>
 #include <qlora/train/trainer.hpp>
 
+#include "cpu_gemm.hpp"
 #include "memory_estimate.hpp"
 
 namespace qlora::cli {
@@ -204,7 +205,7 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
   options.lora = targets;
   options.seed = args.seed;
   options.device = Device::cpu(job.cpu_gemm);
-  std::fprintf(stderr, "qlora: CPU GEMM: %s\n", describe_cpu_gemm(job.cpu_gemm).c_str());
+  announce_cpu_gemm(job.cpu_gemm);
   std::fprintf(stderr, "qlora: loading %s as %s (NF4 base, double quantization), LoRA r %ld on %s%s\n",
                source.path().string().c_str(), name.c_str(), job.lora.r,
                join_names(job.lora.target_modules).c_str(),

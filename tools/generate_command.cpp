@@ -171,9 +171,9 @@ void check_options(const GenerateOptions& o) {
 
 int run(const GenerateOptions& o) {
   check_options(o);
-  // The adapter (its config checked against its tensors) before the model: a bad adapter costs no loading time.
   const CpuGemm gemm = choose_cpu_gemm(o.cpu_gemm, false, "generate");  // an unavailable one: refused before loading
-  std::fprintf(stderr, "qlora: CPU GEMM: %s\n", describe_cpu_gemm(gemm).c_str());
+  announce_cpu_gemm(gemm);
+  // The adapter (its config checked against its tensors) before the model: a bad adapter costs no loading time.
   Gemma3Options options;
   std::optional<peft::Adapter> adapter;
   if (!o.adapter.empty()) {
