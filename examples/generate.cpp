@@ -58,6 +58,7 @@ int main(int argc, char** argv) try {
   GenerationConfig gen;
   gen.max_new_tokens = max_new_tokens;
   gen.stop_ids = {tok.eos_id(), tok.token_id("<end_of_turn>")};
+  gen.decode_kernel = DecodeKernel::int8;  // tokens from packed NF4 / Q8_0 weights, as llama.cpp (fp32: exact GEMMs)
   const auto start = std::chrono::steady_clock::now();
   const Generation g = generate(*model, ids, gen);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

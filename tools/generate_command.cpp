@@ -6,6 +6,7 @@
 // output folder; finance fields or chat "messages"), each answered and written with its reference to --output as
 // {"prompt", "prediction", "reference"} lines for `qlora evaluate --jsonl`. Every option is checked, and the adapter
 // read, before the model is loaded.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -33,7 +34,7 @@ namespace qlora::cli {
 namespace {
 
 struct GenerateOptions {
-  std::string model, adapter, prompt, records, output, base_weights = "nf4", cpu_gemm = "auto";
+  std::string model, adapter, prompt, records, output, base_weights = "nf4", cpu_gemm = "auto", decode_kernel = "int8";
   std::optional<std::string> format;
   LayoutOptions layout;
   bool raw = false;
@@ -49,6 +50,7 @@ struct Question {
 // The layout records are read with: --format (or the custom templates) when given; else each record's own keys tell
 // (messages: chat, conversations: sharegpt, otherwise the finance fields), as finetune's eval_records.jsonl has them.
 DatasetFormat layout_of(const GenerateOptions& o, const Record* r) {
+  (void)decode_kernel_named(o.decode_kernel);
   if (o.format || o.layout.prompt_template || o.layout.response_template)
     return dataset_layout(o.format.value_or("custom"), o.layout);
   if (r && r->fields.contains("messages")) return dataset_layout("chat", o.layout);
@@ -156,6 +158,7 @@ void check_options(const GenerateOptions& o) {
   validate(o.gen.sampling);
   if (o.base_weights != "nf4" && o.base_weights != "original")
     fail("generate", "--base-weights ", o.base_weights, ": use nf4 or original");
+  (void)decode_kernel_named(o.decode_kernel);
   if (o.format || o.layout.prompt_template || o.layout.response_template) (void)layout_of(o, nullptr);  // names, templates
   if (o.raw && o.prompt.empty()) fail("generate", "--raw applies to --prompt");
   if (!o.records.empty())
@@ -192,9 +195,17 @@ int run(const GenerateOptions& o) {
   const auto model = open_causal_lm(source, options, o.base_weights == "nf4" ? CausalLMWeights::nf4_dequantized
                                                                              : CausalLMWeights::fp32);
   if (adapter) model->load_adapter(*adapter, o.adapter);
+  GenerateOptions run_options = o;
+  run_options.gen.decode_kernel = decode_kernel_named(o.decode_kernel);
+  {  // the packing (int8) is made here, once, and said
+    const auto start = std::chrono::steady_clock::now();
+    const std::string products = model->decoder(1, run_options.gen.decode_kernel)->products();
+    std::fprintf(stderr, "qlora: decode: %s (ready in %.2f s)\n", products.c_str(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
   const std::vector<std::int32_t> eos_ids = source.folder().empty() ? std::vector<std::int32_t>{}
                                                                     : read_hf_folder(source.folder()).eos_token_ids;
-  return answer_all(*model, tok, o, eos_ids);
+  return answer_all(*model, tok, run_options, eos_ids);
 }
 }  // namespace
 
@@ -230,6 +241,10 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--base-weights", o->base_weights,
                   "nf4 (default: the NF4 values training used) or original (the file's weights as they are, e.g. a "
                   "model qlora merge wrote)");
+  cmd->add_option("--decode-kernel", o->decode_kernel,
+                  "int8 (the default: each new token through int8 dot products over the packed weights, NF4 codes "
+                  "for an NF4 base and Q8_0 elsewhere, as llama.cpp decodes) or fp32 (the model's own fp32 GEMMs: "
+                  "logits exactly those of a full forward pass)");
   return [o]() { return run(*o); };
 }
 

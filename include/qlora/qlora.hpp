@@ -22,6 +22,7 @@
 #include "ops/linear.hpp"
 #include "ops/lora.hpp"
 #include "ops/matmul.hpp"
+#include "ops/packed_gemv.hpp"
 #include "ops/reduce.hpp"
 #include "ops/reshape.hpp"
 #include "ops/rmsnorm.hpp"

@@ -3,6 +3,7 @@
 // gives the same tokens, stop tokens end generation, sampling with a seed is reproducible.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -92,6 +93,39 @@ TEST_SUITE("train") {
     config.sampling.seed = 8;
     const auto c = generate(*model, {2, 17}, config);
     CHECK(a.tokens != c.tokens);
+  }
+
+  TEST_CASE("the int8 decode kernel: NF4 codes and Q8_0 blocks, logits near the fp32 path's, the adapter kept") {
+    const auto model = adapted_tiny();
+    const auto plain = test::open_tiny({}, CausalLMWeights::nf4);  // the same base without the adapter
+    const std::vector<std::int32_t> prompt = {2, 17, 200, 45, 45, 9};
+    const auto exact = model->decoder(32);
+    const auto packed = model->decoder(32, DecodeKernel::int8);
+    const auto unadapted = plain->decoder(32);
+    CHECK(exact->products() == "fp32 (the model's GEMMs)");
+    // the tiny model's rows of 32 are not whole NF4 blocks of 64 (Q8_0 then); down_proj's rows of 64 are
+    CHECK(packed->products().find("42 projections Q8_0/NF4") != std::string::npos);
+    CHECK(packed->products().find("LM head Q8_0") != std::string::npos);
+    std::vector<float> a = exact->extend(prompt), b = packed->extend(prompt), c = unadapted->extend(prompt);
+    for (int step = 0; step < 8; ++step) {
+      float scale = 0, error = 0, adapter = 0;
+      for (std::size_t v = 0; v < a.size(); ++v) {
+        scale = std::max(scale, std::abs(a[v]));
+        error = std::max(error, std::abs(a[v] - b[v]));
+        adapter = std::max(adapter, std::abs(a[v] - c[v]));
+      }
+      CAPTURE(step);
+      CHECK(error <= 0.05f * scale);  // 1-3 % here: six layers of int8 rounding in rows of one block
+      CHECK(error <= 0.1f * adapter);  // the adapter's part is there (it is fp32 beside the packed base)
+      const auto next = static_cast<std::int32_t>(std::max_element(a.begin(), a.end()) - a.begin());
+      a = exact->extend(std::span<const std::int32_t>(&next, 1));
+      b = packed->extend(std::span<const std::int32_t>(&next, 1));
+      c = unadapted->extend(std::span<const std::int32_t>(&next, 1));
+    }
+    GenerationConfig config;
+    config.max_new_tokens = 6;
+    config.decode_kernel = DecodeKernel::int8;
+    CHECK(generate(*model, prompt, config).tokens.size() == 6);
   }
 
   TEST_CASE("a prompt longer than the cache is an error naming the sizes") {

@@ -31,6 +31,7 @@
 #include "../quant/four_bit_tensor.hpp"
 #include "adapter.hpp"
 #include "config.hpp"
+#include "decode_weights.hpp"
 #include "weights.hpp"
 
 namespace qlora {
@@ -53,6 +54,7 @@ struct ForwardPass {
   RandomStream dropout{};               // this micro-batch's dropout stream (seed, micro-batch counter)
   DropoutRows batch_rows{};             // tokens per batch row and the first row's global index (dropout masks
                                         // independent of padding and of a data-parallel split)
+  const DecodeWeights* packed = nullptr;  // generation's one-token passes: packed projections (nn/decode_weights.hpp)
 };
 
 // A frozen projection y = x · Wᵀ with LoraLinear's call signature.
@@ -270,7 +272,22 @@ class Gemma3Block {
  private:
   template <class Proj, class X>
   auto call(const Proj& proj, const X& x, Projection p, const ForwardPass& pass) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (pass.packed != nullptr && !pass.train)
+        if (const PackedMatrix* m = pass.packed->find(layer_, p)) return packed_call(proj, *m, x);
+    }
     return proj(x, projection_stream(pass.dropout, layer_, p), pass.train, pass.batch_rows);
+  }
+  // The projection over its packed weight (no gradient: generation), plus the adapter's fp32 part.
+  template <class Proj, class X>
+  auto packed_call(const Proj& proj, const PackedMatrix& m, const X& x) const {
+    using result = decltype(proj(x));
+    using tensor = typename result::tensor_type;
+    require(x.value().device().is_cpu(), "generate", "packed decoding runs on the CPU");
+    tensor y(typename tensor::shape_type(x.size(0), m.rows), x.value().device());
+    packed_gemv(m, x.value().data(), x.size(0), y.data());
+    if (const auto* l = proj.lora()) return result(result(std::move(y)) + l->update(x));
+    return result(std::move(y));
   }
 
   template <class Proj>

@@ -34,6 +34,8 @@ class DecodeSession {
   virtual ~DecodeSession() = default;
   virtual std::vector<float> extend(std::span<const std::int32_t> ids) = 0;
   virtual index_t length() const = 0;
+  // What the one-token passes compute with: "fp32 (the model's GEMMs)" or the packed weights' description.
+  virtual std::string products() const = 0;
 };
 
 class CausalLM {
@@ -77,9 +79,10 @@ class CausalLM {
   const std::vector<peft::AdapterTensor>& vision_lora() const { return vision_lora_; }
   void set_vision_lora(std::vector<peft::AdapterTensor> tensors) { vision_lora_ = std::move(tensors); }
 
-  // Inference: materialised fp32 logits [N, vocab], and KV-cache decoding for up to `capacity` positions.
+  // Inference: materialised fp32 logits [N, vocab], and KV-cache decoding for up to `capacity` positions with the
+  // one-token passes' products of `kernel` (nn/decode_weights.hpp; int8 packs the weights once per model).
   virtual Tensor<float, Dyn, Dyn> logits(const ModelInput& in) const = 0;
-  virtual std::unique_ptr<DecodeSession> decoder(index_t capacity) const = 0;
+  virtual std::unique_ptr<DecodeSession> decoder(index_t capacity, DecodeKernel kernel = DecodeKernel::fp32) const = 0;
 
  protected:
   virtual void load_text_adapter(const peft::Adapter& adapter, const std::string& source) const = 0;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 
 #include "../train/generate.hpp"
 #include "adapter_io.hpp"
@@ -36,8 +37,11 @@ class Gemma3CausalLM final : public CausalLM {
     return adapter_tensors(model_, layout);
   }
   Tensor<float, Dyn, Dyn> logits(const ModelInput& in) const override { return model_.logits(in); }
-  std::unique_ptr<DecodeSession> decoder(index_t capacity) const override {
-    return std::make_unique<KvCache<model_type>>(model_, capacity);
+  std::unique_ptr<DecodeSession> decoder(index_t capacity, DecodeKernel kernel = DecodeKernel::fp32) const override {
+    if (kernel == DecodeKernel::fp32) return std::make_unique<KvCache<model_type>>(model_, capacity, nullptr);
+    const std::lock_guard<std::mutex> lock(packing_mutex_);
+    if (!packed_) packed_ = KvCache<model_type>::packed_weights_of(model_);
+    return std::make_unique<KvCache<model_type>>(model_, capacity, packed_);
   }
 
   const model_type& model() const { return model_; }
@@ -50,6 +54,8 @@ class Gemma3CausalLM final : public CausalLM {
  private:
   model_type model_;
   std::string name_;
+  mutable std::mutex packing_mutex_;
+  mutable std::shared_ptr<const DecodeWeights> packed_;  // DecodeKernel::int8's packing, made at the first use
 };
 
 template <class Cfg, class T, class W>

@@ -87,10 +87,14 @@ class LoraLinear {
     const DropoutParams d{static_cast<float>(spec_.dropout), dropout_stream,
                           static_cast<std::uint64_t>(batch_rows.tokens_per_row) * static_cast<std::uint64_t>(x.value().size(1)),
                           batch_rows.first_row};
-    const auto x_in = train ? dropout(x, d) : x;
-    const auto low = matmul<Transpose::no, Transpose::yes>(x_in, a_);   // [rows, r]
-    const auto update = matmul<Transpose::no, Transpose::yes>(low, b_);  // [rows, out]
-    return base_y + scale(update, scaling());
+    return base_y + update(train ? dropout(x, d) : x);
+  }
+
+  // The adapter's part alone, scaling · (x · Aᵀ) · Bᵀ: [rows, out] (x after any dropout).
+  template <class Rows>
+  Variable<T, Rows, Out> update(const Variable<T, Rows, In>& x) const {
+    const auto low = matmul<Transpose::no, Transpose::yes>(x, a_);  // [rows, r]
+    return scale(matmul<Transpose::no, Transpose::yes>(low, b_), scaling());
   }
 
   const Weight& base() const { return base_; }
