@@ -50,7 +50,6 @@ struct Question {
 // The layout records are read with: --format (or the custom templates) when given; else each record's own keys tell
 // (messages: chat, conversations: sharegpt, otherwise the finance fields), as finetune's eval_records.jsonl has them.
 DatasetFormat layout_of(const GenerateOptions& o, const Record* r) {
-  (void)decode_kernel_named(o.decode_kernel);
   if (o.format || o.layout.prompt_template || o.layout.response_template)
     return dataset_layout(o.format.value_or("custom"), o.layout);
   if (r && r->fields.contains("messages")) return dataset_layout("chat", o.layout);

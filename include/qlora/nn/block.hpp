@@ -283,7 +283,6 @@ class Gemma3Block {
   auto packed_call(const Proj& proj, const PackedMatrix& m, const X& x) const {
     using result = decltype(proj(x));
     using tensor = typename result::tensor_type;
-    require(x.value().device().is_cpu(), "generate", "packed decoding runs on the CPU");
     tensor y(typename tensor::shape_type(x.size(0), m.rows), x.value().device());
     packed_gemv(m, x.value().data(), x.size(0), y.data());
     if (const auto* l = proj.lora()) return result(result(std::move(y)) + l->update(x));

@@ -24,7 +24,6 @@
 namespace qlora {
 
 enum class DecodeKernel { fp32, int8 };
-inline std::string_view decode_kernel_name(DecodeKernel k) { return k == DecodeKernel::int8 ? "int8" : "fp32"; }
 inline DecodeKernel decode_kernel_named(std::string_view name) {
   if (name == "int8") return DecodeKernel::int8;
   if (name == "fp32") return DecodeKernel::fp32;
@@ -46,13 +45,6 @@ class DecodeWeights {
   }
   void set_lm_head(PackedMatrix m) { lm_head_ = std::move(m); }
 
-  // Bytes one decoded token reads from the packed weights (all of them, once).
-  std::size_t bytes() const {
-    std::size_t n = lm_head_ ? lm_head_->bytes() : 0;
-    for (const auto& layer : layers_)
-      for (const auto& slot : layer) n += slot ? slot->bytes() : 0;
-    return n;
-  }
   // "int8 dot products (avx2): 126 projections NF4 (53 MB), LM head Q8_0 (178 MB)"
   std::string describe() const {
     index_t count = 0, dense = 0;

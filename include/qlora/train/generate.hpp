@@ -140,8 +140,6 @@ class KvCache final : public DecodeSession {
   }
   index_t length() const override { return length_; }
   index_t capacity() const { return capacity_; }
-  // The packed weights of DecodeKernel::int8 (nullptr with fp32).
-  const DecodeWeights* packed() const { return packed_.get(); }
   std::string products() const override { return packed_ ? packed_->describe() : "fp32 (the model's GEMMs)"; }
 
   // The packing DecodeKernel::int8 uses, made once for a model (fp32 models only).
