@@ -1,5 +1,6 @@
 // Gemma RMSNorm kernels against the CPU reference: forward (y and the saved rstd) and backward (dx, dw) in fp32,
-// fp64 and bf16, on [tokens, hidden] rows and per head on [tokens, heads, head_dim].
+// fp64 and bf16, on [tokens, hidden] rows and per head on [tokens, heads, head_dim]; Gemma 4's scale by w and its
+// weight-free norm.
 #include <doctest/doctest.h>
 
 #include "support/check.hpp"
@@ -13,14 +14,14 @@ namespace {
 // Runs forward and backward (dy given) on the CPU and the GPU and compares y, rstd, dx and dw.
 template <class T, class... Ds, class Dc>
 void compare_with_cpu(const Tensor<T, Ds...>& x, const Tensor<T, Dc>& w, const Tensor<T, Ds...>& dy, double atol,
-                      double rtol) {
+                      double rtol, NormWeight kind = NormWeight::one_plus_w) {
   const Device gpu = cuda::device();
-  const auto cpu_fwd = rmsnorm_forward(x, w, 1e-6);
-  const auto gpu_fwd = rmsnorm_forward(x.to(gpu), w.to(gpu), 1e-6);
+  const auto cpu_fwd = rmsnorm_forward(x, w, 1e-6, kind);
+  const auto gpu_fwd = rmsnorm_forward(x.to(gpu), w.to(gpu), 1e-6, kind);
   QLORA_CHECK_CLOSE(gpu_fwd.y, cpu_fwd.y, atol, rtol);
   QLORA_CHECK_CLOSE(gpu_fwd.rstd, cpu_fwd.rstd, 0.0, 1e-6);
-  const auto cpu_bwd = rmsnorm_backward(dy, x, w, cpu_fwd.rstd);
-  const auto gpu_bwd = rmsnorm_backward(dy.to(gpu), x.to(gpu), w.to(gpu), gpu_fwd.rstd);
+  const auto cpu_bwd = rmsnorm_backward(dy, x, w, cpu_fwd.rstd, true, true, kind);
+  const auto gpu_bwd = rmsnorm_backward(dy.to(gpu), x.to(gpu), w.to(gpu), gpu_fwd.rstd, true, true, kind);
   QLORA_CHECK_CLOSE(gpu_bwd.dx, cpu_bwd.dx, atol, rtol);
   QLORA_CHECK_CLOSE(gpu_bwd.dw, cpu_bwd.dw, 10 * atol, rtol);  // a sum over rows: other order, more rounding
 }
@@ -68,5 +69,19 @@ TEST_SUITE("cuda") {
     QLORA_CHECK_CLOSE(y_gpu, y_cpu, 1e-5, 1e-5);
     QLORA_CHECK_CLOSE(dx_gpu, dx_cpu, 1e-5, 1e-5);
     QLORA_CHECK_CLOSE(dw_gpu, dw_cpu, 1e-4, 1e-5);
+  }
+
+  TEST_CASE("rmsnorm kernels with Gemma 4's stored scale and without a weight equal the CPU reference") {
+    using X = Tensor<float, Dyn, Dyn>;
+    const auto x = test::random_tensor<X>(7, -3, 3, 65, 512);
+    const auto w = test::random_tensor<Tensor<float, Dyn>>(8, 0.5, 1.5, 512);
+    const auto dy = test::random_tensor<X>(9, -1, 1, 65, 512);
+    compare_with_cpu(x, w, dy, 1e-5, 1e-5, NormWeight::w);
+    const Device gpu = cuda::device();
+    const auto cpu_fwd = rmsnorm_unscaled_forward(x, 1e-6);
+    const auto gpu_fwd = rmsnorm_unscaled_forward(x.to(gpu), 1e-6);
+    QLORA_CHECK_CLOSE(gpu_fwd.y, cpu_fwd.y, 1e-5, 1e-5);
+    QLORA_CHECK_CLOSE(rmsnorm_unscaled_backward(dy.to(gpu), x.to(gpu), gpu_fwd.rstd),
+                      rmsnorm_unscaled_backward(dy, x, cpu_fwd.rstd), 1e-5, 1e-5);
   }
 }

@@ -1,5 +1,5 @@
 // RoPE kernel against the CPU reference, forward and backward, at Gemma 3 shapes (head_dim 256, local and scaled
-// global frequencies) with packed positions, in fp32, fp64 and bf16.
+// global frequencies) with packed positions, in fp32, fp64 and bf16, and Gemma 4's proportional RoPE at head_dim 512.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -20,11 +20,11 @@ Pos packed_positions(index_t tokens) {  // sequences of 100 tokens each restart 
 }
 
 // CUDA's sincosf and glibc's differ by an ulp or so: atol/rtol say how far the two may be apart.
-template <class T>
+template <class T, index_t D = 256>
 void compare_with_cpu(const RopeParams& p, double atol, double rtol) {
   const index_t tokens = 333;
   const Device gpu = cuda::device();
-  using X = Tensor<T, Dyn, Dim<4>, Dim<256>>;
+  using X = Tensor<T, Dyn, Dim<4>, Dim<D>>;
   const auto x = test::random_tensor<X>(1, -2, 2, tokens);
   const Pos pos = packed_positions(tokens);
   QLORA_CHECK_CLOSE(rope_forward(x.to(gpu), pos.to(gpu), p), rope_forward(x, pos, p), atol, rtol);
@@ -56,5 +56,10 @@ TEST_SUITE("cuda") {
       return x.grad().to(Device::cpu());
     };
     QLORA_CHECK_CLOSE(run(cuda::device()), run(Device::cpu()), 2e-6, 1e-6);
+  }
+
+  TEST_CASE("proportional rope kernel (Gemma 4 full layers: head_dim 512, a quarter of the pairs) equals the CPU") {
+    compare_with_cpu<float, 512>(RopeParams{1e6, 1, 0.25}, 2e-6, 1e-6);
+    compare_with_cpu<double, 512>(RopeParams{1e6, 1, 0.25}, 1e-13, 1e-13);
   }
 }

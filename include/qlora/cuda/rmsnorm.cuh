@@ -1,6 +1,7 @@
-// Gemma RMSNorm kernels for ops/rmsnorm.hpp (formulas there). One thread block per row: the threads stride over the
-// columns, the row's sum of squares (forward) or Σ g·x̂ (backward) goes through block_reduce in the compute type
-// (fp32 for fp32/bf16, fp64 for fp64), and every element is rounded once when stored. dw is a second kernel that sums
+// Gemma RMSNorm kernels for ops/rmsnorm.hpp (formulas there; the scale is offset + w[c], or 1 without a weight).
+// One thread block per row: the threads stride over the columns, the row's sum of squares (forward) or Σ g·x̂
+// (backward) goes through block_reduce in the compute type (fp32 for fp32/bf16, fp64 for fp64), and every element is
+// rounded once when stored. dw is a second kernel that sums
 // dy·x̂ down the rows for a strip of 32 columns per block, in a fixed order, so it is deterministic (no atomics).
 #pragma once
 
@@ -18,7 +19,7 @@ struct RmsNormAdd {
   __device__ V operator()(V a, V b) const { return a + b; }
 };
 
-// x, y: [rows, cols], w: [cols], rstd: [rows]; d_x, d_w null when not wanted.
+// x, y: [rows, cols], w: [cols] (null: scale 1), rstd: [rows]; d_x, d_w null when not wanted.
 template <class T>
 struct RmsNormArgs {
   const T* x = nullptr;
@@ -31,6 +32,11 @@ struct RmsNormArgs {
   const compute_t<T>* rstd = nullptr;   // backward reads it
   index_t rows = 0, cols = 0;
   compute_t<T> eps = 0;
+  compute_t<T> offset = 1;  // 1: Gemma 3's 1 + w; 0: Gemma 4's w
+
+  __device__ compute_t<T> scale(index_t c) const {
+    return w ? offset + convert<compute_t<T>>(w[c]) : compute_t<T>(1);
+  }
 };
 
 template <class T>
@@ -47,7 +53,7 @@ __global__ void rmsnorm_forward_kernel(RmsNormArgs<T> p) {
     const C s = C(1) / std::sqrt(ss / static_cast<C>(p.cols) + p.eps);
     if (threadIdx.x == 0) p.rstd_out[r] = s;
     for (index_t c = threadIdx.x; c < p.cols; c += blockDim.x)
-      p.y[r * p.cols + c] = convert<T>(convert<C>(x[c]) * s * (C(1) + convert<C>(p.w[c])));
+      p.y[r * p.cols + c] = convert<T>(convert<C>(x[c]) * s * p.scale(c));
   }
 }
 
@@ -59,10 +65,10 @@ __global__ void rmsnorm_backward_input_kernel(RmsNormArgs<T> p) {
     const C s = p.rstd[r];
     C dot = 0;
     for (index_t c = threadIdx.x; c < p.cols; c += blockDim.x)
-      dot += convert<C>(dy[c]) * (C(1) + convert<C>(p.w[c])) * (convert<C>(x[c]) * s);
+      dot += convert<C>(dy[c]) * p.scale(c) * (convert<C>(x[c]) * s);
     const C m = block_reduce(dot, RmsNormAdd{}, C(0)) / static_cast<C>(p.cols);
     for (index_t c = threadIdx.x; c < p.cols; c += blockDim.x) {
-      const C g = convert<C>(dy[c]) * (C(1) + convert<C>(p.w[c]));
+      const C g = convert<C>(dy[c]) * p.scale(c);
       p.dx[r * p.cols + c] = convert<T>(s * (g - convert<C>(x[c]) * s * m));
     }
   }
@@ -92,7 +98,7 @@ inline unsigned rmsnorm_blocks(index_t rows) { return static_cast<unsigned>(std:
 
 template <class T>
 void rmsnorm_forward(const T* x, const T* w, T* y, compute_t<T>* rstd, index_t rows, index_t cols, double eps,
-                     const Stream& stream) {
+                     double offset, const Stream& stream) {
   const DeviceGuard guard(stream.device);
   RmsNormArgs<T> p;
   p.x = x;
@@ -102,13 +108,14 @@ void rmsnorm_forward(const T* x, const T* w, T* y, compute_t<T>* rstd, index_t r
   p.rows = rows;
   p.cols = cols;
   p.eps = static_cast<compute_t<T>>(eps);
+  p.offset = static_cast<compute_t<T>>(offset);
   rmsnorm_forward_kernel<<<rmsnorm_blocks(rows), rmsnorm_threads(cols), 0, stream.handle>>>(p);
   check(cudaGetLastError(), "rmsnorm", "launching the forward kernel");
 }
 
 template <class T>
 void rmsnorm_backward(const T* dy, const T* x, const T* w, const compute_t<T>* rstd, T* dx, T* dw, index_t rows,
-                      index_t cols, const Stream& stream) {
+                      index_t cols, double offset, const Stream& stream) {
   const DeviceGuard guard(stream.device);
   RmsNormArgs<T> p;
   p.x = x;
@@ -119,6 +126,7 @@ void rmsnorm_backward(const T* dy, const T* x, const T* w, const compute_t<T>* r
   p.rstd = rstd;
   p.rows = rows;
   p.cols = cols;
+  p.offset = static_cast<compute_t<T>>(offset);
   if (dx) {
     rmsnorm_backward_input_kernel<<<rmsnorm_blocks(rows), rmsnorm_threads(cols), 0, stream.handle>>>(p);
     check(cudaGetLastError(), "rmsnorm", "launching the input-gradient kernel");

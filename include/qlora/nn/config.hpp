@@ -121,23 +121,42 @@ Gemma3RuntimeConfig runtime_config_of() {
           Cfg::rms_norm_eps};
 }
 
+namespace detail {
+// The extents of a configuration that must be >= 1 and are not, gathered so one error names them all:
+// "not a buildable Gemma 3 configuration: hidden_size 0, head_dim -1 (must be >= 1)".
+class PositiveFields {
+ public:
+  // `least`: 1, or 0 for an extent that may be absent (written "(must be >= 0)" beside it).
+  void check(const char* field, index_t v, index_t least = 1) {
+    if (v >= least) return;
+    bad_ += concat(bad_.empty() ? "" : ", ", field, " ", v, least == 1 ? "" : " (must be >= 0)");
+    below_one_ = below_one_ || least == 1;
+  }
+  void fail_if_any(std::string_view source, std::string_view model) const {
+    if (!bad_.empty())
+      fail("config", source, ": not a buildable ", model, " configuration: ", bad_, below_one_ ? " (must be >= 1)" : "");
+  }
+
+ private:
+  std::string bad_;
+  bool below_one_ = false;
+};
+}  // namespace detail
+
 // A file's configuration completed with Gemma 3's defaults where the file is silent (query_pre_attn_scalar =
 // head_dim as llama.cpp assumes for GGUF files, rope θ 10 000 local / 1e6 global, rms_norm_eps 1e-6) and checked to
 // describe a model that can be built: positive extents, query heads a multiple of key/value heads, even head_dim.
 inline Gemma3RuntimeConfig complete_config(Gemma3RuntimeConfig c, std::string_view source) {
-  std::string bad;
-  auto positive = [&](const char* field, index_t v) {
-    if (v < 1) bad += detail::concat(bad.empty() ? "" : ", ", field, " ", v);
-  };
-  positive("hidden_size", c.hidden);
-  positive("intermediate_size", c.intermediate);
-  positive("num_hidden_layers", c.layers);
-  positive("num_attention_heads", c.heads);
-  positive("num_key_value_heads", c.kv_heads);
-  positive("head_dim", c.head_dim);
-  positive("vocab_size", c.vocab);
-  positive("sliding_window", c.sliding_window);
-  if (!bad.empty()) fail("config", source, ": not a buildable Gemma 3 configuration: ", bad, " (must be >= 1)");
+  detail::PositiveFields extents;
+  extents.check("hidden_size", c.hidden);
+  extents.check("intermediate_size", c.intermediate);
+  extents.check("num_hidden_layers", c.layers);
+  extents.check("num_attention_heads", c.heads);
+  extents.check("num_key_value_heads", c.kv_heads);
+  extents.check("head_dim", c.head_dim);
+  extents.check("vocab_size", c.vocab);
+  extents.check("sliding_window", c.sliding_window);
+  extents.fail_if_any(source, "Gemma 3");
   if (c.heads % c.kv_heads != 0)
     fail("config", source, ": num_attention_heads ", c.heads, " is not a multiple of num_key_value_heads ", c.kv_heads);
   if (c.head_dim % 2 != 0) fail("config", source, ": head_dim ", c.head_dim, " is odd (RoPE rotates pairs)");

@@ -1,6 +1,9 @@
 // Rotary position embedding, rotate-half (NeoX) layout, as transformers' Gemma3RotaryEmbedding + apply_rotary_pos_emb:
 //
 //   inv_freq[i] = 1 / theta^(2i/D) / factor      i < D/2  (factor: linear scaling; Gemma 3 4B+ global layers use 8)
+//   inv_freq[i] = 0                  i ≥ int(p · D // 2)   proportional RoPE (Gemma 4's full-attention layers,
+//                                    transformers' "proportional" rope_type) with partial_rotary_factor p: the exponent
+//                                    still divides by the full D; the pairs past the first p · D / 2 pass through
 //   angle[t, i] = pos[t] · inv_freq[i]           c = cos(angle), s = sin(angle), both rounded to x's dtype
 //   out[t, h, i]       = x[t, h, i] · c − x[t, h, i + D/2] · s
 //   out[t, h, i + D/2] = x[t, h, i + D/2] · c + x[t, h, i] · s
@@ -28,6 +31,7 @@ namespace qlora {
 struct RopeParams {
   double theta = 10000;        // rope_theta (Gemma 3: 10 000 local, 1 000 000 global)
   double scaling_factor = 1;   // rope_scaling {"rope_type": "linear", "factor": ...}; 1 = none
+  double rotated_fraction = 1; // proportional RoPE's partial_rotary_factor (Gemma 4 full layers: 0.25); 1 = all pairs
 };
 
 // inv_freq in the compute type, small enough to pass to a kernel by value (head_dim ≤ 2 · kMaxHalf).
@@ -44,9 +48,17 @@ RopeFrequencies<C> rope_frequencies(index_t head_dim, const RopeParams& p) {
     fail("rope", "head_dim ", head_dim, " must be even and at most ", 2 * RopeFrequencies<C>::kMaxHalf);
   if (!(p.theta > 0) || !(p.scaling_factor > 0))
     fail("rope", "theta (", p.theta, ") and scaling factor (", p.scaling_factor, ") must be positive");
+  if (!(p.rotated_fraction >= 0 && p.rotated_fraction <= 1))
+    fail("rope", "rotated fraction (partial_rotary_factor) ", p.rotated_fraction, " must lie in [0, 1]");
   RopeFrequencies<C> f;
   f.half = head_dim / 2;
+  // transformers: int(partial_rotary_factor * head_dim // 2), in double precision
+  const auto rotated = static_cast<index_t>(std::floor(p.rotated_fraction * static_cast<double>(head_dim) / 2));
   for (index_t i = 0; i < f.half; ++i) {
+    if (i >= rotated) {
+      f.inv_freq[i] = 0;  // angle 0: cos 1, sin 0, the pair passes through unchanged
+      continue;
+    }
     if constexpr (std::is_same_v<C, float>) {  // torch: arange(0, D, 2).float() / D; base ** e; 1.0 / ...; /= factor
       const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
       const float power = static_cast<float>(std::pow(p.theta, static_cast<double>(e)));
