@@ -24,6 +24,7 @@
 #include "nn/block.hpp"
 #include "nn/config.hpp"
 #include "nn/config_io.hpp"
+#include "nn/gemma4.hpp"
 #include "nn/merge.hpp"
 #include "nn/model.hpp"
 #include "nn/weights.hpp"

@@ -2,7 +2,7 @@
 """Checks that PEFT loads a LoRA adapter written by qlora and that it computes the expected logits.
 
 Usage: python3 tests/compat/peft_load.py --base DIR --adapter DIR --expected JSON [--atol 1e-4]
-  --base      a transformers Gemma 3 folder (config.json + model.safetensors), loaded fp32 with eager attention
+  --base      a transformers Gemma 3 or Gemma 4 folder (config.json + model.safetensors), loaded fp32, eager attention
   --adapter   a PEFT adapter folder (adapter_config.json + adapter_model.safetensors), applied with
               peft.PeftModel.from_pretrained
   --expected  JSON with "sequences" and "logits" (layout of tests/data/gemma3_model/tiny_logits.json), or with

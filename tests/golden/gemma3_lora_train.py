@@ -47,12 +47,12 @@ OUT = os.path.join(HERE, "..", "data", "gemma3_train")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def make_sequences():
+def make_sequences(vocab=300):
     rng = np.random.default_rng(0)
     seqs = []
     for i in range(20):
         n = int(rng.integers(5, 17))  # 5..16
-        ids = rng.integers(1, 300, size=n).tolist()  # 1..299
+        ids = rng.integers(1, vocab, size=n).tolist()  # 1..vocab-1
         k = int(rng.integers(1, 5))  # 1..4
         labels = [-100] * k + ids[k:]
         seqs.append({"input_ids": ids, "labels": labels})
@@ -104,24 +104,27 @@ class LrCapture(TrainerCallback):
         self.lrs.append(float(optimizer.param_groups[0]["lr"]))
 
 
-def main():
-    if os.path.isdir(OUT):
-        shutil.rmtree(OUT)
-    os.makedirs(OUT)
-    base = Gemma3ForCausalLM.from_pretrained(BASE, attn_implementation="eager", torch_dtype=torch.float32)
+def main(base_dir=BASE, out_dir=OUT, model_class=Gemma3ForCausalLM, base_name="tests/data/gemma3_model/tiny",
+         vocab=300):
+    """The run above on `base_dir` (any causal-LM class of transformers), written to `out_dir`; gemma4_lora_train.py
+    calls it for a tiny Gemma 4."""
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
+    base = model_class.from_pretrained(base_dir, attn_implementation="eager", dtype=torch.float32)
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
     torch.manual_seed(0)
     model = get_peft_model(base, lora)
-    model.peft_config["default"].base_model_name_or_path = "tests/data/gemma3_model/tiny"  # not this machine's path
+    model.peft_config["default"].base_model_name_or_path = base_name  # not this machine's path
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0.0, 0.02)
-    model.save_pretrained(os.path.join(OUT, "initial_adapter"))
-    os.remove(os.path.join(OUT, "initial_adapter", "README.md"))  # PEFT's model card, not needed
+    model.save_pretrained(os.path.join(out_dir, "initial_adapter"))
+    os.remove(os.path.join(out_dir, "initial_adapter", "README.md"))  # PEFT's model card, not needed
 
-    seqs = make_sequences()
+    seqs = make_sequences(vocab)
     hp = dict(per_device_train_batch_size=1, gradient_accumulation_steps=2, max_steps=10, learning_rate=5e-3,
               lr_scheduler_type="linear", warmup_steps=2, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
               adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, logging_steps=1, seed=42,
@@ -148,8 +151,8 @@ def main():
         steps.append({"step": s + 1, "loss": h["loss"], "loss_by_hand": by_hand, "grad_norm": h["grad_norm"],
                       "learning_rate": h["learning_rate"], "label_tokens": n0 + n1})
 
-    model.save_pretrained(os.path.join(OUT, "final_adapter"))
-    os.remove(os.path.join(OUT, "final_adapter", "README.md"))
+    model.save_pretrained(os.path.join(out_dir, "final_adapter"))
+    os.remove(os.path.join(out_dir, "final_adapter", "README.md"))
     model.eval()
     final_seqs = [seqs[0]["input_ids"], seqs[1]["input_ids"]]
     with torch.no_grad():
@@ -164,7 +167,7 @@ def main():
            "method": "transformers Trainer (train_sampling_strategy='sequential', _get_train_sampler -> "
                      "SequentialSampler) on a PEFT LoRA model; loss normalised by num_items_in_batch over both "
                      "micro-batches of a step; initial lora_B = normal(0, 0.02) after torch.manual_seed(1)",
-           "base_model": "tests/data/gemma3_model/tiny",
+           "base_model": base_name,
            "hyperparameters": dict(hp, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=TARGETS,
                                    lora_init_B_std=0.02, lora_init_A_seed=0, lora_init_B_seed=1,
                                    loss_normalisation="sum over the step's micro-batches / label tokens of the step "
@@ -172,7 +175,7 @@ def main():
            "sequences": seqs,
            "steps": steps,
            "final_logits": {"sequences": final_seqs, "logits": final_logits}}
-    with open(os.path.join(OUT, "train.json"), "w") as f:
+    with open(os.path.join(out_dir, "train.json"), "w") as f:
         json.dump(out, f, separators=(",", ":"))
     for st in steps:
         print(f"step {st['step']:2d} loss {st['loss']:.6f} by hand {st['loss_by_hand']:.6f} "

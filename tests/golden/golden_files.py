@@ -1,7 +1,7 @@
 """Writing a golden set for tests/support/golden.hpp: raw little-endian arrays and a manifest.
 
   tests/data/<set>/manifest.json   {"torch", "transformers", "arrays": {name: {file, dtype, shape}}, "params": {...}}
-  tests/data/<set>/<name>.bin      float32 or int32 (bf16 results widened to float32: exact)
+  tests/data/<set>/<name>.bin      float32, float64 or int32 (bf16 results widened to float32: exact)
 """
 import json
 import os
@@ -24,6 +24,12 @@ class GoldenSet:
         a.astype(a.dtype.newbyteorder("<")).tofile(os.path.join(self.out, name + ".bin"))
         self.arrays[name] = {"file": name + ".bin", "dtype": "float32" if a.dtype.kind == "f" else "int32",
                              "shape": list(a.shape)}
+
+    def save_f64(self, name, t):
+        """Writes a float tensor as float64 <name>.bin (dtype "float64" in the manifest)."""
+        a = np.ascontiguousarray(t.detach().double().numpy(), dtype="<f8")
+        a.tofile(os.path.join(self.out, name + ".bin"))
+        self.arrays[name] = {"file": name + ".bin", "dtype": "float64", "shape": list(a.shape)}
 
     def write_manifest(self):
         manifest = {"torch": torch.__version__, "transformers": transformers.__version__, "arrays": self.arrays,

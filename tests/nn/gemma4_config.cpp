@@ -52,7 +52,9 @@ std::string refusal(const nlohmann::json& j) {
 TEST_SUITE("nn") {
   TEST_CASE("Gemma 4 layer plans equal transformers' for tiny variants and the published text sizes") {
     const test::GoldenSet golden("gemma4_ops");
-    for (const auto& [name, entry] : golden.params("plans").items()) {
+    for (const auto& item : golden.params("plans").items()) {
+      const std::string name = item.key();  // not a structured binding: CAPTURE's lambda cannot take one (clang 14)
+      const nlohmann::json& entry = item.value();
       CAPTURE(name);
       const nlohmann::json& file = entry.at("config");
       const Gemma4RuntimeConfig c = gemma4_config_from_json(file, name);

@@ -49,6 +49,7 @@ class GoldenSet {
   bool has(const std::string& name) const { return manifest_.at("arrays").contains(name); }
 
   GoldenArray<float> floats(const std::string& name) const { return load<float>(name, "float32"); }
+  GoldenArray<double> doubles(const std::string& name) const { return load<double>(name, "float64"); }
   GoldenArray<std::int32_t> ints(const std::string& name) const { return load<std::int32_t>(name, "int32"); }
 
  private:

@@ -21,6 +21,7 @@
 #include "../data/tokenizer.hpp"
 #include "../nn/weights.hpp"
 #include "gguf.hpp"
+#include "json_file.hpp"
 
 namespace qlora {
 
@@ -32,17 +33,6 @@ struct HfFolderFiles {
   nlohmann::json generation_config;           // null when absent
 };
 
-namespace detail {
-inline nlohmann::json read_json_file(const std::filesystem::path& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(what, path.string(), ": cannot open");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(what, path.string(), ": not valid JSON: ", e.what());
-  }
-}
-}  // namespace detail
 
 inline HfFolderFiles read_hf_folder(const std::filesystem::path& folder) {
   namespace fs = std::filesystem;

@@ -23,6 +23,7 @@
 #include "../ops/embedding.hpp"
 #include "../optim/parameter.hpp"
 #include "block.hpp"
+#include "lora_parameters.hpp"
 #include "model_input.hpp"
 
 namespace qlora {
@@ -95,20 +96,12 @@ class Gemma3 {
   ParameterList lora_parameters() const
     requires std::is_same_v<T, float>
   {
-    ParameterList params;
-    for_each_lora([&](index_t layer, Projection p, const auto& proj) {
-      params.emplace_back(peft::tensor_name(layer, p, peft::LoraMatrix::A), proj.lora_a());
-      params.emplace_back(peft::tensor_name(layer, p, peft::LoraMatrix::B), proj.lora_b());
-    });
-    return params;
+    return lora_parameter_list(*this);
   }
   // fn(layer, projection, const LoraLinear&) for every adapted projection, layer by layer in PEFT's order.
   template <class Fn>
   void for_each_lora(Fn&& fn) const {
-    for (const block_type& block : blocks_)
-      block.for_each_projection([&](Projection p, const auto& proj) {
-        if (const auto* lora = proj.lora()) fn(block.layer(), p, *lora);
-      });
+    for_each_block_lora(blocks_, fn);
   }
   index_t trainable_parameter_count() const {
     index_t n = 0;

@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../io/gguf.hpp"
+#include "../io/json_file.hpp"
 #include "../core/random.hpp"
 #include "../io/safetensors.hpp"
 #include "config_io.hpp"
@@ -127,13 +128,7 @@ class Gemma3WeightSource {
     if (!std::filesystem::exists(config))
       fail("model", path.string(), ": not a GGUF file, and no config.json in ", dir.string(),
            " (a Hugging Face checkpoint folder holds config.json and *.safetensors)");
-    std::ifstream in(config);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      fail("model", config.string(), ": not valid JSON: ", e.what());
-    }
+    const nlohmann::json j = detail::read_json_file(config, "model");
     s.config_ = gemma3_config_from_json(j, config.string());
     s.hf_config_ = j;
     return s;  // the safetensors files are opened at the first read, after the configuration has been checked

@@ -1,0 +1,81 @@
+// Where a Gemma 4 text model's weights come from: a Hugging Face checkpoint folder (config.json and one or more
+// *.safetensors files), text-only (Gemma4ForCausalLM: "model.layers.0...") or multimodal
+// (Gemma4ForConditionalGeneration: "model.language_model.layers.0...", the vision and audio towers beside it, never
+// read here). Inside qlora tensors are named as in transformers' Gemma4TextModel ("layers.3.self_attn.q_proj.weight",
+// "embed_tokens_per_layer.weight"); every read checks the tensor's shape against the layer plan
+// (nn/gemma4_config.hpp) and names the tensor, the file and both shapes when they differ.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "../io/json_file.hpp"
+#include "../io/safetensors.hpp"
+#include "gemma4_config.hpp"
+
+namespace qlora {
+
+namespace detail {
+template <class>
+using dyn_extent_t = Dyn;
+}
+
+class Gemma4WeightSource {
+ public:
+  // A checkpoint folder, or one .safetensors file with config.json beside it.
+  static Gemma4WeightSource open(const std::filesystem::path& path) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) fail("model", path.string(), ": no such file or folder");
+    const std::filesystem::path dir = std::filesystem::is_directory(path) ? path : path.parent_path();
+    const std::filesystem::path config = dir / "config.json";
+    if (!std::filesystem::exists(config))
+      fail("model", path.string(), ": no config.json in ", dir.string(),
+           " (a Hugging Face checkpoint folder holds config.json and *.safetensors)");
+    const nlohmann::json j = detail::read_json_file(config, "model");
+    Gemma4WeightSource s;
+    s.path_ = path;
+    s.config_ = gemma4_config_from_json(j, config.string());
+    s.checkpoint_ = std::make_shared<const SafetensorsCheckpoint>(path);
+    return s;
+  }
+
+  const std::filesystem::path& path() const { return path_; }
+  const Gemma4RuntimeConfig& config() const { return config_; }
+  const SafetensorsCheckpoint& checkpoint() const { return *checkpoint_; }
+
+  // Whether the checkpoint holds this text-model tensor (under any of the text prefixes).
+  bool contains(std::string_view text_name) const {
+    for (std::string_view p : gemma3_text_prefixes)
+      if (checkpoint_->contains(std::string(p) + std::string(text_name))) return true;
+    return false;
+  }
+
+  // The tensor `text_name` as T, which must have exactly `extents` (the plan's shape).
+  template <class T, class... Ns>
+  Tensor<T, detail::dyn_extent_t<Ns>...> read(std::string_view text_name, Ns... extents) const {
+    const std::string full = checkpoint_->text_tensor_name(text_name);
+    const auto& info = checkpoint_->info(full);
+    const std::vector<index_t> want{static_cast<index_t>(extents)...};
+    if (info.shape != want)
+      fail("model", checkpoint_->path().string(), ": tensor ", full, " has shape ", shape_text(info.shape),
+           ", the configuration gives ", shape_text(want));
+    return checkpoint_->read<T, detail::dyn_extent_t<Ns>...>(full);
+  }
+
+ private:
+  static std::string shape_text(const std::vector<index_t>& s) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+  }
+
+  std::filesystem::path path_;
+  Gemma4RuntimeConfig config_;
+  std::shared_ptr<const SafetensorsCheckpoint> checkpoint_;
+};
+
+}  // namespace qlora
