@@ -21,6 +21,8 @@
 
 #include <qlora/data/gguf_vocabulary.hpp>
 #include <qlora/data/layouts.hpp>
+#include <qlora/io/json_file.hpp>
+#include <qlora/nn/gemma4_config.hpp>
 
 #include "commands.hpp"
 #include "cpu_gemm.hpp"
@@ -239,8 +241,54 @@ nlohmann::json recipe_defaults() {
 
 // --dry-run: the memory estimates for max_seq_length × batch tokens per micro-batch, without data or training. The
 // model is a file, or a published size's name (its configuration; nothing is read).
+// A Gemma 4 checkpoint's configuration when `model` is one (its config.json says model_type gemma4 / gemma4_text);
+// nothing else of the folder is read.
+std::optional<Gemma4RuntimeConfig> gemma4_config_at(const std::string& model) {
+  std::error_code ec;
+  const std::filesystem::path p(model);
+  if (model.empty() || !std::filesystem::exists(p, ec)) return std::nullopt;
+  const std::filesystem::path config = (std::filesystem::is_directory(p, ec) ? p : p.parent_path()) / "config.json";
+  if (!std::filesystem::exists(config, ec)) return std::nullopt;
+  const nlohmann::json j = detail::read_json_file(config, "model");
+  auto type_of = [](const nlohmann::json& o) {
+    return o.is_object() && o.contains("model_type") && o["model_type"].is_string() ? o["model_type"].get<std::string>()
+                                                                                    : std::string();
+  };
+  const std::string type = j.contains("text_config") ? type_of(j["text_config"]) : type_of(j);
+  if (!type_of(j).starts_with("gemma4") && !type.starts_with("gemma4")) return std::nullopt;
+  return gemma4_config_from_json(j, config.string());
+}
+
+// The two estimate lines of a dry run.
+void print_estimates(const std::string& name, const FinetuneJob& job, index_t tokens, const MemoryEstimate& host,
+                     const MemoryEstimate& gpu) {
+  constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
+  const bool ckpt = job.args.gradient_checkpointing;
+  const bool eight_bit = job.args.optim.find("8bit") != std::string::npos;
+  std::printf("model %s, LoRA r %ld on %s, %lld tokens per micro-batch (max_seq_length %zu x batch %ld)%s\n",
+              name.c_str(), job.lora.r, join_names(job.lora.target_modules).c_str(), static_cast<long long>(tokens),
+              job.data.max_length, job.args.per_device_train_batch_size, ckpt ? ", gradient checkpointing" : "");
+  std::printf("host (CPU training, fp32 compute): %6.2f GiB  = model %.2f + adapter and optimizer %.3f + activations %.2f\n",
+              host.total() / GiB, host.model / GiB, host.adapter / GiB, host.activations / GiB);
+  std::printf("GPU  (bf16 compute, %s AdamW):   %6.2f GiB  = model %.2f + adapter and optimizer %.3f + activations %.2f\n",
+              eight_bit ? "8-bit" : "fp32", gpu.total() / GiB, gpu.model / GiB, gpu.adapter / GiB, gpu.activations / GiB);
+}
+
 int dry_run(const nlohmann::json& cfg, const FinetuneJob& job) {
   const std::string model = cfg.contains("model") ? cfg["model"].get<std::string>() : std::string();
+  const auto tokens = static_cast<index_t>(job.data.max_length) * static_cast<index_t>(job.args.per_device_train_batch_size);
+  const bool ckpt = job.args.gradient_checkpointing;
+  const bool eight_bit = job.args.optim.find("8bit") != std::string::npos;
+  if (const std::optional<Gemma4RuntimeConfig> g4 = gemma4_config_at(model)) {
+    const LoraTargets targets(job.lora);
+    const std::string name = detail::concat("gemma-4 (hidden ", g4->hidden, ", ", g4->layers, " layers)");
+    targets.check_matches(g4->layers, name);
+    print_estimates(name, job, tokens, estimate_memory(*g4, targets, tokens, ckpt),
+                    estimate_gpu_memory(*g4, targets, tokens, ckpt, eight_bit));
+    std::printf("(Gemma 4: the estimate from config.json only; qlora finetune does not train Gemma 4 yet, "
+                "docs/gemma4.md)\n");
+    return 0;
+  }
   std::optional<Gemma3WeightSource> named;
   std::apply([&](auto... sizes) {
     auto try_one = [&](auto size) {
@@ -253,19 +301,8 @@ int dry_run(const nlohmann::json& cfg, const FinetuneJob& job) {
                                           : Gemma3WeightSource::open(model.empty() ? default_model_path() : std::filesystem::path(model));
   const LoraTargets targets = targets_for(job.lora, source);
   const std::string name = model_name(source.config(), source.path().string());
-  const auto tokens = static_cast<index_t>(job.data.max_length) * static_cast<index_t>(job.args.per_device_train_batch_size);
-  const bool ckpt = job.args.gradient_checkpointing;
-  const bool eight_bit = job.args.optim.find("8bit") != std::string::npos;
-  constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
-  const MemoryEstimate host = estimate_memory(source.config(), targets, tokens, ckpt);
-  const MemoryEstimate gpu = estimate_gpu_memory(source.config(), targets, tokens, ckpt, eight_bit);
-  std::printf("model %s, LoRA r %ld on %s, %lld tokens per micro-batch (max_seq_length %zu x batch %ld)%s\n",
-              name.c_str(), job.lora.r, join_names(job.lora.target_modules).c_str(), static_cast<long long>(tokens),
-              job.data.max_length, job.args.per_device_train_batch_size, ckpt ? ", gradient checkpointing" : "");
-  std::printf("host (CPU training, fp32 compute): %6.2f GiB  = model %.2f + adapter and optimizer %.3f + activations %.2f\n",
-              host.total() / GiB, host.model / GiB, host.adapter / GiB, host.activations / GiB);
-  std::printf("GPU  (bf16 compute, %s AdamW):   %6.2f GiB  = model %.2f + adapter and optimizer %.3f + activations %.2f\n",
-              eight_bit ? "8-bit" : "fp32", gpu.total() / GiB, gpu.model / GiB, gpu.adapter / GiB, gpu.activations / GiB);
+  print_estimates(name, job, tokens, estimate_memory(source.config(), targets, tokens, ckpt),
+                  estimate_gpu_memory(source.config(), targets, tokens, ckpt, eight_bit));
   return 0;
 }
 
