@@ -9,8 +9,8 @@
 // PLE depends only on the frozen embeddings, so it is computed once per forward without gradients. Inputs are packed
 // as for Gemma 3 (model_input.hpp): segment ids keep samples apart, positions restart per sample. The loss is the
 // summed next-token cross-entropy on the capped logits, fused with the tied head (ops/cross_entropy.hpp).
-// CPU only so far (the per-layer inputs are sliced on the host), and no gradient checkpointing yet: a reusing layer's
-// keys and values come from another layer's checkpoint (docs/gemma4.md, "KV sharing with checkpointing").
+// CPU only so far (the per-layer inputs are sliced on the host). Gradient checkpointing keeps the producers' keys and
+// values for the layers that reuse them (hidden_states; docs/gemma4.md, "KV sharing with checkpointing").
 #pragma once
 
 #include <cmath>
@@ -95,23 +95,52 @@ class Gemma4 {
   }
 
   // The final hidden states (after the last norm): [N, hidden].
+  //
+  // With gradient checkpointing every layer keeps only its input, and a layer that computes keys and values keeps
+  // them too (its reusing layers read them later in the forward pass): k and v are each a checkpoint of their own
+  // (recomputed from the layer's input in backward), and the rest of a layer is a checkpoint whose inputs are x, k
+  // and v. A reusing layer's recomputation is handed the producer's stored keys and values, and the gradients of
+  // all the layers that read them add up in the producer's k and v before those are recomputed and back-propagated
+  // into the producer's projections: the same gradients as without checkpointing.
   hidden_type hidden_states(const ModelInput& in, const ForwardPass& pass = {}) const {
-    if (pass.gradient_checkpointing)
-      fail("gemma4", "gradient checkpointing is not supported for Gemma 4 yet (KV sharing across checkpoints)");
     hidden_type x = embedding(in.tokens, embed_);
     std::vector<Tensor<T, Dyn, Dyn>> ple;
     {
       NoGrad no_grad;
       ple = per_layer_inputs(in.tokens, x.value());
     }
-    std::vector<typename block_type::Kv> stored(blocks_.size());
+    using Kv = typename block_type::Kv;
+    using heads_type = typename block_type::heads_type;
+    const bool checkpointing = pass.gradient_checkpointing && grad_enabled();
+    std::vector<Kv> stored(blocks_.size());
     for (const block_type& block : blocks_) {
       const Gemma4LayerPlan& plan = block.plan();
       const hidden_type ple_l = ple.empty() ? hidden_type() : hidden_type(ple[static_cast<std::size_t>(block.layer())]);
-      const auto* shared = plan.kv == KvSharing::reuse ? &stored[static_cast<std::size_t>(plan.kv_source)] : nullptr;
-      auto out = block(x, ple.empty() ? nullptr : &ple_l, shared, in.positions, in.segment_ids, pass);
-      if (plan.kv == KvSharing::store) stored[static_cast<std::size_t>(block.layer())] = std::move(out.kv);
-      x = std::move(out.x);
+      const hidden_type* ple_p = ple.empty() ? nullptr : &ple_l;
+      if (!checkpointing) {
+        auto out = block(x, ple_p, plan.kv == KvSharing::reuse ? &stored[static_cast<std::size_t>(plan.kv_source)] : nullptr,
+                         in.positions, in.segment_ids, pass);
+        if (plan.kv == KvSharing::store) stored[static_cast<std::size_t>(block.layer())] = std::move(out.kv);
+        x = std::move(out.x);
+        continue;
+      }
+      const block_type* b = &block;
+      Kv kv;
+      if (plan.computes_kv()) {
+        kv.k = checkpoint([b, in, pass](const hidden_type& h) {
+          return b->keys_values(b->input_norm(h), in.positions, pass).k;
+        }, x);
+        kv.v = checkpoint([b, in, pass](const hidden_type& h) {
+          return b->keys_values(b->input_norm(h), in.positions, pass).v;
+        }, x);
+      } else {
+        kv = stored[static_cast<std::size_t>(plan.kv_source)];
+      }
+      x = checkpoint([b, in, pass, ple_l, has_ple = ple_p != nullptr](const hidden_type& h, const heads_type& k,
+                                                                      const heads_type& v) {
+        return (*b)(h, b->input_norm(h), has_ple ? &ple_l : nullptr, Kv{k, v}, in.positions, in.segment_ids, pass);
+      }, x, kv.k, kv.v);
+      if (plan.kv == KvSharing::store) stored[static_cast<std::size_t>(block.layer())] = std::move(kv);
     }
     return rmsnorm(x, norm_, cfg_.rms_norm_eps, NormWeight::w);
   }

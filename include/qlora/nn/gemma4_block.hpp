@@ -90,28 +90,32 @@ class Gemma4Block {
   const Gemma4LayerPlan& plan() const { return plan_; }
   double layer_scalar() const { return layer_scalar_; }
 
-  // x: [N, hidden]; ple: this layer's per-layer input [N, P] (null without PLE); shared: the producer's keys and
-  // values on a reusing layer (null otherwise); positions, segment_ids: int32 [N].
-  Output operator()(const hidden_type& x, const hidden_type* ple, const Kv* shared,
-                    const Tensor<std::int32_t, Dyn>& positions, const Tensor<std::int32_t, Dyn>& segment_ids,
-                    const ForwardPass& pass) const {
+  // h = input_layernorm(x): what the projections read.
+  hidden_type input_norm(const hidden_type& x) const { return rmsnorm(x, input_norm_, eps_, NormWeight::w); }
+
+  // This layer's keys and values from h = input_norm(x) (only on layers that compute them, plan().computes_kv()).
+  Kv keys_values(const hidden_type& h, const Tensor<std::int32_t, Dyn>& positions, const ForwardPass& pass) const {
+    if (!plan_.computes_kv())
+      fail("gemma4", "layer ", layer_, " computes no keys and values: it reuses layer ", plan_.kv_source, "'s");
+    const index_t n = h.size(0), d = plan_.head_dim;
+    const heads_type kr = reshape<Dyn, Dyn, Dyn>(call(*k_, h, Projection::k_proj, pass), n, plan_.kv_heads, d);
+    Kv kv;
+    kv.k = rope(rmsnorm(kr, k_norm_, eps_, NormWeight::w), positions, plan_.rope);
+    kv.v = rmsnorm_unscaled(
+        plan_.k_eq_v ? kr : reshape<Dyn, Dyn, Dyn>(call(*v_, h, Projection::v_proj, pass), n, plan_.kv_heads, d), eps_);
+    return kv;
+  }
+
+  // The layer after its keys and values: x: [N, hidden], h = input_norm(x); ple: this layer's per-layer input
+  // [N, P] (null without PLE); kv: this layer's keys and values, or on a reusing layer its producer's;
+  // positions, segment_ids: int32 [N].
+  hidden_type operator()(const hidden_type& x, const hidden_type& h, const hidden_type* ple, const Kv& kv,
+                         const Tensor<std::int32_t, Dyn>& positions, const Tensor<std::int32_t, Dyn>& segment_ids,
+                         const ForwardPass& pass) const {
     const double eps = eps_;
     const index_t n = x.size(0), d = plan_.head_dim;
-    const hidden_type h = rmsnorm(x, input_norm_, eps, NormWeight::w);
     heads_type q = reshape<Dyn, Dyn, Dyn>(call(*q_, h, Projection::q_proj, pass), n, heads_, d);
     q = rope(rmsnorm(q, q_norm_, eps, NormWeight::w), positions, plan_.rope);
-    Kv kv;
-    if (plan_.computes_kv()) {
-      const heads_type kr = reshape<Dyn, Dyn, Dyn>(call(*k_, h, Projection::k_proj, pass), n, plan_.kv_heads, d);
-      kv.k = rope(rmsnorm(kr, k_norm_, eps, NormWeight::w), positions, plan_.rope);
-      kv.v = rmsnorm_unscaled(
-          plan_.k_eq_v ? kr : reshape<Dyn, Dyn, Dyn>(call(*v_, h, Projection::v_proj, pass), n, plan_.kv_heads, d),
-          eps);
-    } else {
-      if (shared == nullptr)
-        fail("gemma4", "layer ", layer_, " reuses layer ", plan_.kv_source, "'s keys and values, which were not given");
-      kv = *shared;
-    }
     const heads_type a = attention(q, kv.k, kv.v, AttentionParams{1.0, plan_.window}, segment_ids);
     const hidden_type attn = rmsnorm(call(*o_, reshape<Dyn, Dyn>(a, n, heads_ * d), Projection::o_proj, pass),
                                      post_attention_norm_, eps, NormWeight::w);
@@ -126,8 +130,23 @@ class Gemma4Block {
       const hidden_type g = geglu((*ple_gate_)(x2), *ple);
       x2 = x2 + rmsnorm((*ple_projection_)(g), post_ple_norm_, eps, NormWeight::w);
     }
-    Output out{scale(x2, layer_scalar_), {}};
-    if (plan_.computes_kv()) out.kv = std::move(kv);
+    return scale(x2, layer_scalar_);
+  }
+
+  // The whole layer: its own keys and values, or on a reusing layer `shared` (the producer's; null otherwise).
+  Output operator()(const hidden_type& x, const hidden_type* ple, const Kv* shared,
+                    const Tensor<std::int32_t, Dyn>& positions, const Tensor<std::int32_t, Dyn>& segment_ids,
+                    const ForwardPass& pass) const {
+    const hidden_type h = input_norm(x);
+    Output out;
+    if (plan_.computes_kv()) {
+      out.kv = keys_values(h, positions, pass);
+      out.x = (*this)(x, h, ple, out.kv, positions, segment_ids, pass);
+    } else {
+      if (shared == nullptr)
+        fail("gemma4", "layer ", layer_, " reuses layer ", plan_.kv_source, "'s keys and values, which were not given");
+      out.x = (*this)(x, h, ple, *shared, positions, segment_ids, pass);
+    }
     return out;
   }
 
