@@ -191,8 +191,18 @@ inline std::string_view packed_kernel_name(PackedKernel k) { return k == PackedK
 // namespace (core/config.hpp).
 QLORA_DISPATCH_BEGIN
 namespace packed_kernels {
+// GCC 12 (Debian 12's g++) miscompiles the int8 dot product below when it vectorises it with AVX512-VNNI
+// (-march=native on an AMD Zen 4, whose -march implies avx512vnni: every Q8_0 row came out wrong, caught by
+// tests/ops/packed_gemv.cpp); the scalar kernel is the reference the AVX2 one is checked against, so GCC on x86 keeps
+// it scalar. Elsewhere (aarch64) it vectorises as before.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define QLORA_PACKED_SCALAR_ATTRIBUTES __attribute__((optimize("no-tree-vectorize")))
+#else
+#define QLORA_PACKED_SCALAR_ATTRIBUTES
+#endif
+
 // One row's Σ_b s_b d_b Σ_i c_i a_i, in plain C++.
-inline float packed_row_scalar(const PackedMatrix& m, index_t row, const QuantizedActivation& a) {
+QLORA_PACKED_SCALAR_ATTRIBUTES inline float packed_row_scalar(const PackedMatrix& m, index_t row, const QuantizedActivation& a) {
   const index_t nb = m.blocks_per_row(), bb = m.block_bytes();
   const std::uint8_t* p = m.data.data() + row * nb * bb;
   const float* s = m.scales.data() + row * nb;
