@@ -28,6 +28,7 @@
 
 #include "cpu_gemm.hpp"
 #include "memory_estimate.hpp"
+#include "train_source.hpp"
 
 namespace qlora::cli {
 
@@ -108,14 +109,6 @@ inline void check_output_dir(const std::filesystem::path& dir) {
     fail("finetune", "--output-dir ", dir.string(), ": cannot be created (", parent.string(), " is not writable)");
 }
 
-// The job's LoRA targets for this model: module names of the checkpoint's class, checked (ranks, patterns, target
-// names, at least one projection matched) before anything is read.
-inline LoraTargets targets_for(const LoraConfig& lora, const Gemma3WeightSource& source) {
-  const LoraTargets targets = LoraTargets(lora).for_layout(source.layout());
-  targets.check_matches(source.config().layers, model_name(source.config(), source.path().string()));
-  return targets;
-}
-
 // SIGINT / SIGTERM during training: the first finishes the step, saves a checkpoint and stops (the run resumes
 // exactly from it); a second, or one before training has begun, stops at once as the default action would.
 namespace interrupt {
@@ -148,13 +141,13 @@ inline std::string data_fingerprint(const std::vector<Sample>& samples) {
 }
 
 // `job_text`: the resolved configuration, compared across the ranks of a data-parallel run (`comm`).
-inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source, const Tokenizer& tok,
+inline int run_finetune(const FinetuneJob& job, const TrainSource& source, const Tokenizer& tok,
                         dist::Communicator& comm = dist::single_process(), const std::string& job_text = {}) {
   const TrainingArguments& args = job.args;
   namespace fs = std::filesystem;
   check_output_dir(args.output_dir);
-  const LoraTargets targets = targets_for(job.lora, source);
-  const std::string name = model_name(source.config(), source.path().string());
+  const LoraTargets targets = source.targets(job.lora);
+  const std::string name = source.name();
 
   // Data: tokenize, split, batch (nothing written yet).
   TokenizedDataset data = load_dataset(job.dataset_path.string(), job.format, tok, job.data);
@@ -197,8 +190,7 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
   for (const auto& s : split.train) longest = std::max(longest, s.input_ids.size());
   const auto tokens_per_micro = static_cast<index_t>(job.packing ? job.data.max_length
                                                                  : longest * static_cast<std::size_t>(args.per_device_train_batch_size));
-  check_memory(source.config(), targets, tokens_per_micro, args.gradient_checkpointing,
-               comm.ranks_on_this_machine());
+  source.check_memory(targets, tokens_per_micro, args.gradient_checkpointing, comm.ranks_on_this_machine());
 
   // Model (+ resume state).
   Gemma3Options options;
@@ -210,7 +202,7 @@ inline int run_finetune(const FinetuneJob& job, const Gemma3WeightSource& source
                source.path().string().c_str(), name.c_str(), job.lora.r,
                join_names(job.lora.target_modules).c_str(),
                job.lora.rank_pattern.empty() && job.lora.alpha_pattern.empty() ? "" : " (with per-module patterns)");
-  const std::unique_ptr<CausalLM> model_ptr = open_causal_lm(source, options);
+  const std::unique_ptr<CausalLM> model_ptr = source.open_model(options);
   CausalLM& model = *model_ptr;
   TrainOptimizer optimizer(args, model.lora_parameters());
   TrainerState state;

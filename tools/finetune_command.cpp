@@ -244,19 +244,10 @@ nlohmann::json recipe_defaults() {
 // A Gemma 4 checkpoint's configuration when `model` is one (its config.json says model_type gemma4 / gemma4_text);
 // nothing else of the folder is read.
 std::optional<Gemma4RuntimeConfig> gemma4_config_at(const std::string& model) {
-  std::error_code ec;
+  if (!is_gemma4_checkpoint(model)) return std::nullopt;
   const std::filesystem::path p(model);
-  if (model.empty() || !std::filesystem::exists(p, ec)) return std::nullopt;
-  const std::filesystem::path config = (std::filesystem::is_directory(p, ec) ? p : p.parent_path()) / "config.json";
-  if (!std::filesystem::exists(config, ec)) return std::nullopt;
-  const nlohmann::json j = detail::read_json_file(config, "model");
-  auto type_of = [](const nlohmann::json& o) {
-    return o.is_object() && o.contains("model_type") && o["model_type"].is_string() ? o["model_type"].get<std::string>()
-                                                                                    : std::string();
-  };
-  const std::string type = j.contains("text_config") ? type_of(j["text_config"]) : type_of(j);
-  if (!type_of(j).starts_with("gemma4") && !type.starts_with("gemma4")) return std::nullopt;
-  return gemma4_config_from_json(j, config.string());
+  const std::filesystem::path config = (std::filesystem::is_directory(p) ? p : p.parent_path()) / "config.json";
+  return gemma4_config_from_json(detail::read_json_file(config, "model"), config.string());
 }
 
 // The two estimate lines of a dry run.
@@ -285,8 +276,7 @@ int dry_run(const nlohmann::json& cfg, const FinetuneJob& job) {
     targets.check_matches(g4->layers, name);
     print_estimates(name, job, tokens, estimate_memory(*g4, targets, tokens, ckpt),
                     estimate_gpu_memory(*g4, targets, tokens, ckpt, eight_bit));
-    std::printf("(Gemma 4: the estimate from config.json only; qlora finetune does not train Gemma 4 yet, "
-                "docs/gemma4.md)\n");
+    std::printf("(Gemma 4: the estimate from config.json only)\n");
     return 0;
   }
   std::optional<Gemma3WeightSource> named;
@@ -297,10 +287,11 @@ int dry_run(const nlohmann::json& cfg, const FinetuneJob& job) {
     };
     (try_one(sizes), ...);
   }, Gemma3Configs{});
-  const Gemma3WeightSource source = named ? std::move(*named)
-                                          : Gemma3WeightSource::open(model.empty() ? default_model_path() : std::filesystem::path(model));
-  const LoraTargets targets = targets_for(job.lora, source);
-  const std::string name = model_name(source.config(), source.path().string());
+  const TrainSource train_source(named ? std::move(*named)
+                                       : Gemma3WeightSource::open(model.empty() ? default_model_path() : std::filesystem::path(model)));
+  const Gemma3WeightSource& source = *train_source.gemma3();
+  const LoraTargets targets = train_source.targets(job.lora);
+  const std::string name = train_source.name();
   print_estimates(name, job, tokens, estimate_memory(source.config(), targets, tokens, ckpt),
                   estimate_gpu_memory(source.config(), targets, tokens, ckpt, eight_bit));
   return 0;
@@ -360,9 +351,9 @@ int run(const nlohmann::json& cfg) {
     std::fprintf(stderr, "qlora: CPU demo: %ld optimizer steps (about 10 minutes on 2 cores for Gemma 3 270M); pass "
                  "--max-steps or --num-train-epochs for the full recipe\n", job.args.max_steps);
 
-  const Gemma3WeightSource source = Gemma3WeightSource::open(job.model_path);
-  describe_source(source);
-  const Tokenizer tok = open_tokenizer(source);
+  const TrainSource source = TrainSource::open(job.model_path);
+  source.describe();
+  const Tokenizer tok = source.tokenizer();
   return run_finetune(job, source, tok, comm, resolved.dump(1));
 }
 }  // namespace

@@ -40,7 +40,7 @@ struct LayerExtents {
 struct ModelExtents {
   double hidden = 0, vocab = 0;
   double other_linear = 0;  // Gemma 4: per_layer_model_projection
-  double other_table = 0;   // Gemma 4: the per-layer-input embedding table (held like the embedding)
+  double other_table = 0;   // Gemma 4: the per-layer-input table and MoE experts (held like the embedding)
   double norms = 0;
   std::vector<LayerExtents> layers;
 };
@@ -76,6 +76,12 @@ inline ModelExtents extents_of(const Gemma4RuntimeConfig& c) {
     l.intermediate = static_cast<double>(plan.intermediate);
     l.other_linear = 2 * m.hidden * p;
     l.norms = (p > 0 ? 5 : 4) * m.hidden + 2 * l.head_dim;
+    if (c.moe) {  // router (quantized like a projection), experts (held in the compute type, like a table), norms
+      const double e = static_cast<double>(c.experts), mi = static_cast<double>(c.moe_intermediate);
+      l.other_linear += e * m.hidden;
+      m.other_table += e * 3 * mi * m.hidden;
+      l.norms += 4 * m.hidden + e;
+    }
     m.layers.push_back(l);
   }
   return m;
@@ -167,8 +173,9 @@ inline double available_memory() {
 }
 
 // `ranks_here`: processes of a data-parallel run on this machine, each holding all of it.
-inline void check_memory(const Gemma3RuntimeConfig& c, const LoraTargets& targets, index_t tokens_per_micro_batch,
-                         bool checkpointing, int ranks_here = 1) {
+template <class Config>  // Gemma3RuntimeConfig or Gemma4RuntimeConfig
+void check_memory(const Config& c, const LoraTargets& targets, index_t tokens_per_micro_batch,
+                  bool checkpointing, int ranks_here = 1) {
   const MemoryEstimate e = estimate_memory(c, targets, tokens_per_micro_batch, checkpointing);
   const double have = available_memory();
   constexpr double GiB = 1024.0 * 1024.0 * 1024.0;

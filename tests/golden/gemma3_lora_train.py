@@ -105,7 +105,7 @@ class LrCapture(TrainerCallback):
 
 
 def main(base_dir=BASE, out_dir=OUT, model_class=Gemma3ForCausalLM, base_name="tests/data/gemma3_model/tiny",
-         vocab=300):
+         vocab=300, hp_overrides=None):
     """The run above on `base_dir` (any causal-LM class of transformers), written to `out_dir`; gemma4_lora_train.py
     calls it for a tiny Gemma 4."""
     if os.path.isdir(out_dir):
@@ -129,6 +129,7 @@ def main(base_dir=BASE, out_dir=OUT, model_class=Gemma3ForCausalLM, base_name="t
               lr_scheduler_type="linear", warmup_steps=2, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
               adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, logging_steps=1, seed=42,
               train_sampling_strategy="sequential")
+    hp.update(hp_overrides or {})
     args = TrainingArguments(output_dir=os.path.join("/tmp", "gemma3_lora_train_out"), eval_strategy="no",
                              save_strategy="no", report_to="none", use_cpu=True, dataloader_num_workers=0,
                              remove_unused_columns=False, disable_tqdm=True, **hp)

@@ -6,6 +6,8 @@ One checkpoint per variant of the dense text model (docs/gemma4.md):
   kv_shared   PLE, 8 layers of which the last 3 reuse the keys and values of layers 3 (sliding) and 4 (full), with
               the double-wide MLP on those 3
   k_eq_v      keys = values on full layers (no v_proj there), 2 KV heads on sliding and 1 on full layers, no PLE
+  moe         the mixture-of-experts block beside the dense MLP in every layer: 4 experts, top 2, expert width 24,
+              no PLE
 Each is Gemma4ForCausalLM in fp32 with random weights (normal, std 0.3 / sqrt(fan_in) for projections, norm scales
 around 1, layer_scalar in [0.5, 1.5]) and final_logit_softcapping 5 so the cap bites; sliding_window 4, so the
 window matters on 11-token sequences. Saved with save_pretrained (config.json + model.safetensors) under
@@ -40,6 +42,8 @@ VARIANTS = {
                                    "full_attention", "sliding_attention", "sliding_attention", "full_attention"]),
     "k_eq_v": dict(num_hidden_layers=6, hidden_size_per_layer_input=0, attention_k_eq_v=True,
                    num_attention_heads=4, num_key_value_heads=2, num_global_key_value_heads=1),
+    "moe": dict(num_hidden_layers=4, hidden_size_per_layer_input=0, enable_moe_block=True, num_experts=4,
+                top_k_experts=2, moe_intermediate_size=24),
 }
 SEQUENCES = [[2, 17, 5, 88, 40, 40, 3, 91, 12, 60, 7], [2, 33, 9, 70, 1, 45]]
 
@@ -59,8 +63,9 @@ def randomize(model, g):
 
 @contextlib.contextmanager
 def pure_fp64(config):
-    """transformers computes RMSNorm, RoPE's angles and eager attention's softmax in fp32 even for an fp64 model;
-    within this block they compute in the model's dtype (the same formulas), so fp64 logits carry the math alone."""
+    """transformers computes RMSNorm, RoPE's angles, eager attention's softmax and the MoE router's softmax in fp32
+    even for an fp64 model; within this block they compute in the model's dtype (the same formulas), so fp64 logits
+    carry the math alone."""
     def norm_forward(self, x):
         y = x * torch.pow(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon, -0.5)
         return y * self.weight if self.with_scale else y
@@ -78,13 +83,22 @@ def pure_fp64(config):
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
 
-    saved = modeling_gemma4.Gemma4RMSNorm.forward, modeling_gemma4.Gemma4TextRotaryEmbedding.forward
-    modeling_gemma4.Gemma4RMSNorm.forward = norm_forward
-    modeling_gemma4.Gemma4TextRotaryEmbedding.forward = rope_forward
+    def router_forward(self, hidden_states):  # Gemma4TextRouter.forward with its softmax in the model's dtype
+        h = self.norm(hidden_states) * self.scale * self.scalar_root_size
+        p = torch.nn.functional.softmax(self.proj(h), dim=-1, dtype=h.dtype)
+        w, idx = torch.topk(p, k=self.config.top_k_experts, dim=-1)
+        w = w / w.sum(dim=-1, keepdim=True)
+        return p, w * self.per_expert_scale[idx], idx
+
+    classes = (modeling_gemma4.Gemma4RMSNorm, modeling_gemma4.Gemma4TextRotaryEmbedding, modeling_gemma4.Gemma4TextRouter)
+    saved = [c.forward for c in classes]
+    for c, f in zip(classes, (norm_forward, rope_forward, router_forward)):
+        c.forward = f
     try:
         yield
     finally:
-        modeling_gemma4.Gemma4RMSNorm.forward, modeling_gemma4.Gemma4TextRotaryEmbedding.forward = saved
+        for c, f in zip(classes, saved):
+            c.forward = f
 
 
 def main():
@@ -100,7 +114,9 @@ def main():
         randomize(model, g)
         folder = os.path.join(golden.out, name)
         model.save_pretrained(folder, safe_serialization=True)
-        model64 = Gemma4ForCausalLM.from_pretrained(folder, dtype=torch.float64, attn_implementation="sdpa").eval()
+        # the experts' eager loop (the default grouped_mm takes no fp64); both models compute the same formula
+        model64 = Gemma4ForCausalLM.from_pretrained(folder, dtype=torch.float64, attn_implementation="sdpa",
+                                                    experts_implementation="eager").eval()
         # an fp64 model is built with fp64 embedding scales (sqrt(hidden), sqrt(P) unrounded); the checkpoint's
         # models in fp32 and bf16 use the fp32 value, which qlora uses in every dtype
         for emb in (model64.model.embed_tokens, getattr(model64.model, "embed_tokens_per_layer", None)):

@@ -107,6 +107,26 @@ TEST_SUITE("io") {
     CHECK(back.target_modules.size() == 7);
   }
 
+  // Gemma4ForConditionalGeneration: PEFT refuses the towers' modules of the same names, so the targets are a regex
+  // over the text model (the string PEFT takes and writes back, checked by compat.peft_loads_our_gemma4_adapters).
+  TEST_CASE("text-model-only targets are written as PEFT's regex string and read back as names") {
+    LoraConfig c;
+    c.target_modules = {"q_proj", "down_proj"};
+    c.text_model_only = true;
+    const nlohmann::json j = peft::adapter_config(c, "base");
+    CHECK(j["target_modules"] == ".*language_model.*\\.(q_proj|down_proj)");
+    const LoraConfig back = peft::lora_config_from_adapter_config(j, "a.json");
+    CHECK(back.text_model_only);
+    CHECK(back.target_modules == std::vector<std::string>{"q_proj", "down_proj"});
+    nlohmann::json other = j;  // any other string stays PEFT's comma-free name list
+    other["target_modules"] = "q_proj,v_proj";
+    const LoraConfig plain = peft::lora_config_from_adapter_config(other, "b.json");
+    CHECK_FALSE(plain.text_model_only);
+    CHECK(plain.target_modules == std::vector<std::string>{"q_proj", "v_proj"});
+    CHECK_FALSE(peft::names_of_text_model_regex(".*language_model.*\\.(q_proj|)"));
+    CHECK_FALSE(peft::names_of_text_model_regex(".*language_model.*\\.(q.*)"));
+  }
+
   TEST_CASE("adapters qlora cannot honour are refused by name") {
     auto j = read_json("adapter_config.json");
     j["use_dora"] = true;

@@ -1,5 +1,5 @@
 // Gemma 4 text model: fp32 logits of tiny random checkpoints that transformers wrote (tests/golden/gemma4_model.py:
-// PLE, KV sharing with the double-wide MLP, keys = values) against transformers' own logits; two sequences packed in
+// PLE, KV sharing with the double-wide MLP, keys = values, the mixture-of-experts block) against transformers' own logits; two sequences packed in
 // one row give each one's logits; the loss takes the capped logits; LoRA adapts only the projections a layer has;
 // NF4 computes with the NF4 values; the loss passes an fp64 gradcheck for LoRA matrices whose gradient runs through
 // KV sharing (a producer's k_proj and v_proj, read by later layers) and through keys = values; a wrong tensor shape, a
@@ -21,7 +21,7 @@
 using namespace qlora;
 
 namespace {
-const std::string kGemma4Variants[] = {"dense_ple", "kv_shared", "k_eq_v"};
+const std::string kGemma4Variants[] = {"dense_ple", "kv_shared", "k_eq_v", "moe"};
 
 std::filesystem::path gemma4_folder(const std::string& variant) {
   return std::filesystem::path(QLORA_TEST_DATA_DIR) / "gemma4_model" / variant;
@@ -159,7 +159,7 @@ TEST_SUITE("nn") {
     const test::GoldenSet golden("gemma4_model");
     const Gemma3Options options = test::lora_options(2, all_linear_targets(), 4);
     const ModelInput in = gemma4_packed(gemma4_ids(golden, 0), {2, 33, 9, 70});
-    for (const std::string variant : {"kv_shared", "k_eq_v"}) {
+    for (const std::string variant : {"kv_shared", "k_eq_v", "moe"}) {
       CAPTURE(variant);
       const Gemma4<double, double> model(Gemma4WeightSource::open(gemma4_folder(variant)), options);
       std::uint64_t state = 7;
@@ -174,6 +174,9 @@ TEST_SUITE("nn") {
       if (variant == "kv_shared") {  // layer 4 stores the full layers' k, v for layer 7; layer 3 the sliding ones
         QLORA_CHECK_GRADIENTS(loss, blocks[4].k_lora()->lora_a(), blocks[3].v_lora()->lora_b(),
                               blocks[7].q_lora()->lora_a(), blocks[6].down_lora()->lora_b());
+      } else if (variant == "moe") {  // through layer 0's router and experts (both read x after attention)
+        QLORA_CHECK_GRADIENTS(loss, blocks[0].q_lora()->lora_a(), blocks[0].o_lora()->lora_b(),
+                              blocks[2].gate_lora()->lora_a());
       } else {  // layer 5 is full with k = v: no v_proj
         CHECK(blocks[5].v_lora() == nullptr);
         QLORA_CHECK_GRADIENTS(loss, blocks[5].k_lora()->lora_a(), blocks[5].k_lora()->lora_b(),

@@ -236,7 +236,8 @@ TEST_SUITE("nn") {
     const auto any_model = open_causal_lm(src, kTinyAll, CausalLMWeights::fp32);  // qlora::models' Gemma3AnySize
     const CausalLM& any = *any_model;
     CHECK(any.name() == "gemma-3-tiny");  // a known shape is named as such whichever model type holds it
-    CHECK(any.config().hidden == 32);
+    CHECK(any.layers() == 6);
+    CHECK(any.vocab() == src.config().vocab);
     test::randomise_lora_b(fixed.lora_parameters(), 21);
     test::randomise_lora_b(any.lora_parameters(), 21);
     std::vector<Sample> samples(1);
@@ -272,7 +273,7 @@ TEST_SUITE("nn") {
     const auto src = Gemma3WeightSource::random(c, 3, "odd");
     const auto model = open_causal_lm(src, test::lora_options(3, {"q_proj", "down_proj"}), CausalLMWeights::nf4);
     CHECK(model->name() == "gemma-3 (hidden 48, 7 layers)");
-    CHECK(model->config().layers == 7);
+    CHECK(model->layers() == 7);
     const ParameterList params = model->lora_parameters();
     CHECK(params.size() == 7 * 2 * 2);
     CHECK(test::find_parameter(params, "layers.6.self_attn.q_proj.lora_A")->numel() == 3 * 48);  // [3, 48]

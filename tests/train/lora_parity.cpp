@@ -2,8 +2,9 @@
 // gemma3_lora_train.py → tests/data/gemma3_train/): same initial adapter (PEFT wrote it), same sequences in the same
 // order, AdamW (torch), linear schedule with warmup, clipping at 1.0, 2 micro-batches per step with the loss
 // normalised over the step's label tokens. The logged loss, gradient norm and learning rate of every step must match,
-// and the trained adapter must give the logits PEFT's trained adapter gives. The same run of two tiny Gemma 4 models
-// (per-layer embeddings; KV sharing: tests/golden/gemma4_lora_train.py → tests/data/gemma4_train/).
+// and the trained adapter must give the logits PEFT's trained adapter gives. The same run of three tiny Gemma 4 models
+// (per-layer embeddings; KV sharing; the mixture-of-experts block with its router and experts frozen:
+// tests/golden/gemma4_lora_train.py → tests/data/gemma4_train/).
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -204,7 +205,10 @@ TEST_SUITE("train") {
       MESSAGE("bf16 run skipped: this CPU has no bf16 units (AVX512-BF16 or AMX)");
       return;
     }
-    check_lora_parity(CpuGemm::onednn_bf16, {1e-2, 5e-2, 5e-2}, false);
+    // Every GEMM operand rounded to bf16 (8 significant bits), every step clipped: measured on an AMD EPYC (Zen 4,
+    // AVX512-BF16) loss within 4.8e-4 of the fp32 reference curve, gradient norms within 5.9e-2, final logits within
+    // 6.6e-2 (the last two are the chaotic part of these touchy runs; a wrong product is off by O(1)).
+    check_lora_parity(CpuGemm::onednn_bf16, {1e-2, 1e-1, 1e-1}, false);
   }
 
   TEST_CASE("PEFT's trained adapter loaded into the tiny model gives PEFT's logits") {
@@ -245,8 +249,8 @@ TEST_SUITE("train") {
   // norm (same parameters on both sides) agrees to fp32 rounding (transformers' own fp32 and fp64 norms differ by
   // 1.6e-6 there); later steps' norms drift to 2e-4 and the trained logits to 5e-4 relative, while every step's loss
   // stays within 1e-5. tests/nn/gemma4_model.cpp checks the gradient itself by finite differences in fp64.
-  TEST_CASE("10-step LoRA runs of tiny Gemma 4 models (PLE; KV sharing) give transformers + PEFT's loss curves") {
-    for (const std::string variant : {"dense_ple", "kv_shared"}) {
+  TEST_CASE("10-step LoRA runs of tiny Gemma 4 models (PLE; KV sharing; MoE) give transformers + PEFT's loss curves") {
+    for (const std::string variant : {"dense_ple", "kv_shared", "moe"}) {
       CAPTURE(variant);
       const nlohmann::json g = train_golden("gemma4_train/" + variant);
       const Gemma3Options options =

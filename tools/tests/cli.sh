@@ -8,6 +8,8 @@
 #   cli.sh help QLORA WORK       finetune --help lists every flag (needs no model)
 #   cli.sh validation QLORA WORK every bad flag value is refused before any model is loaded (needs no model)
 #   cli.sh multimodal QLORA WORK the tiny multimodal folder: finetune, resume, chat records, merge, export, generate
+#   cli.sh gemma4 QLORA WORK     the Gemma 4 recipe on a tiny Gemma 4 folder: finetune with gradient checkpointing,
+#                                PEFT's module names (no k/v on KV-sharing layers, no v on k = v layers), resume
 set -uo pipefail
 what=$1 qlora=$2 work=$3
 if [ "$what" = help ]; then  # every flag of the issue is listed by `qlora finetune --help`
@@ -192,6 +194,52 @@ if [ "$what" = validation ]; then
   expect_fail "give either --prompt or --records" generate "${nomodel[@]}"
   expect_fail "--records $work/none.jsonl: no such file" generate "${nomodel[@]}" --records "$work/none.jsonl"
   echo "every flag value is checked before the model is loaded"
+  exit 0
+fi
+if [ "$what" = gemma4 ]; then
+  # examples/recipes/gemma4-e2b-it-finance.json (seven projections, checkpointing, paged 8-bit AdamW, clipping 0.3)
+  # on tests/data/gemma4_cli: a tiny bf16 Gemma4ForCausalLM with per-layer embeddings, k = v on its full layers
+  # (2, 5) and layers 4 and 5 reusing layers 3's and 2's keys and values (tests/golden/gemma4_cli_folder.py). The
+  # recipe's length and accumulation are cut to keep the run short. Needs no model.
+  root="$(cd "$(dirname "$0")/../.." && pwd)"
+  g4="$root/tests/data/gemma4_cli"
+  rm -rf "$work" && mkdir -p "$work"
+  die() { echo "FAILED: $*"; exit 1; }
+  run=(finetune --config "$root/examples/recipes/gemma4-e2b-it-finance.json" --select 12 --eval-size 2
+       --max-seq-length 160 --gradient-accumulation-steps 2 --max-steps 3 --save-steps 1 --logging-steps 1
+       --eval-steps 3 --report-to none)
+  "$qlora" "${run[@]}" --model "$g4" --output-dir "$work/run" 2> "$work/log.txt" || { cat "$work/log.txt"; die "finetune"; }
+  cat "$work/log.txt"
+  grep -q "gemma-4 (hidden 32, 6 layers)" "$work/log.txt" || die "the log does not name the Gemma 4 model"
+  grep -q "gradient checkpointing" "$work/log.txt" || die "the recipe's gradient checkpointing is not on"
+  grep -q '"eval_loss"' "$work/run/metrics.jsonl" || die "no eval_loss in metrics.jsonl"
+  names=$(python3 -c 'import json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]
+print("\n".join(k for k in json.loads(f.read(n)) if k != "__metadata__"))' "$work/run/adapter_model.safetensors") ||
+    die "adapter_model.safetensors unreadable"
+  grep -qx "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" <<< "$names" || die "no layer 0 q_proj"
+  grep -qx "base_model.model.model.layers.3.self_attn.k_proj.lora_B.weight" <<< "$names" || die "no producer k_proj"
+  ! grep -q "layers.4.self_attn.k_proj\|layers.5.self_attn.v_proj" <<< "$names" || die "k/v on a KV-sharing layer"
+  ! grep -q "layers.2.self_attn.v_proj" <<< "$names" || die "v_proj on a k = v layer"
+  [ "$(grep -c lora_A <<< "$names")" = 37 ] || die "$(grep -c lora_A <<< "$names") adapted modules, expected 37"
+  cp "$work/run/adapter_model.safetensors" "$work/straight.safetensors"
+  rm -rf "$work/run/checkpoint-3" "$work/run/adapter_model.safetensors"
+  "$qlora" "${run[@]}" --model "$g4" --output-dir "$work/run" --resume-from-checkpoint latest 2> "$work/resumed.txt" \
+    || { cat "$work/resumed.txt"; die "resume"; }
+  grep -q "resuming from" "$work/resumed.txt" || die "did not resume"
+  cmp "$work/straight.safetensors" "$work/run/adapter_model.safetensors" || die "the resumed run's adapter differs"
+  # The same text model in a Gemma4ForConditionalGeneration folder (vision and audio towers): trained under the
+  # multimodal names, with target_modules as a regex over the text model (PEFT cannot wrap the towers' modules of the
+  # same names); compat.peft_loads_our_gemma4_adapters loads both adapters with PEFT.
+  "$qlora" "${run[@]}" --model "$root/tests/data/gemma4_cli_mm" --output-dir "$work/mm" 2> "$work/mm.txt" \
+    || { cat "$work/mm.txt"; die "finetune of the multimodal folder"; }
+  grep -q "is a Gemma4ForConditionalGeneration checkpoint: its text model is used" "$work/mm.txt" \
+    || die "no line about the skipped towers"
+  grep -qF '"target_modules": ".*language_model.*\\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"' \
+    "$work/mm/adapter_config.json" || { cat "$work/mm/adapter_config.json"; die "target_modules not the text-model regex"; }
+  grep -aq '"base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"' \
+    "$work/mm/adapter_model.safetensors" || die "adapter not in the multimodal layout"
+  echo "all Gemma 4 checks passed"
   exit 0
 fi
 if [ -z "${QLORA_MODEL:-}" ] || [ ! -f "$QLORA_MODEL" ]; then

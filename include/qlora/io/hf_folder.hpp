@@ -19,6 +19,7 @@
 #include "../data/csv.hpp"
 #include "../data/gguf_vocabulary.hpp"
 #include "../data/tokenizer.hpp"
+#include "../nn/gemma4_weights.hpp"
 #include "../nn/weights.hpp"
 #include "gguf.hpp"
 #include "json_file.hpp"
@@ -70,11 +71,8 @@ inline bool is_gemma_chat_template(const std::string& t) {
   return t.find("<start_of_turn>") != std::string::npos && t.find("<end_of_turn>") != std::string::npos;
 }
 
-// The tokenizer of a model: a GGUF's own vocabulary, or a Hugging Face folder's tokenizer.model.
-inline Tokenizer open_tokenizer(const Gemma3WeightSource& source) {
-  if (source.is_gguf()) return tokenizer_from_gguf(*source.gguf());
-  const std::filesystem::path folder = source.folder();
-  if (folder.empty()) fail("tokenizer", source.path().string(), ": a model without files has no tokenizer");
+// The tokenizer.model of a Hugging Face folder, for a model of `vocab` embedding rows.
+inline Tokenizer open_folder_tokenizer(const std::filesystem::path& folder, index_t vocab) {
   const HfFolderFiles files = read_hf_folder(folder);
   if (files.tokenizer_model.empty()) {
     if (std::filesystem::exists(folder / "tokenizer.json"))
@@ -83,10 +81,21 @@ inline Tokenizer open_tokenizer(const Gemma3WeightSource& source) {
     fail("tokenizer", folder.string(), ": no tokenizer.model in the model folder");
   }
   const Tokenizer tok = Tokenizer::from_model_file(files.tokenizer_model.string());
-  if (tok.vocab_size() > source.config().vocab)
+  if (tok.vocab_size() > vocab)
     fail("tokenizer", files.tokenizer_model.string(), ": ", tok.vocab_size(), " pieces, more than the model's vocab_size ",
-         source.config().vocab);
+         vocab);
   return tok;
+}
+
+// The tokenizer of a model: a GGUF's own vocabulary, or a Hugging Face folder's tokenizer.model.
+inline Tokenizer open_tokenizer(const Gemma3WeightSource& source) {
+  if (source.is_gguf()) return tokenizer_from_gguf(*source.gguf());
+  const std::filesystem::path folder = source.folder();
+  if (folder.empty()) fail("tokenizer", source.path().string(), ": a model without files has no tokenizer");
+  return open_folder_tokenizer(folder, source.config().vocab);
+}
+inline Tokenizer open_tokenizer(const Gemma4WeightSource& source) {
+  return open_folder_tokenizer(source.folder(), source.config().vocab);
 }
 
 // GGUF metadata for the text model of a Hugging Face folder, as llama.cpp's converter writes it for gemma3.

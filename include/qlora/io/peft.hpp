@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <cctype>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -106,6 +107,32 @@ inline std::optional<TensorName> parse_tensor_name(std::string_view name) {
   return std::nullopt;
 }
 
+// target_modules as a regex over the text model's modules (LoraConfig::text_model_only), and the names back from one.
+inline std::string text_model_target_regex(const std::vector<std::string>& names) {
+  std::string alternatives;
+  for (const auto& n : names) alternatives += (alternatives.empty() ? "" : "|") + n;
+  return ".*language_model.*\\.(" + alternatives + ")";
+}
+inline std::optional<std::vector<std::string>> names_of_text_model_regex(const std::string& regex) {
+  constexpr std::string_view head = ".*language_model.*\\.(";
+  if (!regex.starts_with(head) || !regex.ends_with(")")) return std::nullopt;
+  const std::string body = regex.substr(head.size(), regex.size() - head.size() - 1);
+  std::vector<std::string> names;
+  std::string name;
+  for (char ch : body + "|") {
+    if (ch == '|') {
+      if (name.empty()) return std::nullopt;
+      names.push_back(name);
+      name.clear();
+    } else if (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_') {
+      name += ch;
+    } else {
+      return std::nullopt;
+    }
+  }
+  return names;
+}
+
 // adapter_config.json with the keys PEFT writes (PEFT fills missing keys with defaults and ignores unknown ones in
 // recent versions; these are the ones it writes itself). target_modules keep the given order.
 inline nlohmann::json adapter_config(const LoraConfig& c, const std::string& base_model_name_or_path) {
@@ -135,7 +162,8 @@ inline nlohmann::json adapter_config(const LoraConfig& c, const std::string& bas
   j["rank_pattern"] = nlohmann::json::object();
   for (const auto& [key, r] : c.rank_pattern) j["rank_pattern"][key] = r;
   j["revision"] = nullptr;
-  j["target_modules"] = c.target_modules;
+  j["target_modules"] = c.text_model_only ? nlohmann::json(text_model_target_regex(c.target_modules))
+                                          : nlohmann::json(c.target_modules);
   j["task_type"] = "CAUSAL_LM";
   j["use_dora"] = false;
   j["use_rslora"] = c.use_rslora;
@@ -158,8 +186,13 @@ inline LoraConfig lora_config_from_adapter_config(const nlohmann::json& j, std::
   c.use_rslora = j.value("use_rslora", false);
   c.bias = j.value("bias", std::string("none"));
   const auto& t = j.at("target_modules");
-  c.target_modules = t.is_string() ? detail::OptionReader::split_commas(t.get<std::string>())
-                                   : t.get<std::vector<std::string>>();
+  if (const auto names = t.is_string() ? names_of_text_model_regex(t.get<std::string>()) : std::nullopt) {
+    c.target_modules = *names;
+    c.text_model_only = true;
+  } else {
+    c.target_modules = t.is_string() ? detail::OptionReader::split_commas(t.get<std::string>())
+                                     : t.get<std::vector<std::string>>();
+  }
   for (const char* key : {"rank_pattern", "alpha_pattern"})
     if (j.contains(key) && !j[key].is_null() && !j[key].is_object())
       fail("peft", source, ": ", key, " must be an object {module pattern: value}");

@@ -108,6 +108,11 @@ class LoraTargets {
     return *this;
   }
   const std::string& module_prefix() const { return module_prefix_; }
+  // Saved adapters name their targets by a regex over the text model (LoraConfig::text_model_only).
+  LoraTargets& text_model_only() {
+    if (config_) config_->text_model_only = true;
+    return *this;
+  }
 
   // The adapter of `layer`'s projection `p`, or nullopt when it is not targeted.
   std::optional<LoraSpec> at(index_t layer, Projection p) const {

@@ -22,6 +22,7 @@
 #include "../optim/parameter.hpp"
 #include "block.hpp"
 #include "config.hpp"
+#include "gemma4_weights.hpp"
 #include "model_input.hpp"
 #include "weights.hpp"
 
@@ -45,8 +46,9 @@ class CausalLM {
   CausalLM(const CausalLM&) = delete;
   CausalLM& operator=(const CausalLM&) = delete;
 
-  virtual std::string_view name() const = 0;                   // "gemma-3-270m"
-  virtual const Gemma3RuntimeConfig& config() const = 0;       // the model's extents
+  virtual std::string_view name() const = 0;                   // "gemma-3-270m", "gemma-4 (hidden 1536, 35 layers)"
+  virtual index_t layers() const = 0;                          // decoder layers
+  virtual index_t vocab() const = 0;                           // rows of the embedding (and the tied head)
   virtual const Gemma3Options& options() const = 0;             // LoRA targets, seed, device
   Device device() const { return options().device; }
 
@@ -100,6 +102,12 @@ enum class CausalLMWeights { nf4, nf4_dequantized, fp32 };
 // One compiled Gemma 3 model; defined in nn/gemma3_causal_lm.hpp and instantiated once per size (models/*.cpp).
 template <class Cfg, class T, class W>
 std::unique_ptr<CausalLM> make_gemma3(const Gemma3WeightSource& source, const Gemma3Options& options);
+
+// Gemma 4's text model (nn/gemma4.hpp) from a checkpoint folder: NF4 or fp32 weights as for Gemma 3 (run-time
+// extents; one instantiation per weight type in models/gemma4.cpp). Training and logits; no KV-cache decoding yet
+// (decoder() refuses, naming the model).
+std::unique_ptr<CausalLM> open_causal_lm(const Gemma4WeightSource& source, Gemma3Options options,
+                                         CausalLMWeights weights = CausalLMWeights::nf4);
 
 // The model the file describes, with `options`' adapters and device: the published size's own instantiation where
 // the program has one compiled in (QLORA_STATIC_MODELS), else the run-time-shaped Gemma3AnySize, which computes the

@@ -24,7 +24,8 @@ class Gemma3CausalLM final : public CausalLM {
       : model_(source, options), name_(model_.name()) {}
 
   std::string_view name() const override { return name_; }
-  const Gemma3RuntimeConfig& config() const override { return model_.runtime_config(); }
+  index_t layers() const override { return model_.runtime_config().layers; }
+  index_t vocab() const override { return model_.runtime_config().vocab; }
   const Gemma3Options& options() const override { return model_.options(); }
 
   using CausalLM::loss_sum;

@@ -1,4 +1,5 @@
-// Gemma4<T, W>: transformers' Gemma4ForCausalLM text model (dense: the mixture-of-experts block is refused for now),
+// Gemma4<T, W>: transformers' Gemma4ForCausalLM text model (dense, or with the mixture-of-experts block beside each
+// layer's MLP),
 // composed of Gemma4Block layers whose geometry comes from the layer plan (nn/gemma4_config.hpp) at run time:
 //
 //   e0  = embed_tokens(ids) · sqrt(hidden)
@@ -39,9 +40,6 @@ class Gemma4 {
   using norm_type = Variable<T, Dyn>;
 
   Gemma4(const Gemma4WeightSource& src, const Gemma3Options& options = {}) : options_(options), cfg_(src.config()) {
-    if (cfg_.moe)
-      fail("gemma4", src.path().string(), ": enable_moe_block is set; qlora's Gemma 4 has no mixture-of-experts "
-           "block yet (docs/gemma4.md)");
     if (!options.device.is_cpu())
       fail("gemma4", "Gemma 4 runs on the CPU so far; asked for ", options.device.str());
     options.lora.check_matches(cfg_.layers, "gemma-4");

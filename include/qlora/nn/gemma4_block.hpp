@@ -1,5 +1,5 @@
-// Gemma4Block<T, W>: one decoder layer of transformers' Gemma4TextDecoderLayer (dense; the mixture-of-experts block is
-// not built yet), made of the same parts as Gemma3Block with the layer's plan (nn/gemma4_config.hpp) as values:
+// Gemma4Block<T, W>: one decoder layer of transformers' Gemma4TextDecoderLayer, made of the same parts as Gemma3Block
+// with the layer's plan (nn/gemma4_config.hpp) as values:
 //
 //   h = input_layernorm(x)                           every norm scales by its stored weight (NormWeight::w)
 //   q = rope(q_norm(q_proj(h)))                      [N, heads, head_dim]; head_dim 512 on full layers
@@ -8,7 +8,11 @@
 //   k, v = the producer layer's                      reusing layers (KV sharing): no k_proj, v_proj, k_norm
 //   a = attention(q, k, v), scale 1                  sliding window on sliding layers
 //   x = x + post_attention_layernorm(o_proj(a))
-//   x = x + post_feedforward_layernorm(down(gelu(gate(h')) ⊙ up(h')))        h' = pre_feedforward_layernorm(x)
+//   x = x + post_feedforward_layernorm(m)      m = down(gelu(gate(h')) ⊙ up(h')),  h' = pre_feedforward_layernorm(x)
+//     with the mixture-of-experts block (enable_moe_block), beside the dense MLP and from the same x:
+//     m = post_feedforward_layernorm_1(m) + post_feedforward_layernorm_2(experts(pre_feedforward_layernorm_2(x)))
+//     routed by router.proj(rms(x) · router.scale · hidden^-0.5): softmax, top k, renormalised, per-expert scale
+//     (ops/moe.hpp); the router and the experts are frozen (held in the compute type, not quantized)
 //   x = x + post_per_layer_input_norm(per_layer_projection(gelu(per_layer_input_gate(x)) ⊙ ple))   with PLE
 //   x = x · layer_scalar
 //
@@ -26,6 +30,7 @@
 #include "../ops/elementwise.hpp"
 #include "../ops/linear.hpp"
 #include "../ops/lora.hpp"
+#include "../ops/moe.hpp"
 #include "../ops/reshape.hpp"
 #include "../ops/rmsnorm.hpp"
 #include "../ops/rope.hpp"
@@ -81,6 +86,18 @@ class Gemma4Block {
       ple_projection_.emplace(FrozenLinear<T, weight_type>(frozen_weight(src, "per_layer_projection.weight", hidden, p, o)));
       post_ple_norm_ = read_norm(src, "post_per_layer_input_norm.weight", hidden, o);
     }
+    if (c.moe) {
+      const index_t e = c.experts, mi = c.moe_intermediate;
+      router_proj_.emplace(FrozenLinear<T, weight_type>(frozen_weight(src, "router.proj.weight", e, hidden, o)));
+      router_scale_ = read_norm(src, "router.scale", hidden, o);
+      per_expert_scale_ = src.read<T>(name("router.per_expert_scale"), e).on(o.device);
+      experts_gate_up_ = src.read<T>(name("experts.gate_up_proj"), e, 2 * mi, hidden).on(o.device);
+      experts_down_ = src.read<T>(name("experts.down_proj"), e, hidden, mi).on(o.device);
+      post_feedforward_norm_1_ = read_norm(src, "post_feedforward_layernorm_1.weight", hidden, o);
+      post_feedforward_norm_2_ = read_norm(src, "post_feedforward_layernorm_2.weight", hidden, o);
+      pre_feedforward_norm_2_ = read_norm(src, "pre_feedforward_layernorm_2.weight", hidden, o);
+      top_k_ = c.top_k_experts;
+    }
     const auto s = src.read<float>(name("layer_scalar"), 1);
     layer_scalar_ = static_cast<double>(s.data()[0]);
     if (!std::isfinite(layer_scalar_)) fail("model", src.path().string(), ": ", name("layer_scalar"), " is not finite");
@@ -121,9 +138,10 @@ class Gemma4Block {
                                      post_attention_norm_, eps, NormWeight::w);
     const hidden_type x1 = x + attn;
     const hidden_type h1 = rmsnorm(x1, pre_feedforward_norm_, eps, NormWeight::w);
-    const hidden_type mlp = call(*down_, geglu(call(*gate_, h1, Projection::gate_proj, pass),
-                                               call(*up_, h1, Projection::up_proj, pass)),
-                                 Projection::down_proj, pass);
+    hidden_type mlp = call(*down_, geglu(call(*gate_, h1, Projection::gate_proj, pass),
+                                         call(*up_, h1, Projection::up_proj, pass)),
+                           Projection::down_proj, pass);
+    if (router_proj_) mlp = rmsnorm(mlp, post_feedforward_norm_1_, eps, NormWeight::w) + experts(x1);
     hidden_type x2 = x1 + rmsnorm(mlp, post_feedforward_norm_, eps, NormWeight::w);
     if (ple_gate_) {
       if (ple == nullptr) fail("gemma4", "layer ", layer_, " needs its per-layer input, which was not given");
@@ -148,6 +166,16 @@ class Gemma4Block {
       out.x = (*this)(x, h, ple, *shared, positions, segment_ids, pass);
     }
     return out;
+  }
+
+  // The mixture-of-experts branch from the attention block's output x1: routed experts, then their output norm.
+  hidden_type experts(const hidden_type& x1) const {
+    const double root = std::pow(static_cast<double>(x1.size(1)), -0.5);
+    const hidden_type logits = (*router_proj_)(scale(rmsnorm(x1, router_scale_, eps_, NormWeight::w), root));
+    const MoeRouting<T> route = moe_route(logits, top_k_, per_expert_scale_);
+    const hidden_type out = moe_experts(rmsnorm(x1, pre_feedforward_norm_2_, eps_, NormWeight::w), route.weights,
+                                        route.experts, experts_gate_up_, experts_down_);
+    return rmsnorm(out, post_feedforward_norm_2_, eps_, NormWeight::w);
   }
 
   // fn(Projection, const BlockLinear&) for each projection this layer has, in PEFT's order q, k, v, o, gate, up, down.
@@ -224,9 +252,12 @@ class Gemma4Block {
   index_t layer_, heads_;
   double eps_;
   std::optional<projection_type> q_, k_, v_, o_, gate_, up_, down_;
-  std::optional<FrozenLinear<T, weight_type>> ple_gate_, ple_projection_;
+  std::optional<FrozenLinear<T, weight_type>> ple_gate_, ple_projection_, router_proj_;
   norm_type input_norm_, post_attention_norm_, pre_feedforward_norm_, post_feedforward_norm_, q_norm_, k_norm_,
-      post_ple_norm_;
+      post_ple_norm_, router_scale_, post_feedforward_norm_1_, post_feedforward_norm_2_, pre_feedforward_norm_2_;
+  Tensor<T, Dyn> per_expert_scale_;
+  Tensor<T, Dyn, Dyn, Dyn> experts_gate_up_, experts_down_;
+  index_t top_k_ = 0;
   double layer_scalar_ = 1;
 };
 

@@ -39,12 +39,28 @@ class Gemma4WeightSource {
     Gemma4WeightSource s;
     s.path_ = path;
     s.config_ = gemma4_config_from_json(j, config.string());
+    s.hf_config_ = j;
     s.checkpoint_ = std::make_shared<const SafetensorsCheckpoint>(path);
     return s;
   }
 
   const std::filesystem::path& path() const { return path_; }
   const Gemma4RuntimeConfig& config() const { return config_; }
+  const nlohmann::json& hf_config() const { return hf_config_; }
+  // The folder holding config.json (and the tokenizer, chat template and generation config).
+  std::filesystem::path folder() const {
+    return std::filesystem::is_directory(path_) ? path_ : path_.parent_path();
+  }
+  // The class the checkpoint was saved from: Gemma4ForConditionalGeneration when config.json nests the text model
+  // under text_config or names that class, else Gemma4ForCausalLM.
+  ModelLayout layout() const {
+    if (hf_config_.contains("text_config")) return ModelLayout::conditional_generation;
+    if (hf_config_.contains("architectures") && hf_config_["architectures"].is_array())
+      for (const auto& a : hf_config_["architectures"])
+        if (a.is_string() && a.get<std::string>() == "Gemma4ForConditionalGeneration")
+          return ModelLayout::conditional_generation;
+    return ModelLayout::causal_lm;
+  }
   const SafetensorsCheckpoint& checkpoint() const { return *checkpoint_; }
 
   // Whether the checkpoint holds this text-model tensor (under any of the text prefixes).
@@ -75,6 +91,7 @@ class Gemma4WeightSource {
 
   std::filesystem::path path_;
   Gemma4RuntimeConfig config_;
+  nlohmann::json hf_config_;
   std::shared_ptr<const SafetensorsCheckpoint> checkpoint_;
 };
 

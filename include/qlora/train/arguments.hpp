@@ -63,6 +63,11 @@ struct LoraConfig {
   // Set when target_modules was PEFT's "all-linear" (expanded to the names below): on a multimodal checkpoint PEFT's
   // all-linear also takes the vision tower's linear layers (out_proj, fc1, fc2 besides q/k/v_proj).
   bool all_linear = false;
+  // Set for a Gemma 4 multimodal checkpoint (Gemma4ForConditionalGeneration): adapter_config.json's target_modules is
+  // then the regex ".*language_model.*\.(q_proj|...)" over the text model's modules, because the same names in its
+  // vision and audio towers are Gemma4ClippableLinear modules that PEFT refuses to wrap (peft 0.21: "Target module
+  // Gemma4ClippableLinear(...) is not supported"), so a list of names cannot be loaded by PEFT on that class.
+  bool text_model_only = false;
 };
 
 namespace detail {

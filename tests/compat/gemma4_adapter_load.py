@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Checks the adapters `qlora finetune` wrote for Gemma 4 folders with PEFT, as users load them.
+
+Usage: python3 tests/compat/gemma4_adapter_load.py --base DIR --adapter DIR [--base DIR --adapter DIR ...]
+  --base     a Gemma 4 folder qlora trained on: Gemma4ForCausalLM (tests/data/gemma4_cli) or
+             Gemma4ForConditionalGeneration with vision and audio towers (tests/data/gemma4_cli_mm)
+  --adapter  the adapter qlora finetune wrote for it
+Checks, for each pair:
+  1. PEFT builds the adapter's LoraConfig on the base's class (on the multimodal class a list of names fails there:
+     the towers' Gemma4ClippableLinear modules share the names and PEFT refuses them, so qlora writes a regex over
+     the text model), and saves exactly the adapter's keys and shapes (no k/v on KV-sharing layers, no v on k = v
+     layers);
+  2. PeftModel.from_pretrained loads every tensor of the file with its values, and the loaded adapter changes the
+     logits (it is applied, not ignored).
+Exits 0 when all pass, 1 otherwise, 77 ("skipped: ...") when torch, transformers, peft or safetensors is missing.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _logits_common import need, need_dir  # noqa: E402
+
+
+def fail(msg):
+    print(f"FAIL: {msg}")
+    sys.exit(1)
+
+
+def check(base_dir, adapter_dir):
+    import torch
+    import transformers
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors import safe_open
+
+    need_dir(base_dir, ["config.json"], "base model")
+    need_dir(adapter_dir, ["adapter_config.json", "adapter_model.safetensors"], "adapter")
+    with open(os.path.join(base_dir, "config.json"), encoding="utf-8") as f:
+        arch = json.load(f)["architectures"][0]
+    cls = getattr(transformers, arch)
+
+    def load():
+        return cls.from_pretrained(base_dir, attn_implementation="eager", dtype=torch.float32).eval()
+
+    with open(os.path.join(adapter_dir, "adapter_config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), "pt") as f:
+        ours = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    fresh = get_peft_model(load(), LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
+                                              target_modules=cfg["target_modules"],
+                                              rank_pattern=cfg.get("rank_pattern") or {},
+                                              alpha_pattern=cfg.get("alpha_pattern") or {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh.save_pretrained(tmp)
+        with safe_open(os.path.join(tmp, "adapter_model.safetensors"), "pt") as f:
+            theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    if ours != theirs:
+        fail(f"{arch}: adapter keys differ from PEFT's: only qlora {sorted(set(ours) - set(theirs))[:5]}, "
+             f"only PEFT {sorted(set(theirs) - set(ours))[:5]}")
+    print(f"ok: {arch}: target_modules {cfg['target_modules']!r}; PEFT saves the same {len(ours)} keys")
+
+    peft_model = PeftModel.from_pretrained(load(), adapter_dir).eval()
+    state = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
+    with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), "pt") as f:
+        for k in f.keys():
+            loaded = k.replace(".lora_A.weight", ".lora_A.default.weight").replace(".lora_B.weight", ".lora_B.default.weight")
+            if loaded not in state:
+                fail(f"{arch}: PEFT did not load {k}")
+            if not torch.equal(state[loaded].float(), f.get_tensor(k).float()):
+                fail(f"{arch}: PEFT loaded other values for {k}")
+    ids = torch.tensor([[2, 17, 200, 45, 45, 9, 120, 3, 77, 250, 11]])
+    with torch.no_grad():
+        with_adapter = peft_model(input_ids=ids).logits
+        with peft_model.disable_adapter():
+            without = peft_model(input_ids=ids).logits
+    moved = (with_adapter - without).abs().max().item()
+    if not moved > 0:
+        fail(f"{arch}: the loaded adapter does not change the logits")
+    print(f"ok: {arch}: PEFT loads every tensor; the adapter moves the logits by up to {moved:.3g}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", action="append", required=True)
+    ap.add_argument("--adapter", action="append", required=True)
+    args = ap.parse_args()
+    if len(args.base) != len(args.adapter):
+        fail("give one --adapter for each --base")
+    need(["torch", "transformers", "peft", "safetensors"])
+    for base, adapter in zip(args.base, args.adapter):
+        check(base, adapter)
+
+
+if __name__ == "__main__":
+    main()
