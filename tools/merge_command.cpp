@@ -10,10 +10,12 @@
 #include <optional>
 #include <string>
 
+#include <qlora/nn/gemma4_merge.hpp>
 #include <qlora/nn/merge.hpp>
 
 #include "commands.hpp"
 #include "model_path.hpp"
+#include "train_source.hpp"
 
 namespace qlora::cli {
 namespace {
@@ -48,6 +50,22 @@ int run_merge(const MergeOptions& o, bool require_adapter) {
   const peft::Adapter* a = adapter ? &*adapter : nullptr;
 
   const auto path = o.model.empty() ? default_model_path() : std::filesystem::path(o.model);
+  if (is_gemma4_checkpoint(path)) {  // a Gemma 4 folder: every tensor written again, the projections merged
+    if (!o.gguf.empty())
+      fail("export", path.string(), ": a Gemma 4 checkpoint; GGUF export of Gemma 4 is not written yet (use --output "
+           "for a Hugging Face folder)");
+    if (into != MergeInto::original)
+      fail("merge", "--merge-into ", o.merge_into, ": for Gemma 4 qlora merges into the file's own weights only so far "
+           "(--merge-into original)");
+    const Gemma4WeightSource source = Gemma4WeightSource::open(path);
+    if (a) std::printf("qlora: merging into the original weights (the file's own, as PEFT's merge_and_unload)\n");
+    save_merged_gemma4(source, a, o.adapter, o.output, dtype);
+    std::printf("qlora: merged %s%s%s into %s (config.json + model.safetensors, %s, %s: every tensor of the source "
+                "kept)\n", path.string().c_str(), a ? " + " : "", o.adapter.c_str(), o.output.c_str(), o.dtype.c_str(),
+                source.layout() == ModelLayout::conditional_generation ? "Gemma4ForConditionalGeneration"
+                                                                       : "Gemma4ForCausalLM");
+    return 0;
+  }
   const Gemma3WeightSource source = Gemma3WeightSource::open(path);
   if (a)
     std::printf("qlora: merging into the %s weights (%s)\n", o.merge_into.c_str(),

@@ -30,7 +30,7 @@ TEST_SUITE("nn") {
       return j;
     };
     CHECK_THROWS_WITH_AS(gemma3_config_from_json(with("model_type", "gemma4_text"), "e2b/config.json"),
-                         doctest::Contains("e2b/config.json: model_type is 'gemma4_text': a Gemma 4 checkpoint, which only qlora finetune"),
+                         doctest::Contains("e2b/config.json: model_type is 'gemma4_text': a Gemma 4 checkpoint, which qlora finetune, "),
                          Error);
     CHECK_THROWS_WITH_AS(gemma3_config_from_json(with("model_type", "llama"), "llama/config.json"),
                          doctest::Contains("model_type is 'llama', not Gemma 3"), Error);

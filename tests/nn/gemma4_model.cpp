@@ -16,7 +16,9 @@
 #include "support/golden.hpp"
 #include "support/lora.hpp"
 
+#include <qlora/nn/adapter_io.hpp>
 #include <qlora/nn/gemma4.hpp>
+#include <qlora/nn/gemma4_merge.hpp>
 
 using namespace qlora;
 
@@ -250,6 +252,48 @@ TEST_SUITE("nn") {
       MESSAGE(variant, ": largest gradient difference ", worst, " of ", scale);
       CHECK(nonzero > 0);
       CHECK(worst <= 1e-12 * scale);
+    }
+  }
+
+  // merge: W + s·B·A written into a copy of every tensor; the merged folder without LoRA computes what the base with
+  // the adapter computes (KV-sharing and MoE checkpoints: projections that some layers lack, 3-D expert tensors).
+  TEST_CASE("a merged Gemma 4 folder gives the logits of its base with the adapter") {
+    const test::GoldenSet golden("gemma4_model");
+    const Gemma3Options options = test::lora_options(2, all_linear_targets(), 4);
+    for (const std::string variant : {"kv_shared", "moe"}) {
+      CAPTURE(variant);
+      const auto src = Gemma4WeightSource::open(gemma4_folder(variant));
+      const Gemma4<float, float> model(src, options);
+      std::uint64_t state = 5;
+      model.for_each_lora([&](index_t, Projection, const auto& l) {
+        for (index_t i = 0; i < l.lora_b().numel(); ++i) {
+          state = state * 6364136223846793005ull + 1442695040888963407ull;
+          l.lora_b().value().data()[i] = 0.2f * (static_cast<float>(state >> 40) / 16777216.0f - 0.5f);
+        }
+      });
+      const auto dir = std::filesystem::temp_directory_path() / ("qlora_gemma4_merge_" + variant);
+      std::filesystem::remove_all(dir);
+      save_adapter(model, dir / "adapter", "base");
+      const peft::Adapter adapter = peft::load_adapter(dir / "adapter");
+      save_merged_gemma4(src, &adapter, (dir / "adapter").string(), dir / "merged");
+      const Gemma4<float, float> merged(Gemma4WeightSource::open(dir / "merged"));
+      const Gemma4<float, float> base(src);
+      const auto ids = gemma4_ids(golden, 0);
+      const auto want = model.logits(model_input(ids)), got = merged.logits(model_input(ids)),
+                 plain = base.logits(model_input(ids));
+      double err = 0, moved = 0;
+      for (index_t i = 0; i < want.numel(); ++i) {
+        err = std::max(err, std::abs(static_cast<double>(want.data()[i] - got.data()[i])));
+        moved = std::max(moved, std::abs(static_cast<double>(want.data()[i] - plain.data()[i])));
+      }
+      MESSAGE(variant, ": merged vs base + adapter ", err, "; the adapter moves the logits by ", moved);
+      CHECK(err < 2e-5);
+      CHECK(moved > 1000 * err);
+      // every tensor of the source is in the merged file, with its shape
+      const SafetensorsCheckpoint out(dir / "merged");
+      CHECK(out.names() == src.checkpoint().names());
+      for (const auto& name : out.names()) CHECK(out.info(name).shape == src.checkpoint().info(name).shape);
+      std::filesystem::remove_all(dir);
     }
   }
 

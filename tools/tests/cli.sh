@@ -239,6 +239,21 @@ print("\n".join(k for k in json.loads(f.read(n)) if k != "__metadata__"))' "$wor
     "$work/mm/adapter_config.json" || { cat "$work/mm/adapter_config.json"; die "target_modules not the text-model regex"; }
   grep -aq '"base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"' \
     "$work/mm/adapter_model.safetensors" || die "adapter not in the multimodal layout"
+  # merge: every tensor of the source written again (towers included), the projections with their adapters
+  "$qlora" merge --model "$g4" --adapter "$work/run" --output "$work/merged" --dtype bfloat16 > "$work/merge.txt" \
+    || { cat "$work/merge.txt"; die "merge"; }
+  grep -q "Gemma4ForCausalLM: every tensor of the source kept" "$work/merge.txt" || { cat "$work/merge.txt"; die "merge line"; }
+  "$qlora" merge --model "$root/tests/data/gemma4_cli_mm" --adapter "$work/mm" --output "$work/mm-merged" \
+    > "$work/merge-mm.txt" || { cat "$work/merge-mm.txt"; die "merge of the multimodal folder"; }
+  grep -q "Gemma4ForConditionalGeneration" "$work/merge-mm.txt" || die "the multimodal merge does not say its class"
+  for f in tokenizer.model chat_template.jinja generation_config.json; do
+    [ -f "$work/mm-merged/$f" ] || die "the merged folder lacks $f"
+  done
+  if "$qlora" export --model "$g4" --adapter "$work/run" --gguf "$work/g4.gguf" > "$work/export.txt" 2>&1; then
+    die "GGUF export of Gemma 4 was not refused"
+  fi
+  grep -q "GGUF export of Gemma 4 is not written yet" "$work/export.txt" || { cat "$work/export.txt"; die "export message"; }
+  [ ! -e "$work/g4.gguf" ] || die "a refused export left a file"
   echo "all Gemma 4 checks passed"
   exit 0
 fi

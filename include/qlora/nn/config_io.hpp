@@ -40,8 +40,8 @@ inline Gemma3RuntimeConfig gemma3_config_from_json(const nlohmann::json& root, s
     const std::string type = o["model_type"].get<std::string>();
     if (type == "gemma3" || type == "gemma3_text") return;
     if (type.starts_with("gemma4"))
-      fail("config", source, ": ", where, "model_type is '", type, "': a Gemma 4 checkpoint, which only qlora finetune "
-           "and the Gemma4 library type read so far (generate, evaluate, merge, export and info take Gemma 3; "
+      fail("config", source, ": ", where, "model_type is '", type, "': a Gemma 4 checkpoint, which qlora finetune, "
+           "qlora merge and the Gemma4 library type read so far (generate, evaluate, export and info take Gemma 3; "
            "docs/gemma4.md)");
     fail("config", source, ": ", where, "model_type is '", type, "', not Gemma 3 (gemma3, gemma3_text), the model "
          "qlora trains");

@@ -1,0 +1,168 @@
+// Merging a LoRA adapter into a Gemma 4 checkpoint folder: every tensor of the source (text model, per-layer
+// embeddings, experts, vision and audio towers) is written again under its own name and shape, the adapted
+// projections as W + s · B · A (s from the adapter's lora_alpha / r after rank_pattern and alpha_pattern, as in
+// nn/merge.hpp), the text model's floating-point tensors in the requested dtype, everything else (a multimodal
+// checkpoint's towers, integer tensors) byte for byte; config.json (dtype updated) and
+// the tokenizer / chat template / generation files are copied. transformers loads the result as the source's class
+// (Gemma4ForCausalLM or Gemma4ForConditionalGeneration) without PEFT. Merged into the file's own weights (PEFT's
+// merge_and_unload on a 16/32-bit base); the NF4 round trip and GGUF are not written for Gemma 4 yet.
+#pragma once
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "../io/peft.hpp"
+#include "../io/safetensors.hpp"
+#include "gemma4_weights.hpp"
+#include "merge.hpp"
+
+namespace qlora {
+
+namespace detail {
+inline bool is_float_dtype(SafetensorsDtype d) {
+  return d == SafetensorsDtype::F32 || d == SafetensorsDtype::BF16 || d == SafetensorsDtype::F16;
+}
+
+// The raw bytes of a floating-point tensor (any rank) as fp32 values.
+inline std::vector<float> float_values(SafetensorsDtype d, std::span<const std::uint8_t> raw) {
+  const std::size_t width = d == SafetensorsDtype::F32 ? 4 : 2, n = raw.size() / width;
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (d == SafetensorsDtype::F32) {
+      std::memcpy(&v[i], raw.data() + 4 * i, 4);
+    } else if (d == SafetensorsDtype::BF16) {
+      bf16 h;
+      std::memcpy(&h, raw.data() + 2 * i, 2);
+      v[i] = convert<float>(h);
+    } else {
+      f16 h;
+      std::memcpy(&h, raw.data() + 2 * i, 2);
+      v[i] = convert<float>(h);
+    }
+  }
+  return v;
+}
+
+// fp32 values as the bytes of `want` (F32, or BF16 rounded to nearest even).
+inline std::vector<std::uint8_t> float_bytes(const float* v, std::size_t n, SafetensorsDtype want) {
+  std::vector<std::uint8_t> out(n * (want == SafetensorsDtype::F32 ? 4 : 2));
+  for (std::size_t i = 0; i < n; ++i) {
+    if (want == SafetensorsDtype::F32) {
+      std::memcpy(out.data() + 4 * i, v + i, 4);
+    } else {
+      const bf16 h = convert<bf16>(v[i]);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    }
+  }
+  return out;
+}
+}  // namespace detail
+
+inline void save_merged_gemma4(const Gemma4WeightSource& src, const peft::Adapter* adapter,
+                               const std::string& adapter_source, const std::filesystem::path& dir,
+                               MergedDtype dtype = MergedDtype::float32) {
+  const SafetensorsCheckpoint& ck = src.checkpoint();
+  const Gemma4RuntimeConfig& c = src.config();
+  struct Pair {
+    const Tensor<float, Dyn, Dyn>* a = nullptr;
+    const Tensor<float, Dyn, Dyn>* b = nullptr;
+    index_t layer = 0;
+    Projection projection = Projection::q_proj;
+    std::string module;
+  };
+  std::map<std::string, Pair> lora;  // by the checkpoint's full tensor name
+  if (adapter) {
+    if (!adapter->vision.empty())
+      fail("merge", adapter_source, ": the adapter has ", adapter->vision.size(), " tower tensors; qlora merges the "
+           "text model's LoRA weights into a Gemma 4 checkpoint");
+    for (const auto& t : adapter->tensors) {
+      const auto n = peft::parse_tensor_name(t.name);
+      if (!n) fail("merge", adapter_source, ": tensor ", t.name, " is not a LoRA weight");
+      if (n->layer < 0 || n->layer >= c.layers)
+        fail("merge", adapter_source, ": tensor ", t.name, " is for layer ", n->layer, " but the model has ", c.layers);
+      const std::string text = projection_weight_name(n->layer, n->projection);
+      if (!src.contains(text))
+        fail("merge", adapter_source, ": tensor ", t.name, " adapts ", text, ", which ", src.path().string(),
+             " does not have (a layer that reuses another's keys and values has no k_proj / v_proj; a k = v layer "
+             "no v_proj)");
+      Pair& pair = lora[ck.text_tensor_name(text)];
+      (n->matrix == peft::LoraMatrix::A ? pair.a : pair.b) = &t.value;
+      pair.layer = n->layer;
+      pair.projection = n->projection;
+      pair.module = peft::lora_module_of(t.name)->module;
+    }
+    for (const auto& [name, pair] : lora)
+      if (!pair.a || !pair.b)
+        fail("merge", adapter_source, ": layer ", pair.layer, " ", name_of(pair.projection),
+             " has only one of lora_A and lora_B");
+    peft::check_tensors(*adapter, adapter_source);
+  }
+  const LoraTargets targets = adapter ? LoraTargets(adapter->config) : LoraTargets();
+  SafetensorsWriter out;
+  out.set_metadata("format", "pt");
+  const SafetensorsDtype want = dtype == MergedDtype::float32 ? SafetensorsDtype::F32 : SafetensorsDtype::BF16;
+  // The text model's tensors are written in `dtype`; the towers of a multimodal checkpoint byte for byte.
+  const bool multimodal = src.layout() == ModelLayout::conditional_generation;
+  auto in_text_model = [&](const std::string& name) {
+    return !multimodal || name.starts_with("model.language_model.") || name.starts_with("language_model.");
+  };
+  std::size_t merged = 0;
+  for (const std::string& name : ck.names()) {
+    const SafetensorsTensorInfo& info = ck.info(name);
+    const auto it = lora.find(name);
+    if (it == lora.end() && (!detail::is_float_dtype(info.dtype) || info.dtype == want || !in_text_model(name))) {
+      out.add_raw(name, info.dtype, info.shape, ck.file_of(name).raw(name));
+      continue;
+    }
+    if (it == lora.end()) {  // converted only
+      const std::vector<float> v = detail::float_values(info.dtype, ck.file_of(name).raw(name));
+      out.add_raw(name, want, info.shape, detail::float_bytes(v.data(), v.size(), want));
+      continue;
+    }
+    Tensor<float, Dyn, Dyn> w = ck.read<float, Dyn, Dyn>(name);
+    {
+      const Pair& pair = it->second;
+      const Tensor<float, Dyn, Dyn>& A = *pair.a;
+      const Tensor<float, Dyn, Dyn>& B = *pair.b;
+      if (A.size(1) != w.size(1) || B.size(0) != w.size(0) || A.size(0) != B.size(1))
+        fail("merge", adapter_source, ": layer ", pair.layer, " ", name_of(pair.projection), ": lora_A ",
+             A.shape().str(), " and lora_B ", B.shape().str(), " do not fit the weight ", w.shape().str());
+      const double s = targets.for_module(pair.module)->scaling();  // present: checked by check_tensors
+      const auto delta = matmul(B, A);
+      for (index_t i = 0; i < w.numel(); ++i) w.data()[i] += static_cast<float>(s * delta.data()[i]);
+      merged += 2;
+    }
+    out.add_raw(name, want, info.shape, detail::float_bytes(w.data(), static_cast<std::size_t>(w.numel()), want));
+  }
+  if (adapter && merged != adapter->tensors.size())
+    fail("merge", adapter_source, ": ", adapter->tensors.size() - merged, " adapter tensors matched no weight of ",
+         src.path().string());
+
+  std::filesystem::create_directories(dir);
+  out.write(dir / "model.safetensors");
+  nlohmann::json config = src.hf_config();
+  const char* dtype_name = dtype == MergedDtype::float32 ? "float32" : "bfloat16";
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    if (config.contains(key) || std::string(key) == "dtype") config[key] = dtype_name;
+    if (config.contains("text_config") && config["text_config"].is_object() && config["text_config"].contains(key))
+      config["text_config"][key] = dtype_name;
+  }
+  const std::string text = config.dump(2) + "\n";
+  AtomicFileWriter cfg(dir / "config.json", "merge");
+  cfg.write(text.data(), text.size());
+  cfg.commit();
+  const std::filesystem::path folder = src.folder();
+  for (std::string_view file : hf_side_files) {
+    const std::filesystem::path from = folder / file;
+    if (std::filesystem::exists(from) && !std::filesystem::equivalent(folder, dir))
+      std::filesystem::copy_file(from, dir / file, std::filesystem::copy_options::overwrite_existing);
+  }
+}
+
+}  // namespace qlora
