@@ -84,3 +84,23 @@ def compare(model, sequences, expected, atol, what):
         return 1
     print("OK")
     return 0
+
+
+def adapter_file_shapes(adapter_dir):
+    """{tensor name: shape} of an adapter folder's adapter_model.safetensors."""
+    from safetensors import safe_open
+    with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), "pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def peft_saved_shapes(model, cfg):
+    """{tensor name: shape} of what PEFT saves for adapter_config `cfg` (a dict) built on `model`."""
+    import tempfile
+    from peft import LoraConfig, get_peft_model
+    fresh = get_peft_model(model, LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
+                                             target_modules=cfg["target_modules"],
+                                             rank_pattern=cfg.get("rank_pattern") or {},
+                                             alpha_pattern=cfg.get("alpha_pattern") or {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh.save_pretrained(tmp)
+        return adapter_file_shapes(tmp)

@@ -22,10 +22,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _logits_common import need, need_dir  # noqa: E402
+from _logits_common import adapter_file_shapes, need, need_dir, peft_saved_shapes  # noqa: E402
 
 
 def fail(msg):
@@ -36,7 +35,7 @@ def fail(msg):
 def check(base_dir, adapter_dir, merged_dir):
     import torch
     import transformers
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel
     from safetensors import safe_open
 
     need_dir(base_dir, ["config.json"], "base model")
@@ -50,16 +49,8 @@ def check(base_dir, adapter_dir, merged_dir):
 
     with open(os.path.join(adapter_dir, "adapter_config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), "pt") as f:
-        ours = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    fresh = get_peft_model(load(), LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
-                                              target_modules=cfg["target_modules"],
-                                              rank_pattern=cfg.get("rank_pattern") or {},
-                                              alpha_pattern=cfg.get("alpha_pattern") or {}))
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh.save_pretrained(tmp)
-        with safe_open(os.path.join(tmp, "adapter_model.safetensors"), "pt") as f:
-            theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    ours = adapter_file_shapes(adapter_dir)
+    theirs = peft_saved_shapes(load(), cfg)
     if ours != theirs:
         fail(f"{arch}: adapter keys differ from PEFT's: only qlora {sorted(set(ours) - set(theirs))[:5]}, "
              f"only PEFT {sorted(set(theirs) - set(ours))[:5]}")

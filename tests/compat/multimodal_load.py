@@ -19,10 +19,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _logits_common import need, need_dir  # noqa: E402
+from _logits_common import adapter_file_shapes, need, need_dir, peft_saved_shapes  # noqa: E402
 
 SEQUENCES = [[2, 17, 200, 45, 45, 9, 120, 3, 77, 250, 11], [2, 5, 4, 300, 301, 302, 5, 1]]
 
@@ -42,7 +41,7 @@ def main():
     args = ap.parse_args()
     need(["torch", "transformers", "peft", "safetensors"])
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel
     from safetensors import safe_open
     from transformers import Gemma3ForConditionalGeneration
 
@@ -57,16 +56,8 @@ def main():
     # 1. keys: what PEFT saves for the same LoraConfig on the same class
     with open(os.path.join(args.adapter, "adapter_config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    with safe_open(os.path.join(args.adapter, "adapter_model.safetensors"), "pt") as f:
-        ours = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    fresh = get_peft_model(load(args.base), LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"],
-                                                       target_modules=cfg["target_modules"],
-                                                       rank_pattern=cfg.get("rank_pattern") or {},
-                                                       alpha_pattern=cfg.get("alpha_pattern") or {}))
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh.save_pretrained(tmp)
-        with safe_open(os.path.join(tmp, "adapter_model.safetensors"), "pt") as f:
-            theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    ours = adapter_file_shapes(args.adapter)
+    theirs = peft_saved_shapes(load(args.base), cfg)
     if ours != theirs:
         only_ours = sorted(set(ours) - set(theirs))[:5]
         only_theirs = sorted(set(theirs) - set(ours))[:5]

@@ -7,54 +7,30 @@
 #include <mutex>
 
 #include "../train/generate.hpp"
-#include "adapter_io.hpp"
-#include "causal_lm.hpp"
+#include "causal_lm_of.hpp"
 #include "model.hpp"
 
 namespace qlora {
 
 template <class Cfg, class T, class W>
-class Gemma3CausalLM final : public CausalLM {
+class Gemma3CausalLM final : public CausalLMOf<Gemma3<Cfg, T, W>> {
   static_assert(std::is_same_v<T, float>, "CausalLM models compute in fp32 (fp64 models are for gradchecks)");
+  using base = CausalLMOf<Gemma3<Cfg, T, W>>;
 
  public:
-  using model_type = Gemma3<Cfg, T, W>;
+  using typename base::model_type;
+  using base::base;
 
-  Gemma3CausalLM(const Gemma3WeightSource& source, const Gemma3Options& options)
-      : model_(source, options), name_(model_.name()) {}
-
-  std::string_view name() const override { return name_; }
-  index_t layers() const override { return model_.runtime_config().layers; }
-  index_t vocab() const override { return model_.runtime_config().vocab; }
-  const Gemma3Options& options() const override { return model_.options(); }
-
-  using CausalLM::loss_sum;
-  CrossEntropySum<float> loss_sum(const ModelInput& in, const ForwardPass& pass) const override {
-    return model_.loss_sum(in, pass);
-  }
-  ParameterList lora_parameters() const override { return model_.lora_parameters(); }
-  index_t trainable_parameter_count() const override { return model_.trainable_parameter_count(); }
-  std::vector<peft::AdapterTensor> text_adapter_tensors(peft::ModelLayout layout) const override {
-    return adapter_tensors(model_, layout);
-  }
-  Tensor<float, Dyn, Dyn> logits(const ModelInput& in) const override { return model_.logits(in); }
+  index_t layers() const override { return this->model_.runtime_config().layers; }
+  index_t vocab() const override { return this->model_.runtime_config().vocab; }
   std::unique_ptr<DecodeSession> decoder(index_t capacity, DecodeKernel kernel = DecodeKernel::fp32) const override {
-    if (kernel == DecodeKernel::fp32) return std::make_unique<KvCache<model_type>>(model_, capacity, nullptr);
+    if (kernel == DecodeKernel::fp32) return std::make_unique<KvCache<model_type>>(this->model_, capacity, nullptr);
     const std::lock_guard<std::mutex> lock(packing_mutex_);
-    if (!packed_) packed_ = KvCache<model_type>::packed_weights_of(model_);
-    return std::make_unique<KvCache<model_type>>(model_, capacity, packed_);
-  }
-
-  const model_type& model() const { return model_; }
-
- protected:
-  void load_text_adapter(const peft::Adapter& adapter, const std::string& source) const override {
-    qlora::load_adapter(model_, adapter, source);
+    if (!packed_) packed_ = KvCache<model_type>::packed_weights_of(this->model_);
+    return std::make_unique<KvCache<model_type>>(this->model_, capacity, packed_);
   }
 
  private:
-  model_type model_;
-  std::string name_;
   mutable std::mutex packing_mutex_;
   mutable std::shared_ptr<const DecodeWeights> packed_;  // DecodeKernel::int8's packing, made at the first use
 };

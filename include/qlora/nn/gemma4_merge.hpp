@@ -69,38 +69,18 @@ inline void save_merged_gemma4(const Gemma4WeightSource& src, const peft::Adapte
                                MergedDtype dtype = MergedDtype::float32) {
   const SafetensorsCheckpoint& ck = src.checkpoint();
   const Gemma4RuntimeConfig& c = src.config();
-  struct Pair {
-    const Tensor<float, Dyn, Dyn>* a = nullptr;
-    const Tensor<float, Dyn, Dyn>* b = nullptr;
-    index_t layer = 0;
-    Projection projection = Projection::q_proj;
-    std::string module;
-  };
-  std::map<std::string, Pair> lora;  // by the checkpoint's full tensor name
+  std::map<std::string, LoraPair> lora;  // by the checkpoint's full tensor name
   if (adapter) {
     if (!adapter->vision.empty())
       fail("merge", adapter_source, ": the adapter has ", adapter->vision.size(), " tower tensors; qlora merges the "
            "text model's LoRA weights into a Gemma 4 checkpoint");
-    for (const auto& t : adapter->tensors) {
-      const auto n = peft::parse_tensor_name(t.name);
-      if (!n) fail("merge", adapter_source, ": tensor ", t.name, " is not a LoRA weight");
-      if (n->layer < 0 || n->layer >= c.layers)
-        fail("merge", adapter_source, ": tensor ", t.name, " is for layer ", n->layer, " but the model has ", c.layers);
-      const std::string text = projection_weight_name(n->layer, n->projection);
+    for (auto& [text, pair] : lora_pairs(*adapter, c.layers, adapter_source)) {
       if (!src.contains(text))
-        fail("merge", adapter_source, ": tensor ", t.name, " adapts ", text, ", which ", src.path().string(),
-             " does not have (a layer that reuses another's keys and values has no k_proj / v_proj; a k = v layer "
-             "no v_proj)");
-      Pair& pair = lora[ck.text_tensor_name(text)];
-      (n->matrix == peft::LoraMatrix::A ? pair.a : pair.b) = &t.value;
-      pair.layer = n->layer;
-      pair.projection = n->projection;
-      pair.module = peft::lora_module_of(t.name)->module;
+        fail("merge", adapter_source, ": layer ", pair.layer, " ", name_of(pair.projection), " adapts ", text,
+             ", which ", src.path().string(), " does not have (a layer that reuses another's keys and values has no "
+             "k_proj / v_proj; a k = v layer no v_proj)");
+      lora[ck.text_tensor_name(text)] = pair;
     }
-    for (const auto& [name, pair] : lora)
-      if (!pair.a || !pair.b)
-        fail("merge", adapter_source, ": layer ", pair.layer, " ", name_of(pair.projection),
-             " has only one of lora_A and lora_B");
     peft::check_tensors(*adapter, adapter_source);
   }
   const LoraTargets targets = adapter ? LoraTargets(adapter->config) : LoraTargets();
@@ -126,18 +106,8 @@ inline void save_merged_gemma4(const Gemma4WeightSource& src, const peft::Adapte
       continue;
     }
     Tensor<float, Dyn, Dyn> w = ck.read<float, Dyn, Dyn>(name);
-    {
-      const Pair& pair = it->second;
-      const Tensor<float, Dyn, Dyn>& A = *pair.a;
-      const Tensor<float, Dyn, Dyn>& B = *pair.b;
-      if (A.size(1) != w.size(1) || B.size(0) != w.size(0) || A.size(0) != B.size(1))
-        fail("merge", adapter_source, ": layer ", pair.layer, " ", name_of(pair.projection), ": lora_A ",
-             A.shape().str(), " and lora_B ", B.shape().str(), " do not fit the weight ", w.shape().str());
-      const double s = targets.for_module(pair.module)->scaling();  // present: checked by check_tensors
-      const auto delta = matmul(B, A);
-      for (index_t i = 0; i < w.numel(); ++i) w.data()[i] += static_cast<float>(s * delta.data()[i]);
-      merged += 2;
-    }
+    add_lora_delta(w, it->second, targets, adapter_source);
+    merged += 2;
     out.add_raw(name, want, info.shape, detail::float_bytes(w.data(), static_cast<std::size_t>(w.numel()), want));
   }
   if (adapter && merged != adapter->tensors.size())

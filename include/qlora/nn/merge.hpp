@@ -73,35 +73,56 @@ inline std::vector<Gemma3TensorSpec> gemma3_tensor_specs(const Gemma3RuntimeConf
 // `adapter` may be null (the base, converted). `source` names the adapter in errors.
 enum class MergeInto { original, nf4 };
 
+// An adapter's lora_A and lora_B of one projection.
+struct LoraPair {
+  const Tensor<float, Dyn, Dyn>* a = nullptr;  // [r, in]
+  const Tensor<float, Dyn, Dyn>* b = nullptr;  // [out, r]
+  index_t layer = 0;
+  Projection projection = Projection::q_proj;
+  std::string module;  // transformers' module name, for the adapter's rank / alpha patterns
+};
+
+// The adapter's pairs by the text-model weight they update ("layers.3.self_attn.q_proj.weight"), each with both
+// matrices and inside the model's `layers`. `source` names the adapter in errors.
+inline std::map<std::string, LoraPair> lora_pairs(const peft::Adapter& adapter, index_t layers,
+                                                  const std::string& source) {
+  std::map<std::string, LoraPair> lora;
+  for (const auto& t : adapter.tensors) {
+    const auto n = peft::parse_tensor_name(t.name);
+    if (!n) fail("merge", source, ": tensor ", t.name, " is not a LoRA weight");
+    if (n->layer < 0 || n->layer >= layers)
+      fail("merge", source, ": tensor ", t.name, " is for layer ", n->layer, " but the model has ", layers);
+    LoraPair& pair = lora[projection_weight_name(n->layer, n->projection)];
+    (n->matrix == peft::LoraMatrix::A ? pair.a : pair.b) = &t.value;
+    pair.layer = n->layer;
+    pair.projection = n->projection;
+    pair.module = peft::lora_module_of(t.name)->module;
+  }
+  for (const auto& [name, pair] : lora)
+    if (!pair.a || !pair.b)
+      fail("merge", source, ": layer ", pair.layer, " ", name_of(pair.projection), " has only one of lora_A and lora_B");
+  return lora;
+}
+
+// w += s · B · A for `pair` (s: its module's scaling under `targets`), checking the shapes.
+inline void add_lora_delta(Tensor<float, Dyn, Dyn>& w, const LoraPair& pair, const LoraTargets& targets,
+                           const std::string& source) {
+  const Tensor<float, Dyn, Dyn>& A = *pair.a;
+  const Tensor<float, Dyn, Dyn>& B = *pair.b;
+  if (A.size(1) != w.size(1) || B.size(0) != w.size(0) || A.size(0) != B.size(1))
+    fail("merge", source, ": layer ", pair.layer, " ", name_of(pair.projection), ": lora_A ", A.shape().str(),
+         " and lora_B ", B.shape().str(), " do not fit the weight ", w.shape().str());
+  const double s = targets.for_module(pair.module)->scaling();  // present: checked by check_tensors
+  const auto delta = matmul(B, A);  // [out, in]
+  for (index_t i = 0; i < w.numel(); ++i) w.data()[i] += static_cast<float>(s * delta.data()[i]);
+}
+
 template <class Sink>
 void for_each_merged_tensor(const Gemma3WeightSource& src, const peft::Adapter* adapter, const std::string& source,
                             MergeInto into, Sink&& sink) {
   const Gemma3RuntimeConfig& c = src.config();
-  // The adapter's pairs by the weight they update: "layers.3.self_attn.q_proj.weight" -> {A, B}.
-  struct Pair {
-    const Tensor<float, Dyn, Dyn>* a = nullptr;  // [r, in]
-    const Tensor<float, Dyn, Dyn>* b = nullptr;  // [out, r]
-    index_t layer = 0;
-    Projection projection = Projection::q_proj;
-    std::string module;  // transformers' module name, for the adapter's rank / alpha patterns
-  };
-  std::map<std::string, Pair> lora;
-  if (adapter)
-    for (const auto& t : adapter->tensors) {
-      const auto n = peft::parse_tensor_name(t.name);
-      if (!n) fail("merge", source, ": tensor ", t.name, " is not a LoRA weight");
-      if (n->layer < 0 || n->layer >= c.layers)
-        fail("merge", source, ": tensor ", t.name, " is for layer ", n->layer, " but the model has ", c.layers);
-      Pair& pair = lora[projection_weight_name(n->layer, n->projection)];
-      (n->matrix == peft::LoraMatrix::A ? pair.a : pair.b) = &t.value;
-      pair.layer = n->layer;
-      pair.projection = n->projection;
-      pair.module = peft::lora_module_of(t.name)->module;
-    }
-  for (const auto& [name, pair] : lora)
-    if (!pair.a || !pair.b)
-      fail("merge", source, ": layer ", pair.layer, " ", name_of(pair.projection),
-           " has only one of lora_A and lora_B");
+  const std::map<std::string, LoraPair> lora = adapter ? lora_pairs(*adapter, c.layers, source)
+                                                       : std::map<std::string, LoraPair>{};
   if (adapter) peft::check_tensors(*adapter, source);
   const LoraTargets targets = adapter ? LoraTargets(adapter->config) : LoraTargets();
   std::size_t merged = 0;
@@ -118,15 +139,7 @@ void for_each_merged_tensor(const Gemma3WeightSource& src, const peft::Adapter* 
     if (into == MergeInto::nf4 && spec.shape.size() == 2 && spec.name != "embed_tokens.weight")
       w = dequantize<float>(Tensor<NF4, Dyn, Dyn>::quantize(w, FourBitOptions{}));  // training's base values
     if (const auto it = lora.find(spec.name); it != lora.end()) {
-      const Pair& pair = it->second;
-      const Tensor<float, Dyn, Dyn>& A = *pair.a;
-      const Tensor<float, Dyn, Dyn>& B = *pair.b;
-      if (A.size(1) != w.size(1) || B.size(0) != w.size(0) || A.size(0) != B.size(1))
-        fail("merge", source, ": layer ", pair.layer, " ", name_of(pair.projection), ": lora_A ", A.shape().str(),
-             " and lora_B ", B.shape().str(), " do not fit the weight ", w.shape().str());
-      const double s = targets.for_module(pair.module)->scaling();  // present: checked by check_tensors
-      const auto delta = matmul(B, A);  // [out, in]
-      for (index_t i = 0; i < w.numel(); ++i) w.data()[i] += static_cast<float>(s * delta.data()[i]);
+      add_lora_delta(w, it->second, targets, source);
       merged += 2;
     }
     sink(spec, w);
