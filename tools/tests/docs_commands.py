@@ -13,7 +13,8 @@ then docs/*.md alphabetically) in a scratch folder WORK that looks like a checko
 - The files the examples name exist in WORK: `data.jsonl` / `fino1.jsonl` (the bundled finance set), Alpaca,
   ShareGPT, chat and CSV records, evaluation files, a `recipe.json`; `model.gguf`, `gemma-3-270m.gguf`, the
   folders `gemma-3-270m/` / `gemma-3-270m-it/` name the real Gemma 3 270M GGUF (QLORA_MODEL), `~/models/gemma-3-4b-it`
-  and `gemma-3-4b` the tiny multimodal folder of tests/data (a 4B would not fit CI), `checkpoint-folder/` the tiny
+  and `gemma-3-4b` the tiny multimodal folder of tests/data (a 4B would not fit CI), `~/models/gemma-4-E2B-it` the
+  tiny multimodal Gemma 4 folder (tests/data/gemma4_cli_mm), `checkpoint-folder/` the tiny
   checkpoint and `adapter-folder/` the adapter README.md's block trained.
 - What cannot run inside a test is checked, not run, and said so in the output: scripts/test, scripts/finetune,
   scripts/test-portable, scripts/install-deps (exist, executable, `bash -n` clean), scripts/fuzz (its targets
@@ -288,6 +289,7 @@ def fixtures(repo, work, model):
         os.symlink(model, os.path.join(work, name))
     os.makedirs(os.path.join(work, "home", "models"))
     os.symlink(os.path.join(repo, "tests", "data", "gemma3_mm", "hf5"), os.path.join(work, "home", "models", "gemma-3-4b-it"))
+    os.symlink(os.path.join(repo, "tests", "data", "gemma4_cli_mm"), os.path.join(work, "home", "models", "gemma-4-E2B-it"))
     os.symlink(os.path.join(repo, "tests", "data", "gemma3_model", "tiny"), os.path.join(work, "checkpoint-folder"))
     os.symlink(os.path.join(work, "out"), os.path.join(work, "adapter-folder"))  # README.md's block trains out/
     for folder in ["examples", "tests", "bench", "docs", "tools"]:
