@@ -28,9 +28,8 @@ TEST_SUITE("ops") {
     const auto c = test::random_tensor<Tensor<double, Dyn>>(2, 0.5, 1.5, kMoeExperts);
     const auto r = moe_route(Variable<double, Dyn, Dyn>(z), kMoeTopK, c);
     for (index_t t = 0; t < kMoeTokens; ++t) {
-      std::vector<double> p(kMoeExperts);
-      double sum = 0;
-      for (index_t e = 0; e < kMoeExperts; ++e) sum += (p[e] = std::exp(z(t, e)));
+      std::vector<double> p(kMoeExperts);  // unnormalised: the renormalisation over the chosen two cancels the sum
+      for (index_t e = 0; e < kMoeExperts; ++e) p[e] = std::exp(z(t, e));
       // the two largest by hand
       index_t first = 0;
       for (index_t e = 1; e < kMoeExperts; ++e) first = p[e] > p[first] ? e : first;
