@@ -244,10 +244,9 @@ nlohmann::json recipe_defaults() {
 // A Gemma 4 checkpoint's configuration when `model` is one (its config.json says model_type gemma4 / gemma4_text);
 // nothing else of the folder is read.
 std::optional<Gemma4RuntimeConfig> gemma4_config_at(const std::string& model) {
-  if (!is_gemma4_checkpoint(model)) return std::nullopt;
-  const std::filesystem::path p(model);
-  const std::filesystem::path config = (std::filesystem::is_directory(p) ? p : p.parent_path()) / "config.json";
-  return gemma4_config_from_json(detail::read_json_file(config, "model"), config.string());
+  const std::optional<HfConfigFile> f = gemma4_config_file(model);
+  if (!f) return std::nullopt;
+  return gemma4_config_from_json(f->json, f->path.string());
 }
 
 // The two estimate lines of a dry run.

@@ -56,6 +56,14 @@ inline std::filesystem::path default_dataset_path() {
   fail("finetune", "no --dataset given and the bundled finance_reasoning.jsonl was not found (set QLORA_DATASET)");
 }
 
+// A warning when the folder's chat template does not render Gemma's turns (qlora renders them itself).
+inline void warn_unless_gemma_chat_template(const std::filesystem::path& folder) {
+  const HfFolderFiles files = read_hf_folder(folder);
+  if (!files.chat_template.empty() && !is_gemma_chat_template(files.chat_template))
+    std::fprintf(stderr, "qlora: warning: the chat template in %s is not Gemma's (no <start_of_turn>/<end_of_turn>); "
+                 "qlora formats chat data with Gemma's turns\n", files.chat_template_file.string().c_str());
+}
+
 // One line on what was found in a Hugging Face folder that the program does not use: the vision tower of a multimodal
 // checkpoint, or a chat template that is not Gemma's (qlora renders Gemma's turns itself).
 inline void describe_source(const Gemma3WeightSource& source) {
@@ -65,12 +73,7 @@ inline void describe_source(const Gemma3WeightSource& source) {
                  "tower and multimodal projector (%zu tensors) are skipped and left as they are\n",
                  source.path().string().c_str(), n);
   }
-  if (const auto folder = source.folder(); !folder.empty()) {
-    const HfFolderFiles files = read_hf_folder(folder);
-    if (!files.chat_template.empty() && !is_gemma_chat_template(files.chat_template))
-      std::fprintf(stderr, "qlora: warning: the chat template in %s is not Gemma's (no <start_of_turn>/<end_of_turn>); "
-                   "qlora formats chat data with Gemma's turns\n", files.chat_template_file.string().c_str());
-  }
+  if (const auto folder = source.folder(); !folder.empty()) warn_unless_gemma_chat_template(folder);
 }
 
 }  // namespace qlora::cli

@@ -23,21 +23,29 @@
 
 namespace qlora::cli {
 
-// Whether `path` is a Gemma 4 checkpoint (a folder, or a file in one, whose config.json says model_type gemma4 or
-// gemma4_text, at the top or under text_config). Reads config.json alone.
-inline bool is_gemma4_checkpoint(const std::filesystem::path& path) {
+// config.json of the checkpoint at `path` (a folder, or a file in one) when its model_type is gemma4 or gemma4_text, at
+// the top or under text_config; nullopt for anything else. Reads config.json alone.
+struct HfConfigFile {
+  std::filesystem::path path;
+  nlohmann::json json;
+};
+inline std::optional<HfConfigFile> gemma4_config_file(const std::filesystem::path& path) {
   std::error_code ec;
-  if (path.empty() || !std::filesystem::exists(path, ec)) return false;
-  const std::filesystem::path config =
-      (std::filesystem::is_directory(path, ec) ? path : path.parent_path()) / "config.json";
-  if (!std::filesystem::exists(config, ec)) return false;
-  const nlohmann::json j = detail::read_json_file(config, "model");
+  if (path.empty() || !std::filesystem::exists(path, ec)) return std::nullopt;
+  HfConfigFile f;
+  f.path = (std::filesystem::is_directory(path, ec) ? path : path.parent_path()) / "config.json";
+  if (!std::filesystem::exists(f.path, ec)) return std::nullopt;
+  f.json = detail::read_json_file(f.path, "model");
   auto type_of = [](const nlohmann::json& o) {
     return o.is_object() && o.contains("model_type") && o["model_type"].is_string() ? o["model_type"].get<std::string>()
                                                                                     : std::string();
   };
-  return type_of(j).starts_with("gemma4") || (j.contains("text_config") && type_of(j["text_config"]).starts_with("gemma4"));
+  if (type_of(f.json).starts_with("gemma4") ||
+      (f.json.contains("text_config") && type_of(f.json["text_config"]).starts_with("gemma4")))
+    return f;
+  return std::nullopt;
 }
+inline bool is_gemma4_checkpoint(const std::filesystem::path& path) { return gemma4_config_file(path).has_value(); }
 
 class TrainSource {
  public:
@@ -89,10 +97,7 @@ class TrainSource {
     if (g4.layout() == ModelLayout::conditional_generation)
       std::fprintf(stderr, "qlora: %s is a Gemma4ForConditionalGeneration checkpoint: its text model is used; the "
                    "vision and audio towers are skipped and left as they are\n", g4.path().string().c_str());
-    const HfFolderFiles files = read_hf_folder(g4.folder());
-    if (!files.chat_template.empty() && !is_gemma_chat_template(files.chat_template))
-      std::fprintf(stderr, "qlora: warning: the chat template in %s has no <start_of_turn>/<end_of_turn>; qlora formats "
-                   "chat data with those turns\n", files.chat_template_file.string().c_str());
+    warn_unless_gemma_chat_template(g4.folder());
   }
 
   std::unique_ptr<CausalLM> open_model(const Gemma3Options& options) const {

@@ -104,3 +104,19 @@ def peft_saved_shapes(model, cfg):
     with tempfile.TemporaryDirectory() as tmp:
         fresh.save_pretrained(tmp)
         return adapter_file_shapes(tmp)
+
+
+def peft_load_problem(peft_model, adapter_dir):
+    """None when `peft_model` (PeftModel.from_pretrained of adapter_dir, which warns but does not fail on missing
+    keys) holds every tensor of the adapter file with the file's values; else what is wrong, naming the tensor."""
+    import torch
+    from safetensors import safe_open
+    state = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
+    with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), "pt") as f:
+        for k in f.keys():
+            loaded = k.replace(".lora_A.weight", ".lora_A.default.weight").replace(".lora_B.weight", ".lora_B.default.weight")
+            if loaded not in state:
+                return f"PEFT did not load {k}"
+            if not torch.equal(state[loaded].float(), f.get_tensor(k).float()):
+                return f"PEFT loaded other values for {k}"
+    return None

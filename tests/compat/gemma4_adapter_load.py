@@ -24,7 +24,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _logits_common import adapter_file_shapes, need, need_dir, peft_saved_shapes  # noqa: E402
+from _logits_common import adapter_file_shapes, need, need_dir, peft_load_problem, peft_saved_shapes  # noqa: E402
 
 
 def fail(msg):
@@ -36,7 +36,6 @@ def check(base_dir, adapter_dir, merged_dir):
     import torch
     import transformers
     from peft import PeftModel
-    from safetensors import safe_open
 
     need_dir(base_dir, ["config.json"], "base model")
     need_dir(adapter_dir, ["adapter_config.json", "adapter_model.safetensors"], "adapter")
@@ -57,14 +56,9 @@ def check(base_dir, adapter_dir, merged_dir):
     print(f"ok: {arch}: target_modules {cfg['target_modules']!r}; PEFT saves the same {len(ours)} keys")
 
     peft_model = PeftModel.from_pretrained(load(), adapter_dir).eval()
-    state = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
-    with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), "pt") as f:
-        for k in f.keys():
-            loaded = k.replace(".lora_A.weight", ".lora_A.default.weight").replace(".lora_B.weight", ".lora_B.default.weight")
-            if loaded not in state:
-                fail(f"{arch}: PEFT did not load {k}")
-            if not torch.equal(state[loaded].float(), f.get_tensor(k).float()):
-                fail(f"{arch}: PEFT loaded other values for {k}")
+    problem = peft_load_problem(peft_model, adapter_dir)
+    if problem:
+        fail(f"{arch}: {problem}")
     ids = torch.tensor([[2, 17, 200, 45, 45, 9, 120, 3, 77, 250, 11]])
     with torch.no_grad():
         with_adapter = peft_model(input_ids=ids).logits

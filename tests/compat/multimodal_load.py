@@ -21,7 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _logits_common import adapter_file_shapes, need, need_dir, peft_saved_shapes  # noqa: E402
+from _logits_common import adapter_file_shapes, need, need_dir, peft_load_problem, peft_saved_shapes  # noqa: E402
 
 SEQUENCES = [[2, 17, 200, 45, 45, 9, 120, 3, 77, 250, 11], [2, 5, 4, 300, 301, 302, 5, 1]]
 
@@ -42,7 +42,6 @@ def main():
     need(["torch", "transformers", "peft", "safetensors"])
     import torch
     from peft import PeftModel
-    from safetensors import safe_open
     from transformers import Gemma3ForConditionalGeneration
 
     need_dir(args.base, ["config.json"], "base model")
@@ -67,15 +66,9 @@ def main():
     print(f"ok: the adapter has PEFT's {len(ours)} keys for Gemma3ForConditionalGeneration ({vision} in the vision tower)")
 
     peft_model = PeftModel.from_pretrained(load(args.base), args.adapter).eval()
-    # from_pretrained warns but does not fail on missing keys: check the loaded values are the file's
-    state = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
-    with safe_open(os.path.join(args.adapter, "adapter_model.safetensors"), "pt") as f:
-        for k in f.keys():
-            loaded = k.replace(".lora_A.weight", ".lora_A.default.weight").replace(".lora_B.weight", ".lora_B.default.weight")
-            if loaded not in state:
-                fail(f"PEFT did not load {k}")
-            if not torch.equal(state[loaded].float(), f.get_tensor(k).float()):
-                fail(f"PEFT loaded other values for {k}")
+    problem = peft_load_problem(peft_model, args.adapter)
+    if problem:
+        fail(problem)
     print("ok: PEFT loads every tensor of the adapter")
 
     # 2. the merged folder

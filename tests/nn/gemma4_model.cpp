@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "support/check.hpp"
@@ -34,6 +35,19 @@ std::vector<std::int32_t> gemma4_ids(const test::GoldenSet& golden, int i) {
 }
 
 // Two sequences in one packed row: segment ids 1 and 2, positions restarting at 0.
+// Every LoRA B of `model` filled with uniform values in [-amplitude/2, amplitude/2) from a seeded LCG (B = 0, as
+// initialised, would leave A without a gradient and the adapter without an effect).
+template <class Model>
+void randomise_lora_b(const Model& model, std::uint64_t state, double amplitude) {
+  model.for_each_lora([&](index_t, Projection, const auto& l) {
+    for (index_t i = 0; i < l.lora_b().numel(); ++i) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      using V = std::remove_reference_t<decltype(l.lora_b().value().data()[i])>;
+      l.lora_b().value().data()[i] = static_cast<V>(amplitude * (static_cast<double>(state >> 11) / 9007199254740992.0 - 0.5));
+    }
+  });
+}
+
 ModelInput gemma4_packed(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) {
   std::vector<std::int32_t> ids = a, pos, seg;
   ids.insert(ids.end(), b.begin(), b.end());
@@ -164,13 +178,7 @@ TEST_SUITE("nn") {
     for (const std::string variant : {"kv_shared", "k_eq_v", "moe"}) {
       CAPTURE(variant);
       const Gemma4<double, double> model(Gemma4WeightSource::open(gemma4_folder(variant)), options);
-      std::uint64_t state = 7;
-      model.for_each_lora([&](index_t, Projection, const auto& l) {  // B = 0 would hide A's gradient
-        for (index_t i = 0; i < l.lora_b().numel(); ++i) {
-          state = state * 6364136223846793005ull + 1442695040888963407ull;
-          l.lora_b().value().data()[i] = 0.3 * (static_cast<double>(state >> 11) / 9007199254740992.0 - 0.5);
-        }
-      });
+      randomise_lora_b(model, 7, 0.3);
       const auto& blocks = model.blocks();
       auto loss = [&](const auto&...) { return model.loss_sum(in).sum; };
       if (variant == "kv_shared") {  // layer 4 stores the full layers' k, v for layer 7; layer 3 the sliding ones
@@ -216,13 +224,7 @@ TEST_SUITE("nn") {
     for (const std::string& variant : kGemma4Variants) {
       CAPTURE(variant);
       const Gemma4<double, double> model(Gemma4WeightSource::open(gemma4_folder(variant)), options);
-      std::uint64_t state = 11;
-      model.for_each_lora([&](index_t, Projection, const auto& l) {  // B = 0 would leave A without a gradient
-        for (index_t i = 0; i < l.lora_b().numel(); ++i) {
-          state = state * 6364136223846793005ull + 1442695040888963407ull;
-          l.lora_b().value().data()[i] = 0.3 * (static_cast<double>(state >> 11) / 9007199254740992.0 - 0.5);
-        }
-      });
+      randomise_lora_b(model, 11, 0.3);
       auto run = [&](bool checkpointing) {
         model.for_each_lora([](index_t, Projection, const auto& l) {
           l.lora_a().zero_grad();
@@ -264,13 +266,7 @@ TEST_SUITE("nn") {
       CAPTURE(variant);
       const auto src = Gemma4WeightSource::open(gemma4_folder(variant));
       const Gemma4<float, float> model(src, options);
-      std::uint64_t state = 5;
-      model.for_each_lora([&](index_t, Projection, const auto& l) {
-        for (index_t i = 0; i < l.lora_b().numel(); ++i) {
-          state = state * 6364136223846793005ull + 1442695040888963407ull;
-          l.lora_b().value().data()[i] = 0.2f * (static_cast<float>(state >> 40) / 16777216.0f - 0.5f);
-        }
-      });
+      randomise_lora_b(model, 5, 0.2);
       const auto dir = std::filesystem::temp_directory_path() / ("qlora_gemma4_merge_" + variant);
       std::filesystem::remove_all(dir);
       save_adapter(model, dir / "adapter", "base");

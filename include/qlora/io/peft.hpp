@@ -14,11 +14,11 @@
 // save_adapter(dir, config, base, a.tensors + a.vision) writes an Adapter back with nothing lost.
 #pragma once
 
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <cctype>
 #include <optional>
 #include <sstream>
 #include <string>

@@ -125,12 +125,9 @@ class Gemma4 {
       const block_type* b = &block;
       Kv kv;
       if (plan.computes_kv()) {
-        kv.k = checkpoint([b, in, pass](const hidden_type& h) {
-          return b->keys_values(b->input_norm(h), in.positions, pass).k;
-        }, x);
-        kv.v = checkpoint([b, in, pass](const hidden_type& h) {
-          return b->keys_values(b->input_norm(h), in.positions, pass).v;
-        }, x);
+        kv.k = checkpoint([b, in, pass](const hidden_type& h) { return b->keys(b->input_norm(h), in.positions, pass); },
+                          x);
+        kv.v = checkpoint([b, pass](const hidden_type& h) { return b->values(b->input_norm(h), pass); }, x);
       } else {
         kv = stored[static_cast<std::size_t>(plan.kv_source)];
       }

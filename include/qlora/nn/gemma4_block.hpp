@@ -110,17 +110,17 @@ class Gemma4Block {
   // h = input_layernorm(x): what the projections read.
   hidden_type input_norm(const hidden_type& x) const { return rmsnorm(x, input_norm_, eps_, NormWeight::w); }
 
-  // This layer's keys and values from h = input_norm(x) (only on layers that compute them, plan().computes_kv()).
+  // This layer's keys and values from h = input_norm(x) (only on layers that compute them, plan().computes_kv());
+  // keys() and values() give one of them alone (the checkpointed forward recomputes each on its own).
   Kv keys_values(const hidden_type& h, const Tensor<std::int32_t, Dyn>& positions, const ForwardPass& pass) const {
-    if (!plan_.computes_kv())
-      fail("gemma4", "layer ", layer_, " computes no keys and values: it reuses layer ", plan_.kv_source, "'s");
-    const index_t n = h.size(0), d = plan_.head_dim;
-    const heads_type kr = reshape<Dyn, Dyn, Dyn>(call(*k_, h, Projection::k_proj, pass), n, plan_.kv_heads, d);
-    Kv kv;
-    kv.k = rope(rmsnorm(kr, k_norm_, eps_, NormWeight::w), positions, plan_.rope);
-    kv.v = rmsnorm_unscaled(
-        plan_.k_eq_v ? kr : reshape<Dyn, Dyn, Dyn>(call(*v_, h, Projection::v_proj, pass), n, plan_.kv_heads, d), eps_);
-    return kv;
+    const heads_type kr = key_projection(h, pass);
+    return {keys_from(kr, positions), values_from(h, kr, pass)};
+  }
+  heads_type keys(const hidden_type& h, const Tensor<std::int32_t, Dyn>& positions, const ForwardPass& pass) const {
+    return keys_from(key_projection(h, pass), positions);
+  }
+  heads_type values(const hidden_type& h, const ForwardPass& pass) const {
+    return values_from(h, plan_.k_eq_v ? key_projection(h, pass) : heads_type(), pass);
   }
 
   // The layer after its keys and values: x: [N, hidden], h = input_norm(x); ple: this layer's per-layer input
@@ -212,6 +212,23 @@ class Gemma4Block {
 
  private:
   static const lora_type* lora_of(const std::optional<projection_type>& p) { return p ? p->lora() : nullptr; }
+
+  // k_proj(h) as [N, kv_heads, head_dim], before its norm and RoPE (k = v layers take their values from it too).
+  heads_type key_projection(const hidden_type& h, const ForwardPass& pass) const {
+    if (!plan_.computes_kv())
+      fail("gemma4", "layer ", layer_, " computes no keys and values: it reuses layer ", plan_.kv_source, "'s");
+    return reshape<Dyn, Dyn, Dyn>(call(*k_, h, Projection::k_proj, pass), h.size(0), plan_.kv_heads, plan_.head_dim);
+  }
+  heads_type keys_from(const heads_type& kr, const Tensor<std::int32_t, Dyn>& positions) const {
+    return rope(rmsnorm(kr, k_norm_, eps_, NormWeight::w), positions, plan_.rope);
+  }
+  // v = rms(v_proj(h)), or rms(kr) on a k = v layer (kr = key_projection(h)).
+  heads_type values_from(const hidden_type& h, const heads_type& kr, const ForwardPass& pass) const {
+    if (plan_.k_eq_v) return rmsnorm_unscaled(kr, eps_);
+    return rmsnorm_unscaled(
+        reshape<Dyn, Dyn, Dyn>(call(*v_, h, Projection::v_proj, pass), h.size(0), plan_.kv_heads, plan_.head_dim),
+        eps_);
+  }
 
   template <class X>
   auto call(const projection_type& proj, const X& x, Projection p, const ForwardPass& pass) const {

@@ -8,10 +8,8 @@
 // merge_and_unload on a 16/32-bit base); the NF4 round trip and GGUF are not written for Gemma 4 yet.
 #pragma once
 
-#include <cstring>
 #include <filesystem>
 #include <map>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -29,37 +27,14 @@ inline bool is_float_dtype(SafetensorsDtype d) {
   return d == SafetensorsDtype::F32 || d == SafetensorsDtype::BF16 || d == SafetensorsDtype::F16;
 }
 
-// The raw bytes of a floating-point tensor (any rank) as fp32 values.
-inline std::vector<float> float_values(SafetensorsDtype d, std::span<const std::uint8_t> raw) {
-  const std::size_t width = d == SafetensorsDtype::F32 ? 4 : 2, n = raw.size() / width;
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (d == SafetensorsDtype::F32) {
-      std::memcpy(&v[i], raw.data() + 4 * i, 4);
-    } else if (d == SafetensorsDtype::BF16) {
-      bf16 h;
-      std::memcpy(&h, raw.data() + 2 * i, 2);
-      v[i] = convert<float>(h);
-    } else {
-      f16 h;
-      std::memcpy(&h, raw.data() + 2 * i, 2);
-      v[i] = convert<float>(h);
-    }
-  }
-  return v;
-}
-
-// fp32 values as the bytes of `want` (F32, or BF16 rounded to nearest even).
-inline std::vector<std::uint8_t> float_bytes(const float* v, std::size_t n, SafetensorsDtype want) {
-  std::vector<std::uint8_t> out(n * (want == SafetensorsDtype::F32 ? 4 : 2));
-  for (std::size_t i = 0; i < n; ++i) {
-    if (want == SafetensorsDtype::F32) {
-      std::memcpy(out.data() + 4 * i, v + i, 4);
-    } else {
-      const bf16 h = convert<bf16>(v[i]);
-      std::memcpy(out.data() + 2 * i, &h, 2);
-    }
-  }
+// n stored elements of dtype `from` as the bytes of `want` (F32, or BF16 rounded to nearest even).
+inline std::vector<std::uint8_t> float_bytes(SafetensorsDtype from, const void* src, std::size_t n,
+                                             SafetensorsDtype want) {
+  std::vector<std::uint8_t> out(n * (want == SafetensorsDtype::F32 ? sizeof(float) : sizeof(bf16)));
+  if (want == SafetensorsDtype::F32)
+    convert_safetensors_elements<float>(from, src, reinterpret_cast<float*>(out.data()), n);
+  else
+    convert_safetensors_elements<bf16>(from, src, reinterpret_cast<bf16*>(out.data()), n);
   return out;
 }
 }  // namespace detail
@@ -101,14 +76,15 @@ inline void save_merged_gemma4(const Gemma4WeightSource& src, const peft::Adapte
       continue;
     }
     if (it == lora.end()) {  // converted only
-      const std::vector<float> v = detail::float_values(info.dtype, ck.file_of(name).raw(name));
-      out.add_raw(name, want, info.shape, detail::float_bytes(v.data(), v.size(), want));
+      out.add_raw(name, want, info.shape, detail::float_bytes(info.dtype, ck.file_of(name).raw(name).data(),
+                                                                static_cast<std::size_t>(info.numel()), want));
       continue;
     }
     Tensor<float, Dyn, Dyn> w = ck.read<float, Dyn, Dyn>(name);
     add_lora_delta(w, it->second, targets, adapter_source);
     merged += 2;
-    out.add_raw(name, want, info.shape, detail::float_bytes(w.data(), static_cast<std::size_t>(w.numel()), want));
+    out.add_raw(name, want, info.shape,
+                detail::float_bytes(SafetensorsDtype::F32, w.data(), static_cast<std::size_t>(w.numel()), want));
   }
   if (adapter && merged != adapter->tensors.size())
     fail("merge", adapter_source, ": ", adapter->tensors.size() - merged, " adapter tensors matched no weight of ",
@@ -118,21 +94,13 @@ inline void save_merged_gemma4(const Gemma4WeightSource& src, const peft::Adapte
   out.write(dir / "model.safetensors");
   nlohmann::json config = src.hf_config();
   const char* dtype_name = dtype == MergedDtype::float32 ? "float32" : "bfloat16";
-  for (const char* key : {"torch_dtype", "dtype"}) {
-    if (config.contains(key) || std::string(key) == "dtype") config[key] = dtype_name;
+  config["dtype"] = dtype_name;  // transformers 5's key; the older torch_dtype only where the source has it
+  if (config.contains("torch_dtype")) config["torch_dtype"] = dtype_name;
+  for (const char* key : {"torch_dtype", "dtype"})
     if (config.contains("text_config") && config["text_config"].is_object() && config["text_config"].contains(key))
       config["text_config"][key] = dtype_name;
-  }
-  const std::string text = config.dump(2) + "\n";
-  AtomicFileWriter cfg(dir / "config.json", "merge");
-  cfg.write(text.data(), text.size());
-  cfg.commit();
-  const std::filesystem::path folder = src.folder();
-  for (std::string_view file : hf_side_files) {
-    const std::filesystem::path from = folder / file;
-    if (std::filesystem::exists(from) && !std::filesystem::equivalent(folder, dir))
-      std::filesystem::copy_file(from, dir / file, std::filesystem::copy_options::overwrite_existing);
-  }
+  write_merged_config(dir, config);
+  copy_hf_side_files(src.folder(), dir);
 }
 
 }  // namespace qlora

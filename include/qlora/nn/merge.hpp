@@ -192,6 +192,23 @@ inline constexpr std::array<std::string_view, 10> hf_side_files = {
     "added_tokens.json",      "chat_template.jinja",  "chat_template.json",      "generation_config.json",
     "preprocessor_config.json", "processor_config.json"};
 
+// dir/config.json, written atomically.
+inline void write_merged_config(const std::filesystem::path& dir, const nlohmann::json& config) {
+  const std::string text = config.dump(2) + "\n";
+  AtomicFileWriter cfg(dir / "config.json", "merge");
+  cfg.write(text.data(), text.size());
+  cfg.commit();
+}
+
+// The source folder's hf_side_files that exist, copied into dir (unless dir is the folder itself).
+inline void copy_hf_side_files(const std::filesystem::path& folder, const std::filesystem::path& dir) {
+  for (std::string_view file : hf_side_files) {
+    const std::filesystem::path from = folder / file;
+    if (std::filesystem::exists(from) && !std::filesystem::equivalent(folder, dir))
+      std::filesystem::copy_file(from, dir / file, std::filesystem::copy_options::overwrite_existing);
+  }
+}
+
 namespace detail {
 // A merged fp32 weight in the storage type a writer is given.
 template <class To>
@@ -275,22 +292,14 @@ inline void save_merged_safetensors(const Gemma3WeightSource& src, const peft::A
          src.path().string(), " is a text-only model");
   std::filesystem::create_directories(dir);
   out.write(dir / "model.safetensors");
-  const std::string text = merged_hf_config(src, dtype == MergedDtype::float32 ? "float32" : "bfloat16").dump(2) + "\n";
-  AtomicFileWriter cfg(dir / "config.json", "merge");
-  cfg.write(text.data(), text.size());
-  cfg.commit();
+  write_merged_config(dir, merged_hf_config(src, dtype == MergedDtype::float32 ? "float32" : "bfloat16"));
   if (src.is_gguf()) {  // the GGUF's vocabulary as a tokenizer.model, so the folder is complete
     const std::string proto = detail::sentencepiece_model_proto(vocabulary_from_gguf(*src.gguf()));
     AtomicFileWriter tok(dir / "tokenizer.model", "merge");
     tok.write(proto.data(), proto.size());
     tok.commit();
   }
-  if (const std::filesystem::path folder = src.folder(); !folder.empty())
-    for (std::string_view file : hf_side_files) {
-      const std::filesystem::path from = folder / file;
-      if (std::filesystem::exists(from) && !std::filesystem::equivalent(folder, dir))
-        std::filesystem::copy_file(from, dir / file, std::filesystem::copy_options::overwrite_existing);
-    }
+  if (const std::filesystem::path folder = src.folder(); !folder.empty()) copy_hf_side_files(folder, dir);
 }
 
 // Writes a GGUF of the merged text model: with the source GGUF's metadata (architecture, configuration, tokenizer),
