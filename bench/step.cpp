@@ -13,6 +13,10 @@
 // 2048³ product with the same threads, best of 5) and prints the step's GFLOP/s as a fraction of it, with the
 // instruction sets the binary was compiled for: figures from different hosts, builds or hours are
 // compared through that fraction.
+//
+// --device cuda[:N] (qlora_step_bench_cuda, the same file compiled by nvcc where the CUDA toolkit is found): the model,
+// adapters and optimizer on that GPU (fp32 compute in this version); each phase is timed up to a device
+// synchronisation, the peak is the GPU allocator's (tensors' bytes), and the host GEMM rate is not measured.
 #include <sys/resource.h>
 
 #include <omp.h>
@@ -32,6 +36,9 @@
 #include <qlora/optim/adamw8bit.hpp>
 #include <qlora/optim/clip.hpp>
 #include <qlora/qlora.hpp>
+#if QLORA_CUDA_COMPILER
+#include <qlora/cuda.hpp>
+#endif
 
 namespace {
 using namespace qlora;
@@ -104,7 +111,31 @@ struct Options {
   bool gradient_checkpointing = false, json = false, breakdown = false;
   bool dynamic_extents = false;  // --extents dynamic: the run-time-shaped model (Gemma3AnySize) on the same shape
   CpuGemm gemm = fastest_cpu_gemm(false);  // --cpu-gemm: the GEMM of the model's CPU device (default: the fastest fp32)
+  int gpu = -1;  // --device cuda[:N]: the GPU (-1: the CPU)
+  bool bf16 = false;  // --bf16: a GPU's GEMMs on the tensor cores (bf16 operands, fp32 accumulation)
 };
+
+// The model's device: the CPU with the chosen GEMM, or GPU o.gpu (only in the nvcc-compiled program).
+Device bench_device(const Options& o) {
+  if (o.gpu < 0) return Device::cpu(o.gemm);
+#if QLORA_CUDA_COMPILER
+  return cuda::device(o.gpu).with_gpu_gemm(o.bf16 ? GpuGemm::bf16 : GpuGemm::fp32);
+#else
+  fail("bench", "--device cuda: this program was compiled without CUDA (run qlora_step_bench_cuda)");
+#endif
+}
+
+// Waits for the device's queued work (a no-op on the CPU), so that a phase's time includes its kernels.
+void sync(const Device& d) {
+#if QLORA_CUDA_COMPILER
+  if (d.is_cuda()) {
+    const cuda::DeviceGuard guard(d.index());
+    cuda::check(cudaDeviceSynchronize(), "bench", "cudaDeviceSynchronize");
+  }
+#else
+  (void)d;
+#endif
+}
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
@@ -112,7 +143,8 @@ struct Options {
                "usage: qlora_step_bench [--config 270m|1b|4b] [--model PATH] [--seq 512] [--batch 1] [--rank R]\n"
                "                        [--steps 5] [--warmup 1] [--lora-alpha 32] [--lora-dropout 0.05]\n"
                "                        [--gradient-checkpointing] [--json] [--breakdown] [--extents static|dynamic]\n"
-               "                        [--targets all-linear|q_proj,v_proj,...] [--cpu-gemm eigen|onednn|onednn-bf16]\n",
+               "                        [--targets all-linear|q_proj,v_proj,...] [--cpu-gemm eigen|onednn|onednn-bf16]\n"
+               "                        [--device cpu|cuda|cuda:N] [--bf16 (GPU: tensor-core GEMMs)]\n",
                why);
   std::exit(2);
 }
@@ -144,6 +176,15 @@ Options parse(int argc, char** argv) {
       if (!named) usage("--cpu-gemm must be eigen, onednn or onednn-bf16");
       o.gemm = *named;
       if (!cpu_gemm_available(o.gemm)) usage(("--cpu-gemm " + g + ": not in this build or not on this CPU").c_str());
+    }
+    else if (a == "--bf16") o.bf16 = true;
+    else if (a == "--device") {
+      const std::string d = value();
+      if (d == "cpu") o.gpu = -1;
+      else if (d == "cuda") o.gpu = 0;
+      else if (d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.find_first_not_of("0123456789", 5) == std::string::npos)
+        o.gpu = std::stoi(d.substr(5));
+      else usage("--device must be cpu, cuda or cuda:N");
     }
     else if (a == "--extents") {
       const std::string e = value();
@@ -253,7 +294,7 @@ int run(const Options& o) {
   using Model = std::conditional_t<kStatic, std::unique_ptr<CausalLM>, std::optional<Gemma3<Gemma3AnySize, float, NF4>>>;
   const auto t_load = Clock::now();
   Gemma3Options mo;
-  mo.device = Device::cpu(o.gemm);
+  mo.device = bench_device(o);
   LoraConfig lora;  // the recipe's adapter: all seven projections unless --targets says otherwise
   lora.r = o.rank;
   lora.lora_alpha = o.lora_alpha;
@@ -272,6 +313,8 @@ int run(const Options& o) {
   const double load_s = seconds(t_load, Clock::now());
   const long rss_loaded = status_kib("VmRSS"), hwm_load = status_kib("VmHWM");
   const bool peak_reset = reset_peak_rss();
+  const Device device = model->device();
+  if (device.is_cuda()) device.allocator().reset_peak();
 
   AdamW8bitConfig oc;
   oc.weight_decay = 0.0;  // transformers' TrainingArguments default
@@ -290,10 +333,12 @@ int run(const Options& o) {
     const double loss = static_cast<double>(l.sum.value().item()) / label_tokens;
     const auto t1 = Clock::now();
     backward(scale(l.sum, 1.0 / label_tokens));
+    sync(device);
     const auto t2 = Clock::now();
     clip_grad_norm(params, 1.0);
     optimizer.step(1e-4);
     optimizer.zero_grad();
+    sync(device);
     const auto t3 = Clock::now();
     if (s == 0) first_loss = loss;
     last_loss = loss;
@@ -312,6 +357,29 @@ int run(const Options& o) {
   // The share of the steps' multiply-adds that the chosen GEMM ran (the rest: attention's per-head products, Eigen).
   const double gemm_share = static_cast<double>(cpu::cpu_gemm_count(o.gemm).macs - macs_before) /
                             static_cast<double>(std::max<std::uint64_t>(1, all_gemm_macs() - all_before));
+  const double gpu_peak_mib = static_cast<double>(device.memory().peak_bytes) / (1024.0 * 1024.0);
+  if (device.is_cuda()) {
+    if (o.json) {
+      std::printf("{\"framework\": \"qlora\", \"device\": \"%s\", \"model\": \"%s\", \"config\": \"%s\", "
+                  "\"seq\": %ld, \"batch\": %ld, \"rank\": %ld, \"steps\": %ld, \"gradient_checkpointing\": %s, "
+                  "\"base\": \"nf4\", \"gemm\": \"%s\", \"load_s\": %.3f, \"step_s\": %.4f, \"best_step_s\": %.4f, "
+                  "\"forward_s\": %.4f, \"backward_s\": %.4f, \"optimizer_s\": %.4f, \"tokens_per_s\": %.1f, "
+                  "\"gflops\": %.1f, \"gpu_peak_mib\": %.1f, \"first_loss\": %.4f, \"last_loss\": %.4f}\n",
+                  device.str().c_str(), source_name.c_str(), std::string(model->name()).c_str(), o.seq, o.batch, o.rank,
+                  o.steps, o.gradient_checkpointing ? "true" : "false", o.bf16 ? "bf16" : "fp32", load_s, step_s, best, fwd / n, bwd / n, opt / n,
+                  tokens / step_s, gflops, gpu_peak_mib, first_loss, last_loss);
+      return 0;
+    }
+    std::printf("qlora step on %s: %s (%s), NF4 base + LoRA r %ld on %s, batch %ld x seq %ld, %s GEMMs%s\n",
+                device.str().c_str(), std::string(model->name()).c_str(), source_name.c_str(), o.rank,
+                o.targets.c_str(), o.batch, o.seq, o.bf16 ? "bf16 tensor-core" : "fp32", o.gradient_checkpointing ? ", gradient checkpointing" : "");
+    std::printf("  load %.2f s; loss %.4f -> %.4f\n", load_s, first_loss, last_loss);
+    std::printf("  %.4f s/step (best %.4f): forward %.4f, backward %.4f, clip + AdamW8bit %.4f (mean of %ld after %ld "
+                "warm-up)\n", step_s, best, fwd / n, bwd / n, opt / n, o.steps, o.warmup);
+    std::printf("  %.1f tokens/s, %.1f GFLOP/s; GPU peak %.1f MiB (the tensors' bytes during the steps)\n",
+                tokens / step_s, gflops, gpu_peak_mib);
+    return 0;
+  }
   const double gemm_gflops = host_gemm_gflops(o.gemm);
   const std::string gemm_desc = describe_cpu_gemm(o.gemm);
   const std::string isa = build_isa();
@@ -357,7 +425,12 @@ template <class Cfg>
 int run_shape(const Options& o) {
   if (o.breakdown && !o.dynamic_extents)
     std::fprintf(stderr, "qlora_step_bench: --breakdown times the run-time-shaped model (--extents dynamic)\n");
-  return o.dynamic_extents || o.breakdown ? run<Cfg, false>(o) : run<Cfg, true>(o);
+  if constexpr (kCompiledWithCuda) {  // the nvcc-compiled program: the models library's model only (compile time)
+    if (o.dynamic_extents || o.breakdown) usage("--extents dynamic / --breakdown: run qlora_step_bench (the CPU build)");
+    return run<Cfg, true>(o);
+  } else {
+    return o.dynamic_extents || o.breakdown ? run<Cfg, false>(o) : run<Cfg, true>(o);
+  }
 }
 
 int main(int argc, char** argv) {

@@ -27,6 +27,7 @@
 #include <qlora/train/trainer.hpp>
 
 #include "cpu_gemm.hpp"
+#include "device_option.hpp"
 #include "memory_estimate.hpp"
 #include "train_source.hpp"
 
@@ -41,6 +42,7 @@ struct FinetuneJob {
   EvalSize eval_size = EvalSize::of_count(20);
   bool packing = false;
   CpuGemm cpu_gemm = CpuGemm::eigen;  // --cpu-gemm resolved: the model's CPU device carries it
+  Device device = Device::cpu();      // --device resolved (tools/device_option.hpp): the CPU with cpu_gemm, or a GPU
 };
 
 // AdamW (adamw_torch, paged_adamw_32bit on the CPU) or bitsandbytes' AdamW8bit (adamw_8bit, paged_adamw_8bit).
@@ -196,8 +198,9 @@ inline int run_finetune(const FinetuneJob& job, const TrainSource& source, const
   Gemma3Options options;
   options.lora = targets;
   options.seed = args.seed;
-  options.device = Device::cpu(job.cpu_gemm);
-  announce_cpu_gemm(job.cpu_gemm);
+  options.device = job.device.is_cpu() ? Device::cpu(job.cpu_gemm) : job.device;
+  if (job.device.is_cpu()) announce_cpu_gemm(job.cpu_gemm);
+  else std::fprintf(stderr, "qlora: training on %s\n", job.device.str().c_str());
   std::fprintf(stderr, "qlora: loading %s as %s (NF4 base, double quantization), LoRA r %ld on %s%s\n",
                source.path().string().c_str(), name.c_str(), job.lora.r,
                join_names(job.lora.target_modules).c_str(),
@@ -309,9 +312,11 @@ inline int run_finetune(const FinetuneJob& job, const TrainSource& source, const
   if (!comm.is_root()) return 0;
   model.save_adapter(args.output_dir, base_name);
   constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
-  std::fprintf(stderr, "qlora: done: %ld steps, loss %.4f -> %.4f, %.0f tokens/s, peak memory %.2f GiB; adapter saved in %s\n",
+  char gpu_peak[48] = "";
+  if (job.device.is_cuda()) std::snprintf(gpu_peak, sizeof gpu_peak, ", GPU peak %.2f GiB", result.gpu_peak_bytes / GiB);
+  std::fprintf(stderr, "qlora: done: %ld steps, loss %.4f -> %.4f, %.0f tokens/s, peak memory %.2f GiB%s; adapter saved in %s\n",
                result.state.global_step, result.first_logged_loss, result.last_logged_loss, result.tokens_per_second,
-               result.memory.peak_bytes / GiB, args.output_dir.c_str());
+               result.memory.peak_bytes / GiB, gpu_peak, args.output_dir.c_str());
   return 0;
 }
 

@@ -60,7 +60,8 @@ constexpr Flag kFlags[] = {
     {"optim", "training", "optim", Kind::text, "adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit"},
     {"bf16", "training", "bf16", Kind::flag,
      "bf16 compute: on the CPU, bf16 GEMM operands with fp32 accumulation where the CPU has bf16 units (AVX512-BF16 "
-     "or AMX, through oneDNN); elsewhere fp32"},
+     "or AMX, through oneDNN); elsewhere fp32. On a GPU, the GEMMs on the tensor cores (bf16 operands, fp32 "
+     "accumulation)"},
     {"gradient-checkpointing", "training", "gradient_checkpointing", Kind::flag, "Recompute each block in backward"},
     {"logging-steps", "training", "logging_steps", Kind::integer, "Log every N steps"},
     {"save-strategy", "training", "save_strategy", Kind::text, "no, steps or epoch"},
@@ -98,7 +99,7 @@ constexpr Flag kFlags[] = {
      "chat / sharegpt layouts: the field with the turns (messages / conversations when not given)"},
     {"packing", "data", "packing", Kind::flag, "Pack several samples per row"},
     {"train-on-prompt", "data", "train_on_prompt", Kind::flag, "Learn the prompt tokens too"},
-    {"device", "top", "device", Kind::text, "cpu (cuda: not in this version of finetune)"},
+    {"device", "top", "device", Kind::text, "cpu, cuda or cuda:N (a GPU: in a build with the CUDA toolkit)"},
     {"cpu-gemm", "top", "cpu_gemm", Kind::text,
      "The CPU's GEMM: auto (the default; oneDNN where qlora was built with it, in bf16 with --bf16 where the CPU has "
      "bf16 units; else Eigen), eigen (the reference), onednn, onednn-bf16"},
@@ -301,8 +302,7 @@ int run(const nlohmann::json& cfg) {
   FinetuneJob job;
   nlohmann::json training = cfg["training"];
   const std::string device = cfg.value("device", "cpu");
-  if (device != "cpu")
-    fail("finetune", "--device ", device, ": this version of qlora finetune runs on the CPU only (cpu)");
+  gpu_index_of(device, "finetune");  // the spelling, before anything else (the GPU itself once the GEMM is chosen)
   const bool steps_given = training.contains("max_steps");
   if (!steps_given) training["max_steps"] = 30;
   if (!training.contains("eval_steps")) training["eval_steps"] = training["max_steps"].is_number_integer() &&
@@ -332,7 +332,13 @@ int run(const nlohmann::json& cfg) {
   }
   // The CPU GEMM before anything is read or loaded: an unavailable one is refused at once.
   job.cpu_gemm = choose_cpu_gemm(cfg.value("cpu_gemm", "auto"), job.args.bf16, "finetune");
-  if (job.args.bf16 && job.cpu_gemm != CpuGemm::onednn_bf16)
+  job.device = training_device(device, job.cpu_gemm, "finetune");
+  if (job.device.is_cuda() && job.args.bf16) job.device = job.device.with_gpu_gemm(GpuGemm::bf16);
+  if (job.device.is_cuda())
+    std::fprintf(stderr, "qlora: GPU GEMMs: %s\n", job.args.bf16
+                 ? "bf16 operands on the tensor cores, fp32 accumulation (--bf16; activations and weights stay fp32)"
+                 : "fp32 (cuBLAS, no TF32; --bf16 for the tensor cores)");
+  else if (job.args.bf16 && job.cpu_gemm != CpuGemm::onednn_bf16)
     std::fprintf(stderr, "qlora: --bf16: %s; the CPU computes in fp32\n",
                  cpu_gemm_available(CpuGemm::onednn) ? "this CPU has no bf16 units (AVX512-BF16 or AMX)"
                                                      : "this qlora was built without oneDNN (apt-get install libdnnl-dev)");
@@ -346,7 +352,10 @@ int run(const nlohmann::json& cfg) {
   }
   check_output_dir(job.args.output_dir);
   dist::Communicator& comm = start_ranks(static_cast<double>(job.args.ddp_timeout));
-  if (!steps_given)
+  if (comm.size() > 1 && job.device.is_cuda())
+    fail("finetune", "--device ", device, " with ", comm.size(), " ranks: data-parallel training on GPUs is not in this "
+         "version (one GPU, or ranks on CPUs)");
+  if (!steps_given && job.device.is_cpu())
     std::fprintf(stderr, "qlora: CPU demo: %ld optimizer steps (about 10 minutes on 2 cores for Gemma 3 270M); pass "
                  "--max-steps or --num-train-epochs for the full recipe\n", job.args.max_steps);
 

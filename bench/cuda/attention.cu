@@ -1,5 +1,6 @@
 // Attention on the GPU, bf16, Gemma 3 270M heads (4 query heads, 1 kv head, head_dim 256), causal, T = 512 … 8192:
-// the flash-style kernels of cuda/attention.cuh (forward; forward + backward) against naive materialised attention as
+// the op's two CUDA paths (forward; forward + backward) — the GEMM chunks of cuda/attention_gemm.cuh (the default) and
+// the scalar flash kernels of cuda/attention.cuh (the reference, to T = 2048) — against naive materialised attention as
 // transformers' eager path computes it: cuBLAS scores [Hq, T, T] in fp32, a masked softmax kernel writing bf16
 // probabilities, cuBLAS P·V. Counter peak_MiB: the caching allocator's peak above the inputs. Skips without a GPU.
 #include <benchmark/benchmark.h>
@@ -55,8 +56,18 @@ void attention_counters(benchmark::State& state, index_t t, double passes, std::
   state.counters["peak_MiB"] = static_cast<double>(peak) / (1024.0 * 1024.0);
 }
 
-void BM_attention_fused_cuda(benchmark::State& state) {
+// The process's attention path for one benchmark.
+struct PathScope {
+  explicit PathScope(cuda::AttentionPath path) : previous(cuda::set_attention_path(path)) {}
+  ~PathScope() { cuda::set_attention_path(previous); }
+  PathScope(const PathScope&) = delete;
+  PathScope& operator=(const PathScope&) = delete;
+  cuda::AttentionPath previous;
+};
+
+void BM_attention_fused_cuda(benchmark::State& state, cuda::AttentionPath path) {
   if (no_gpu(state)) return;
+  const PathScope scope(path);
   const index_t t = state.range(0);
   const Device gpu = cuda::device();
   const X q = X::zeros_on(gpu, t, kHq, kD), k = X::zeros_on(gpu, t, kHkv, kD), v = X::zeros_on(gpu, t, kHkv, kD);
@@ -70,8 +81,9 @@ void BM_attention_fused_cuda(benchmark::State& state) {
   attention_counters(state, t, 1.0, gpu.memory().peak_bytes - base);
 }
 
-void BM_attention_fused_backward_cuda(benchmark::State& state) {
+void BM_attention_fused_backward_cuda(benchmark::State& state, cuda::AttentionPath path) {
   if (no_gpu(state)) return;
+  const PathScope scope(path);
   const index_t t = state.range(0);
   const Device gpu = cuda::device();
   const X q = X::zeros_on(gpu, t, kHq, kD), k = X::zeros_on(gpu, t, kHkv, kD), v = X::zeros_on(gpu, t, kHkv, kD);
@@ -106,6 +118,12 @@ void BM_attention_naive_cuda(benchmark::State& state) {
 }
 }  // namespace
 
-BENCHMARK(BM_attention_fused_cuda)->RangeMultiplier(2)->Range(512, 8192)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_attention_fused_backward_cuda)->RangeMultiplier(2)->Range(512, 8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_attention_fused_cuda, gemm, cuda::AttentionPath::gemm)
+    ->RangeMultiplier(2)->Range(512, 8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_attention_fused_backward_cuda, gemm, cuda::AttentionPath::gemm)
+    ->RangeMultiplier(2)->Range(512, 8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_attention_fused_cuda, flash_scalar, cuda::AttentionPath::flash_scalar)
+    ->RangeMultiplier(2)->Range(512, 2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_attention_fused_backward_cuda, flash_scalar, cuda::AttentionPath::flash_scalar)
+    ->RangeMultiplier(2)->Range(512, 2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_attention_naive_cuda)->RangeMultiplier(2)->Range(512, 8192)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -1,5 +1,6 @@
 // Flash-style attention kernels against the CPU reference: out, lse and dq, dk, dv in fp32 and bf16, head_dim 256 and
-// 128, GQA 4:1 and 4:2, global and sliding-window layers, packed segments, token counts that are not tile multiples.
+// 128, GQA 4:1 and 4:2, global and sliding-window layers, packed segments, token counts that are not tile multiples;
+// head_dims that are not multiples of 32 (the tiny models' 8, 40, 96) and Gemma 4's 512 (fp32, bf16); refusals.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -21,9 +22,18 @@ struct Case {
   bool packed;
 };
 
+// Sets the process's CUDA attention path for a scope.
+struct PathScope {
+  explicit PathScope(cuda::AttentionPath path) : previous(cuda::set_attention_path(path)) {}
+  ~PathScope() { cuda::set_attention_path(previous); }
+  PathScope(const PathScope&) = delete;
+  PathScope& operator=(const PathScope&) = delete;
+  cuda::AttentionPath previous;
+};
+
 // Runs forward and backward (fixed d_out) on the CPU and the GPU and compares out, lse, dq, dk, dv.
 template <class T>
-void compare_with_cpu(const Case& c, double atol, double rtol) {
+void compare_path(const Case& c, double atol, double rtol) {
   CAPTURE(c.tokens);
   CAPTURE(c.q_heads);
   CAPTURE(c.kv_heads);
@@ -60,6 +70,16 @@ void compare_with_cpu(const Case& c, double atol, double rtol) {
                                        seg.defined() ? seg.to(cuda::device()) : Seq());
   QLORA_CHECK_CLOSE(f_gpu.lse, f_cpu.lse, 1e-4, 1e-5);
 }
+
+// Both CUDA paths against the CPU: the GEMM chunks (the default) and the scalar flash kernels (the reference).
+template <class T>
+void compare_with_cpu(const Case& c, double atol, double rtol) {
+  for (const auto path : {cuda::AttentionPath::gemm, cuda::AttentionPath::flash_scalar}) {
+    CAPTURE(path == cuda::AttentionPath::gemm ? "gemm" : "flash_scalar");
+    const PathScope scope(path);
+    compare_path<T>(c, atol, rtol);
+  }
+}
 }  // namespace
 
 TEST_SUITE("cuda") {
@@ -80,10 +100,38 @@ TEST_SUITE("cuda") {
     compare_with_cpu<bf16>({70, 4, 2, 128, 0, false}, 2e-2, 2e-2);
   }
 
-  TEST_CASE("attention kernels reject an unsupported head_dim") {
+  TEST_CASE("attention kernels equal the CPU for head_dims that are not multiples of 32 and for Gemma 4's 512") {
+    compare_with_cpu<float>({19, 4, 1, 8, 0, false}, 2e-5, 1e-4);    // the tiny Gemma 3 test model's head_dim
+    compare_with_cpu<float>({45, 2, 1, 40, 8, true}, 2e-5, 1e-4);
+    compare_with_cpu<float>({70, 3, 3, 96, 0, false}, 2e-5, 1e-4);
+    compare_with_cpu<double>({33, 2, 1, 8, 0, true}, 1e-10, 1e-10);
+    compare_with_cpu<float>({67, 8, 2, 512, 0, false}, 2e-5, 1e-4);  // Gemma 4's full layers: GQA 4:1, head_dim 512
+    compare_with_cpu<bf16>({40, 4, 1, 512, 0, true}, 2e-2, 2e-2);
+  }
+
+  TEST_CASE("the GEMM path over several chunks (a chunk's scores kept within the budget) equals the CPU") {
+    // a 1 MiB budget: 4 heads x 300 tokens x 2 fp32 buffers = 9600 bytes a row, 109 rows a chunk, three chunks, the
+    // later ones seeing every earlier key (global) or only their window; bf16 with its fp32 scratch
+    const PathScope scope(cuda::AttentionPath::gemm);
+    const std::size_t budget = cuda::set_attention_gemm_budget(std::size_t{1} << 20);
+    CHECK(cuda::attention_gemm_plan<float>({300, 4, 1, 64, 0, 1.0}).chunk == 109);
+    compare_path<float>({300, 4, 1, 64, 0, false}, 2e-5, 1e-4);
+    compare_path<float>({300, 4, 2, 40, 50, true}, 2e-5, 1e-4);
+    compare_path<bf16>({300, 4, 1, 256, 0, true}, 2e-2, 2e-2);
+    compare_path<double>({150, 2, 1, 24, 30, false}, 1e-10, 1e-10);
+    cuda::set_attention_gemm_budget(budget);
+    compare_path<float>({70, 2, 1, 640, 0, false}, 2e-5, 1e-4);  // any head_dim on this path
+  }
+
+  TEST_CASE("the flash kernels refuse a head_dim past 512, and fp64 at 512 (shared memory), by name") {
+    const PathScope scope(cuda::AttentionPath::flash_scalar);
     using X = Tensor<float, Dyn, Dyn, Dyn>;
-    const auto q = X::zeros_on(cuda::device(), 4, 2, 96), k = X::zeros_on(cuda::device(), 4, 1, 96);
+    const auto q = X::zeros_on(cuda::device(), 4, 2, 640), k = X::zeros_on(cuda::device(), 4, 1, 640);
     CHECK_THROWS_WITH_AS(attention_forward(q, k, k, AttentionParams{1, 0}),
-                         "[attention] CUDA kernels support head_dim 64, 128, 256; got 96", Error);
+                         "[attention] CUDA kernels support head_dim 1 to 512; got 640", Error);
+    using X64 = Tensor<double, Dyn, Dyn, Dyn>;
+    const auto q64 = X64::zeros_on(cuda::device(), 4, 2, 512), k64 = X64::zeros_on(cuda::device(), 4, 1, 512);
+    CHECK_THROWS_WITH_AS(attention_forward(q64, k64, k64, AttentionParams{1, 0}),
+                         doctest::Contains("head_dim 512 in f64 needs 288 KiB of shared memory a block"), Error);
   }
 }

@@ -1,5 +1,5 @@
 // 4-bit dequantization on the GPU equals the CPU reference bit for bit (NF4 and FP4, with and without double
-// quantization, odd sizes), and LoRA over an NF4 base gives the CPU's outputs and gradients within bf16/fp32
+// quantization, odd sizes, block sizes 32 to 4096), and LoRA over an NF4 base gives the CPU's outputs and gradients within bf16/fp32
 // tolerance.
 #include <doctest/doctest.h>
 
@@ -23,6 +23,17 @@ void check_dequantize() {
     QLORA_CHECK_CLOSE(gpu, cpu, 0.0, 0.0);
     QLORA_CHECK_CLOSE(dequantize<bf16>(w4.to(cuda::device())), dequantize<bf16>(w4), 0.0, 0.0);
   }
+  // whole 8-value words (the kernel's vector path) with the smallest and largest block sizes, a short last block
+  using V = Tensor<float, Dim<64>, Dim<520>>;  // 33280 values: 1040 blocks of 32, 8 blocks of 4096 and a part
+  const auto v = test::random_tensor<V>(2, -3, 3);
+  for (index_t blocksize : {32, 4096})
+    for (bool dq : {false, true}) {
+      CAPTURE(blocksize);
+      CAPTURE(dq);
+      const auto v4 = Tensor<Q, Dim<64>, Dim<520>>::quantize(v, {blocksize, dq});
+      QLORA_CHECK_CLOSE(dequantize<float>(v4.to(cuda::device())), dequantize<float>(v4), 0.0, 0.0);
+      QLORA_CHECK_CLOSE(dequantize<bf16>(v4.to(cuda::device())), dequantize<bf16>(v4), 0.0, 0.0);
+    }
 }
 }  // namespace
 

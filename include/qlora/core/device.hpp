@@ -34,6 +34,11 @@ enum class DeviceKind { cpu, cuda };
 enum class CpuGemm { eigen, onednn, onednn_bf16 };
 inline constexpr CpuGemm all_cpu_gemms[] = {CpuGemm::eigen, CpuGemm::onednn, CpuGemm::onednn_bf16};
 
+// The math of a GPU device's fp32 GEMMs (ops/matmul.hpp and the fused LM head): cuBLAS in fp32 (the reference), or on
+// the tensor cores with the operands rounded to bf16 and fp32 accumulation (CUBLAS_COMPUTE_32F_FAST_16BF) — the GPU's
+// counterpart of CpuGemm::onednn_bf16: activations, weights and gradients stay fp32 in memory.
+enum class GpuGemm { fp32, bf16 };
+
 // A CUDA stream named without CUDA headers: cudaStream_t is a pointer to an opaque driver struct, so the core keeps
 // it as void* and cuda/stream.cuh converts. The null handle is the GPU's default stream.
 struct StreamHandle {
@@ -222,6 +227,17 @@ class Device {
   bool is_cuda() const { return kind() == DeviceKind::cuda; }
   StreamHandle stream() const { return allocator_->stream(); }
   CpuGemm cpu_gemm() const { return cpu_gemm_; }
+  GpuGemm gpu_gemm() const { return gpu_gemm_; }
+  // This device with its GPU GEMMs in `g` (tensors made on it carry the choice to the ops that read them).
+  Device with_gpu_gemm(GpuGemm g) const {
+    Device d = *this;
+    d.gpu_gemm_ = g;
+    return d;
+  }
+  // Same memory and the same GEMM settings: a tensor on one serves the other as it is.
+  bool same_settings(const Device& other) const {
+    return *this == other && cpu_gemm_ == other.cpu_gemm_ && gpu_gemm_ == other.gpu_gemm_;
+  }
   Allocator& allocator() const { return *allocator_; }
   MemoryStats memory() const { return allocator_->stats(); }
 
@@ -239,6 +255,7 @@ class Device {
  private:
   Allocator* allocator_;
   CpuGemm cpu_gemm_ = CpuGemm::eigen;
+  GpuGemm gpu_gemm_ = GpuGemm::fp32;
 };
 
 // Bytes on one device, freed by the allocator that made them when the last Tensor view lets go.

@@ -159,10 +159,10 @@ class Tensor {
     copy_bytes(target, out.data(), device(), data(), bytes());
     return out;
   }
-  // This tensor on `target`: itself when it lives there already (on the CPU: with the same CPU GEMM, which the ops
+  // This tensor on `target`: itself when it lives there already (with the same CPU / GPU GEMM settings, which the ops
   // reading it take from its device), else a copy.
   Tensor on(Device target) const {
-    if (device() == target && device().cpu_gemm() == target.cpu_gemm()) return *this;
+    if (device().same_settings(target)) return *this;
     return to(target);
   }
   std::vector<T> to_vector() const {

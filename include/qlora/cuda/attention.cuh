@@ -5,7 +5,9 @@
 // columns. lse = m + log l is saved. Backward, two passes, deterministic (no atomics): (1) per query row, δ = dO·O,
 // then dq = scale · Σ_j p (dO·v_j − δ) k_j with p = exp(s − lse) over key tiles; (2) per key row of a kv head,
 // dk = scale · Σ_{h, i} ds q_i and dv = Σ_{h, i} p dO_i over query tiles of every head of its group.
-// Correctness first (CUDA cores, fp32 accumulate); tensor-core tiles come with tuning. head_dim 64, 128, 256.
+// Correctness first (CUDA cores, fp32 accumulate); tensor-core tiles come with tuning. Any head_dim up to 512 (the
+// kernels are instantiated per L = ceil(head_dim / 32), the output columns a lane holds; head_dim itself is a run-time
+// value, so the tiny test models' head_dim 8 and Gemma 4's 512 take the same code), within the GPU's shared memory.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,6 +38,7 @@ struct AttentionArgs {
   C* delta = nullptr;
   const std::int32_t* segments = nullptr;
   index_t tokens = 0, q_heads = 0, kv_heads = 0, window = 0;
+  int head_dim = 0;
   C scale = 1;
 };
 
@@ -56,8 +59,9 @@ __device__ inline bool attention_visible(index_t i, index_t j, index_t window, c
 }
 
 // rows [t0, t0 + 32) of x[:, head, :] (x: [T, H, D]) into tile[32][D + pad] in the compute type; zeros past T.
-template <int D, int Pad, class T, class C>
-__device__ void attention_load_tile(C* tile, const T* x, index_t t0, index_t tokens, index_t heads, index_t head) {
+template <int Pad, class T, class C>
+__device__ void attention_load_tile(C* tile, const T* x, int D, index_t t0, index_t tokens, index_t heads,
+                                    index_t head) {
   for (int e = threadIdx.x; e < kAttentionTile * D; e += blockDim.x) {
     const int r = e / D, d = e % D;
     const index_t t = t0 + r;
@@ -66,8 +70,8 @@ __device__ void attention_load_tile(C* tile, const T* x, index_t t0, index_t tok
 }
 
 // Σ_d a[d] · b[d] over D values in shared memory.
-template <int D, class C>
-__device__ C attention_dot(const C* a, const C* b) {
+template <class C>
+__device__ C attention_dot(const C* a, const C* b, int D) {
   C s = 0;
 #pragma unroll 8
   for (int d = 0; d < D; ++d) s += a[d] * b[d];
@@ -75,10 +79,10 @@ __device__ C attention_dot(const C* a, const C* b) {
 }
 
 // grid (ceil(T / kRows), Hq); shared: k tile [32][D+1], v tile [32][D], q rows [kRows][D].
-template <class T, int D>
+template <class T, int L>
 __global__ void attention_forward_kernel(AttentionArgs<T> p) {
   using C = compute_t<T>;
-  constexpr int L = D / 32;  // output columns per lane
+  const int D = p.head_dim;  // lane + 32 r < D: the output columns a lane holds (r < L)
   extern __shared__ __align__(16) unsigned char attention_smem[];
   C* k_tile = reinterpret_cast<C*>(attention_smem);
   C* v_tile = k_tile + kAttentionTile * (D + 1);
@@ -96,13 +100,13 @@ __global__ void attention_forward_kernel(AttentionArgs<T> p) {
   const index_t k_first = p.window ? max(index_t{0}, q0 - p.window + 1) : 0;
   for (index_t t0 = k_first / kAttentionTile * kAttentionTile; t0 <= q_last; t0 += kAttentionTile) {
     __syncthreads();  // the previous tile has been read by every warp
-    attention_load_tile<D, 1>(k_tile, p.k, t0, p.tokens, p.kv_heads, g);
-    attention_load_tile<D, 0>(v_tile, p.v, t0, p.tokens, p.kv_heads, g);
+    attention_load_tile<1>(k_tile, p.k, D, t0, p.tokens, p.kv_heads, g);
+    attention_load_tile<0>(v_tile, p.v, D, t0, p.tokens, p.kv_heads, g);
     __syncthreads();
     if (!active) continue;
     const index_t j = t0 + lane;
     const bool seen = j < p.tokens && attention_visible(i, j, p.window, p.segments);
-    const C s = seen ? attention_dot<D>(q_row, k_tile + lane * (D + 1)) : -inf;
+    const C s = seen ? attention_dot(q_row, k_tile + lane * (D + 1), D) : -inf;
     const C m_new = max(m, warp_reduce(s, AttentionMaxOp{}));
     if (m_new == -inf) continue;  // nothing visible yet (warp-uniform)
     const C pj = seen ? std::exp(s - m_new) : C(0);
@@ -113,21 +117,23 @@ __global__ void attention_forward_kernel(AttentionArgs<T> p) {
     for (int jj = 0; jj < kAttentionTile; ++jj) {
       const C w = __shfl_sync(0xffffffffu, pj, jj);
 #pragma unroll
-      for (int r = 0; r < L; ++r) acc[r] += w * v_tile[jj * D + lane + 32 * r];
+      for (int r = 0; r < L; ++r)
+        if (lane + 32 * r < D) acc[r] += w * v_tile[jj * D + lane + 32 * r];
     }
     m = m_new;
   }
   if (!active) return;
 #pragma unroll
-  for (int r = 0; r < L; ++r) p.o[(i * p.q_heads + h) * D + lane + 32 * r] = convert<T>(acc[r] / l);
+  for (int r = 0; r < L; ++r)
+    if (lane + 32 * r < D) p.o[(i * p.q_heads + h) * D + lane + 32 * r] = convert<T>(acc[r] / l);
   if (lane == 0) p.lse_out[h * p.tokens + i] = m + std::log(l);
 }
 
 // Pass 1 of backward. grid (ceil(T / kRows), Hq); shared: k, v tiles [32][D+1], q and dO rows [kRows][D].
-template <class T, int D>
+template <class T, int L>
 __global__ void attention_backward_dq_kernel(AttentionArgs<T> p) {
   using C = compute_t<T>;
-  constexpr int L = D / 32;
+  const int D = p.head_dim;
   extern __shared__ __align__(16) unsigned char attention_smem[];
   C* k_tile = reinterpret_cast<C*>(attention_smem);
   C* v_tile = k_tile + kAttentionTile * (D + 1);
@@ -155,32 +161,34 @@ __global__ void attention_backward_dq_kernel(AttentionArgs<T> p) {
   const index_t k_first = p.window ? max(index_t{0}, q0 - p.window + 1) : 0;
   for (index_t t0 = k_first / kAttentionTile * kAttentionTile; t0 <= q_last; t0 += kAttentionTile) {
     __syncthreads();
-    attention_load_tile<D, 1>(k_tile, p.k, t0, p.tokens, p.kv_heads, g);
-    attention_load_tile<D, 1>(v_tile, p.v, t0, p.tokens, p.kv_heads, g);
+    attention_load_tile<1>(k_tile, p.k, D, t0, p.tokens, p.kv_heads, g);
+    attention_load_tile<1>(v_tile, p.v, D, t0, p.tokens, p.kv_heads, g);
     __syncthreads();
     if (!active) continue;
     const index_t j = t0 + lane;
     C ds = 0;
     if (j < p.tokens && attention_visible(i, j, p.window, p.segments)) {
-      const C pj = std::exp(attention_dot<D>(q_row, k_tile + lane * (D + 1)) - lse);
-      ds = pj * (attention_dot<D>(do_row, v_tile + lane * (D + 1)) - delta);
+      const C pj = std::exp(attention_dot(q_row, k_tile + lane * (D + 1), D) - lse);
+      ds = pj * (attention_dot(do_row, v_tile + lane * (D + 1), D) - delta);
     }
     for (int jj = 0; jj < kAttentionTile; ++jj) {
       const C w = __shfl_sync(0xffffffffu, ds, jj);
 #pragma unroll
-      for (int r = 0; r < L; ++r) acc[r] += w * k_tile[jj * (D + 1) + lane + 32 * r];
+      for (int r = 0; r < L; ++r)
+        if (lane + 32 * r < D) acc[r] += w * k_tile[jj * (D + 1) + lane + 32 * r];
     }
   }
   if (!active) return;
 #pragma unroll
-  for (int r = 0; r < L; ++r) p.dq[(i * p.q_heads + h) * D + lane + 32 * r] = convert<T>(acc[r] * p.scale);
+  for (int r = 0; r < L; ++r)
+    if (lane + 32 * r < D) p.dq[(i * p.q_heads + h) * D + lane + 32 * r] = convert<T>(acc[r] * p.scale);
 }
 
 // Pass 2 of backward. grid (ceil(T / kRows), Hkv); shared: q, dO tiles [32][D+1], k and v rows [kRows][D].
-template <class T, int D>
+template <class T, int L>
 __global__ void attention_backward_dkv_kernel(AttentionArgs<T> p) {
   using C = compute_t<T>;
-  constexpr int L = D / 32;
+  const int D = p.head_dim;
   extern __shared__ __align__(16) unsigned char attention_smem[];
   C* q_tile = reinterpret_cast<C*>(attention_smem);
   C* do_tile = q_tile + kAttentionTile * (D + 1);
@@ -201,20 +209,21 @@ __global__ void attention_backward_dkv_kernel(AttentionArgs<T> p) {
   for (index_t h = g * group; h < (g + 1) * group; ++h)
     for (index_t t0 = k0 / kAttentionTile * kAttentionTile; t0 < q_end; t0 += kAttentionTile) {
       __syncthreads();
-      attention_load_tile<D, 1>(q_tile, p.q, t0, p.tokens, p.q_heads, h);
-      attention_load_tile<D, 1>(do_tile, p.d_out, t0, p.tokens, p.q_heads, h);
+      attention_load_tile<1>(q_tile, p.q, D, t0, p.tokens, p.q_heads, h);
+      attention_load_tile<1>(do_tile, p.d_out, D, t0, p.tokens, p.q_heads, h);
       __syncthreads();
       if (!active) continue;
       const index_t i = t0 + lane;
       C pi = 0, ds = 0;
       if (i < p.tokens && attention_visible(i, j, p.window, p.segments)) {
-        pi = std::exp(attention_dot<D>(q_tile + lane * (D + 1), k_row) - p.lse[h * p.tokens + i]);
-        ds = pi * (attention_dot<D>(do_tile + lane * (D + 1), v_row) - p.delta[h * p.tokens + i]);
+        pi = std::exp(attention_dot(q_tile + lane * (D + 1), k_row, D) - p.lse[h * p.tokens + i]);
+        ds = pi * (attention_dot(do_tile + lane * (D + 1), v_row, D) - p.delta[h * p.tokens + i]);
       }
       for (int ii = 0; ii < kAttentionTile; ++ii) {
         const C wp = __shfl_sync(0xffffffffu, pi, ii), ws = __shfl_sync(0xffffffffu, ds, ii);
 #pragma unroll
         for (int r = 0; r < L; ++r) {
+          if (lane + 32 * r >= D) continue;
           dv[r] += wp * do_tile[ii * (D + 1) + lane + 32 * r];
           dk[r] += ws * q_tile[ii * (D + 1) + lane + 32 * r];
         }
@@ -223,45 +232,57 @@ __global__ void attention_backward_dkv_kernel(AttentionArgs<T> p) {
   if (!active) return;
 #pragma unroll
   for (int r = 0; r < L; ++r) {
+    if (lane + 32 * r >= D) continue;
     p.dk[(j * p.kv_heads + g) * D + lane + 32 * r] = convert<T>(dk[r] * p.scale);
     p.dv[(j * p.kv_heads + g) * D + lane + 32 * r] = convert<T>(dv[r]);
   }
 }
 
-// Launches `kernel` with `floats` compute-type values of dynamic shared memory on a (ceil(T / kRows), heads) grid.
+// Launches `kernel` with `floats` compute-type values of dynamic shared memory on a (ceil(T / kRows), heads) grid;
+// a head_dim whose tiles do not fit the GPU's shared memory (fp64 at 512) is refused by name.
 template <class T, class Kernel>
 void attention_launch(Kernel kernel, const AttentionArgs<T>& a, index_t heads, int floats, const char* what,
                       const Stream& stream) {
   const DeviceGuard guard(stream.device);
   const auto bytes = static_cast<int>(floats * sizeof(compute_t<T>));
+  int limit = 0;
+  check(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, stream.device), "attention", what);
+  if (bytes > limit)
+    fail("attention", "head_dim ", a.head_dim, " in ", dtype_traits<T>::name, " needs ", bytes / 1024,
+         " KiB of shared memory a block; this GPU gives ", limit / 1024, " KiB");
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "attention", what);
   const dim3 grid(static_cast<unsigned>((a.tokens + kAttentionRows - 1) / kAttentionRows), static_cast<unsigned>(heads));
   kernel<<<grid, kAttentionRows * 32, bytes, stream.handle>>>(a);
   check(cudaGetLastError(), "attention", what);
 }
 
-template <class T, int D>
-void attention_forward_d(const AttentionArgs<T>& a, const Stream& stream) {
-  attention_launch(attention_forward_kernel<T, D>, a, a.q_heads,
+template <class T, int L>
+void attention_forward_l(const AttentionArgs<T>& a, const Stream& stream) {
+  const int D = a.head_dim;
+  attention_launch(attention_forward_kernel<T, L>, a, a.q_heads,
                    kAttentionTile * (D + 1) + kAttentionTile * D + kAttentionRows * D, "launching the forward kernel",
                    stream);
 }
-template <class T, int D>
-void attention_backward_d(const AttentionArgs<T>& a, const Stream& stream) {
+template <class T, int L>
+void attention_backward_l(const AttentionArgs<T>& a, const Stream& stream) {
+  const int D = a.head_dim;
   const int floats = 2 * kAttentionTile * (D + 1) + 2 * kAttentionRows * D;
-  attention_launch(attention_backward_dq_kernel<T, D>, a, a.q_heads, floats, "launching the dq kernel", stream);
-  attention_launch(attention_backward_dkv_kernel<T, D>, a, a.kv_heads, floats, "launching the dk/dv kernel", stream);
+  attention_launch(attention_backward_dq_kernel<T, L>, a, a.q_heads, floats, "launching the dq kernel", stream);
+  attention_launch(attention_backward_dkv_kernel<T, L>, a, a.kv_heads, floats, "launching the dk/dv kernel", stream);
 }
 
-// Calls f.template operator()<D>() for the supported head_dim values.
+inline constexpr index_t kAttentionMaxHeadDim = 512;
+
+// Calls f.template operator()<L>() with the smallest L in {1, 2, 4, 8, 16} such that 32 L ≥ head_dim.
 template <class F>
 void attention_with_head_dim(index_t head_dim, F&& f) {
-  switch (head_dim) {
-    case 64: return f.template operator()<64>();
-    case 128: return f.template operator()<128>();
-    case 256: return f.template operator()<256>();
-    default: fail("attention", "CUDA kernels support head_dim 64, 128, 256; got ", head_dim);
-  }
+  if (head_dim < 1 || head_dim > kAttentionMaxHeadDim)
+    fail("attention", "CUDA kernels support head_dim 1 to ", kAttentionMaxHeadDim, "; got ", head_dim);
+  if (head_dim <= 32) return f.template operator()<1>();
+  if (head_dim <= 64) return f.template operator()<2>();
+  if (head_dim <= 128) return f.template operator()<4>();
+  if (head_dim <= 256) return f.template operator()<8>();
+  return f.template operator()<16>();
 }
 
 template <class T>
@@ -272,6 +293,7 @@ AttentionArgs<T> attention_args(const AttentionShape& s, const std::int32_t* seg
   a.q_heads = s.q_heads;
   a.kv_heads = s.kv_heads;
   a.window = s.window;
+  a.head_dim = static_cast<int>(s.head_dim);
   a.scale = static_cast<compute_t<T>>(s.scale);
   return a;
 }
@@ -285,7 +307,7 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
   a.v = v;
   a.o = out;
   a.lse_out = lse;
-  attention_with_head_dim(s.head_dim, [&]<int D>() { attention_forward_d<T, D>(a, stream); });
+  attention_with_head_dim(s.head_dim, [&]<int L>() { attention_forward_l<T, L>(a, stream); });
 }
 
 // delta ([Hq, T], compute type) is scratch written by the dq pass and read by the dk/dv pass.
@@ -304,7 +326,7 @@ void attention_backward(const T* d_out, const T* q, const T* k, const T* v, cons
   a.dq = dq;
   a.dk = dk;
   a.dv = dv;
-  attention_with_head_dim(s.head_dim, [&]<int D>() { attention_backward_d<T, D>(a, stream); });
+  attention_with_head_dim(s.head_dim, [&]<int L>() { attention_backward_l<T, L>(a, stream); });
 }
 
 }  // namespace qlora::cuda

@@ -47,7 +47,7 @@ void cross_entropy_gemm(index_t m, index_t n, index_t k, bool ta, bool tb, const
   check(cublasGemmEx(blas_handle(stream), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                      static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b, blas_type<In>::data,
                      ldb, a, blas_type<In>::data, lda, &beta, out, blas_type<Out>::data, static_cast<int>(n),
-                     blas_type<In>::compute, CUBLAS_GEMM_DEFAULT),
+                     blas_compute<In>(stream), CUBLAS_GEMM_DEFAULT),
         "cross_entropy", "cublasGemmEx");
 }
 

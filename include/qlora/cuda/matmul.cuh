@@ -1,6 +1,7 @@
 // cuBLAS GEMM for ops/matmul.hpp: row-major C = op(A)·op(B) computed as the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, i.e.
 // cuBLAS is called with the operands swapped. fp32 and bf16 accumulate in fp32 (CUBLAS_COMPUTE_32F, no TF32, so the
-// fp32 result is comparable with the CPU reference); fp64 in fp64. One cuBLAS handle per thread, GPU and stream:
+// fp32 result is comparable with the CPU reference); fp64 in fp64. A device whose GEMMs run in bf16 (GpuGemm::bf16)
+// takes fp32 operands to the tensor cores as bf16 (CUBLAS_COMPUTE_32F_FAST_16BF, fp32 accumulation). One cuBLAS handle per thread, GPU and stream:
 // a handle belongs to the GPU current when it was made, and cublasSetStream is handle state that two threads or two
 // streams must not share.
 #pragma once
@@ -78,6 +79,15 @@ struct blas_type<double> {
   using scale = double;
 };
 
+// The compute type of a cuBLAS call with operands of type T on `stream`: fp32 operands on a device whose GEMMs run in
+// bf16 (GpuGemm::bf16) go to the tensor cores as bf16 with fp32 accumulation; everything else as blas_type says.
+template <class T>
+cublasComputeType_t blas_compute(const Stream& stream) {
+  if constexpr (std::is_same_v<T, float>)
+    if (stream.gemm == GpuGemm::bf16) return CUBLAS_COMPUTE_32F_FAST_16BF;
+  return blas_type<T>::compute;
+}
+
 template <class T, class Params>
 void gemm(const Params& p, const T* a, const T* b, T* c, const Stream& stream) {
   const DeviceGuard guard(stream.device);
@@ -90,7 +100,7 @@ void gemm(const Params& p, const T* a, const T* b, T* c, const Stream& stream) {
                                    p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(p.n), static_cast<int>(p.m),
                                    static_cast<int>(p.k), &alpha, b, BT::data, ldb, p.stride_b, a, BT::data, lda,
                                    p.stride_a, &beta, c, BT::data, static_cast<int>(p.n), p.stride_c,
-                                   static_cast<int>(p.batch), BT::compute, CUBLAS_GEMM_DEFAULT),
+                                   static_cast<int>(p.batch), blas_compute<T>(stream), CUBLAS_GEMM_DEFAULT),
         "matmul", "cublasGemmStridedBatchedEx");
 }
 

@@ -74,26 +74,54 @@ inline void quantize_4bit(const float* x, index_t n, FourBitType type, index_t b
   check(cudaGetLastError(), "nf4", "launching the 4-bit quantization kernel");
 }
 
+// Dequantizing: one thread per 4 packed bytes (8 values, always in one quantization block: block sizes are powers of
+// two from 32), the 16 code values in shared memory, the block index by a shift (no 64-bit division), one 32-bit
+// load and 16-byte stores where the pointers allow (`vector`), a value at a time for the tail and unaligned views.
 template <class T>
-__global__ void dequantize_4bit_kernel(FourBitDequantParams p, T* out) {
-  const index_t bytes = (p.numel + 1) / 2;
-  for (index_t j = blockIdx.x * index_t{blockDim.x} + threadIdx.x; j < bytes; j += index_t{gridDim.x} * blockDim.x) {
-    const std::uint8_t byte = p.packed[j];
-    const index_t i = 2 * j;
-    out[i] = convert<T>(__fmul_rn(four_bit_code_value(p.type, byte >> 4), four_bit_block_absmax(p, i / p.blocksize)));
-    if (i + 1 < p.numel)
-      out[i + 1] = convert<T>(
-          __fmul_rn(four_bit_code_value(p.type, byte & 15), four_bit_block_absmax(p, (i + 1) / p.blocksize)));
+__global__ void dequantize_4bit_kernel(FourBitDequantParams p, int block_shift, bool vector, T* out) {
+  __shared__ float code[16];
+  if (threadIdx.x < 16) code[threadIdx.x] = four_bit_code_value(p.type, static_cast<std::uint8_t>(threadIdx.x));
+  __syncthreads();
+  const index_t words = ((p.numel + 1) / 2 + 3) / 4;
+  for (index_t w = blockIdx.x * index_t{blockDim.x} + threadIdx.x; w < words; w += index_t{gridDim.x} * blockDim.x) {
+    const index_t i0 = 8 * w;
+    const float scale = four_bit_block_absmax(p, i0 >> block_shift);
+    if (vector && i0 + 8 <= p.numel) {
+      const std::uint32_t word = reinterpret_cast<const std::uint32_t*>(p.packed)[w];  // little-endian: byte k at 8k
+      alignas(16) T v[8];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const unsigned byte = (word >> (8 * k)) & 255u;
+        v[2 * k] = convert<T>(__fmul_rn(code[byte >> 4], scale));
+        v[2 * k + 1] = convert<T>(__fmul_rn(code[byte & 15u], scale));
+      }
+      uint4* dst = reinterpret_cast<uint4*>(out + i0);
+      const uint4* src = reinterpret_cast<const uint4*>(v);
+#pragma unroll
+      for (int c = 0; c < static_cast<int>(sizeof v / sizeof(uint4)); ++c) dst[c] = src[c];
+    } else {
+      const index_t end = i0 + 8 < p.numel ? i0 + 8 : p.numel;
+      for (index_t i = i0; i < end; ++i) {
+        const std::uint8_t byte = p.packed[i / 2];
+        out[i] = convert<T>(__fmul_rn(code[i % 2 == 0 ? byte >> 4 : byte & 15], scale));
+      }
+    }
   }
 }
 
 template <class T>
 void dequantize_4bit(const FourBitDequantParams& p, T* out, const Stream& stream) {
-  const index_t bytes = (p.numel + 1) / 2;
-  if (bytes == 0) return;
+  static_assert(8 * sizeof(T) % sizeof(uint4) == 0, "8 values of T fill whole 16-byte stores");
+  const index_t words = ((p.numel + 1) / 2 + 3) / 4;
+  if (words == 0) return;
+  require(p.blocksize >= 8 && (p.blocksize & (p.blocksize - 1)) == 0, "nf4", "blocksize ", p.blocksize,
+          ": the GPU kernel takes powers of two from 8");
+  int shift = 0;
+  while ((index_t{1} << shift) < p.blocksize) ++shift;
+  const bool vector = reinterpret_cast<std::uintptr_t>(p.packed) % 4 == 0 && reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
   const DeviceGuard guard(stream.device);
-  const auto blocks = static_cast<unsigned>(std::min<index_t>((bytes + 255) / 256, 65535));
-  dequantize_4bit_kernel<><<<blocks, 256, 0, stream.handle>>>(p, out);
+  const auto blocks = static_cast<unsigned>(std::min<index_t>((words + 255) / 256, 65535));
+  dequantize_4bit_kernel<<<blocks, 256, 0, stream.handle>>>(p, shift, vector, out);
   check(cudaGetLastError(), "nf4", "launching the 4-bit dequantization kernel");
 }
 

@@ -21,10 +21,11 @@ inline StreamHandle to_handle(cudaStream_t s) { return StreamHandle{static_cast<
 struct Stream {
   int device = 0;
   cudaStream_t handle = nullptr;
+  GpuGemm gemm = GpuGemm::fp32;  // the device's GEMM math (cuBLAS calls of fp32 operands read it)
 
   Stream(int gpu, cudaStream_t stream) : device(gpu), handle(stream) {}
   Stream(const Device& d)  // NOLINT(google-explicit-constructor): a Device is where its work runs
-      : device(d.index()), handle(to_cuda(d.stream())) {
+      : device(d.index()), handle(to_cuda(d.stream())), gemm(d.gpu_gemm()) {
     require(d.is_cuda(), "cuda", "a CUDA launch on ", d.str());
   }
 };

@@ -228,11 +228,13 @@ std::array<index_t, sizeof...(Ds)> file_extents(const char* component, const std
                                                 std::string_view tensor, const std::vector<index_t>& shape) {
   std::array<index_t, sizeof...(Ds)> out{};
   bool ok = shape.size() == sizeof...(Ds);
-  if (ok) {
-    constexpr std::array<index_t, sizeof...(Ds)> fixed = {Ds::value...};
-    for (std::size_t i = 0; i < out.size(); ++i) {
-      out[i] = shape[i];
-      if (fixed[i] >= 0 && fixed[i] != shape[i]) ok = false;
+  if constexpr (sizeof...(Ds) > 0) {  // (a scalar has no extent to check)
+    if (ok) {
+      constexpr std::array<index_t, sizeof...(Ds)> fixed = {Ds::value...};
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        out[i] = shape[i];
+        if (fixed[i] >= 0 && fixed[i] != shape[i]) ok = false;
+      }
     }
   }
   if (!ok)

@@ -19,11 +19,6 @@
 
 namespace qlora {
 
-namespace detail {
-template <class>
-using dyn_extent_t = Dyn;
-}
-
 class Gemma4WeightSource {
  public:
   // A checkpoint folder, or one .safetensors file with config.json beside it.
@@ -72,14 +67,18 @@ class Gemma4WeightSource {
 
   // The tensor `text_name` as T, which must have exactly `extents` (the plan's shape).
   template <class T, class... Ns>
-  Tensor<T, detail::dyn_extent_t<Ns>...> read(std::string_view text_name, Ns... extents) const {
+  auto read(std::string_view text_name, Ns... extents) const {
+    static_assert(sizeof...(Ns) >= 1 && sizeof...(Ns) <= 3, "a weight has 1 to 3 extents");
     const std::string full = checkpoint_->text_tensor_name(text_name);
     const auto& info = checkpoint_->info(full);
     const std::vector<index_t> want{static_cast<index_t>(extents)...};
     if (info.shape != want)
       fail("model", checkpoint_->path().string(), ": tensor ", full, " has shape ", shape_text(info.shape),
            ", the configuration gives ", shape_text(want));
-    return checkpoint_->read<T, detail::dyn_extent_t<Ns>...>(full);
+    // spelled per rank: nvcc's host-code generator loses the pack in a pack expansion of an alias of Dyn
+    if constexpr (sizeof...(Ns) == 1) return checkpoint_->read<T, Dyn>(full);
+    else if constexpr (sizeof...(Ns) == 2) return checkpoint_->read<T, Dyn, Dyn>(full);
+    else return checkpoint_->read<T, Dyn, Dyn, Dyn>(full);
   }
 
  private:

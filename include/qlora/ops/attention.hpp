@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../autograd/variable.hpp"
@@ -27,6 +28,7 @@
 
 #if defined(__CUDACC__)
 #include "../cuda/attention.cuh"
+#include "../cuda/attention_gemm.cuh"
 #endif
 
 namespace qlora {
@@ -224,10 +226,19 @@ AttentionForward<T, Dt, Dh, Dd> attention_forward(const Tensor<T, Dt, Dh, Dd>& q
   if (q.device().is_cpu()) {
     cpu::attention_forward(q.data(), k.data(), v.data(), segment_ids.data(), r.out.data(), r.lse.data(), s, p);
   } else {
+    // the GEMM chunks (cuda/attention_gemm.cuh) unless the process asked for the scalar flash kernels
     QLORA_ON_CUDA("attention", q.device(),
                   const cuda::AttentionShape shape{s.tokens, s.q_heads, s.kv_heads, s.head_dim, p.window, p.scale};
-                  cuda::attention_forward(q.data(), k.data(), v.data(), segment_ids.data(), r.out.data(),
-                                          r.lse.data(), shape, q.device()));
+                  if (cuda::attention_path() == cuda::AttentionPath::gemm) {
+                    const cuda::AttentionGemmPlan plan = cuda::attention_gemm_plan<T>(shape);
+                    Tensor<compute_t<T>, Dyn> scores(Shape<Dyn>(plan.scores), q.device());
+                    Tensor<T, Dyn> probs(Shape<Dyn>(plan.probs), q.device());
+                    cuda::attention_gemm_forward(q.data(), k.data(), v.data(), segment_ids.data(), r.out.data(),
+                                                 r.lse.data(), shape, plan, scores.data(), probs.data(), q.device());
+                  } else {
+                    cuda::attention_forward(q.data(), k.data(), v.data(), segment_ids.data(), r.out.data(),
+                                            r.lse.data(), shape, q.device());
+                  });
   }
   return r;
 }
@@ -254,9 +265,25 @@ AttentionGrads<T, Dt, Dh, Dd, Et, Eh, Ed> attention_backward(
     // delta: [Hq, T], Σ_d dout · out, between the two passes
     QLORA_ON_CUDA("attention", q.device(), Tensor<compute_t<T>, Dyn, Dyn> delta(lse.shape(), q.device());
                   const cuda::AttentionShape shape{s.tokens, s.q_heads, s.kv_heads, s.head_dim, p.window, p.scale};
-                  cuda::attention_backward(d_out.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
-                                           segment_ids.data(), g.dq.data(), g.dk.data(), g.dv.data(), delta.data(),
-                                           shape, q.device()));
+                  if (cuda::attention_path() == cuda::AttentionPath::gemm) {
+                    using C = compute_t<T>;
+                    constexpr bool same = std::is_same_v<T, C>;
+                    const cuda::AttentionGemmPlan plan = cuda::attention_gemm_plan<T>(shape);
+                    Tensor<C, Dyn> scores(Shape<Dyn>(plan.scores), q.device());
+                    Tensor<C, Dyn> d_scores(Shape<Dyn>(plan.scores), q.device());
+                    Tensor<T, Dyn> probs(Shape<Dyn>(plan.probs), q.device());
+                    Tensor<C, Dyn> kv_acc(Shape<Dyn>(same ? 0 : 2 * k.numel()), q.device());
+                    C* dk_acc = same ? reinterpret_cast<C*>(g.dk.data()) : kv_acc.data();
+                    C* dv_acc = same ? reinterpret_cast<C*>(g.dv.data()) : kv_acc.data() + k.numel();
+                    cuda::attention_gemm_backward(d_out.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
+                                                  segment_ids.data(), g.dq.data(), g.dk.data(), g.dv.data(),
+                                                  delta.data(), shape, plan, scores.data(), d_scores.data(),
+                                                  probs.data(), dk_acc, dv_acc, q.device());
+                  } else {
+                    cuda::attention_backward(d_out.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
+                                             segment_ids.data(), g.dq.data(), g.dk.data(), g.dv.data(), delta.data(),
+                                             shape, q.device());
+                  });
   }
   return g;
 }

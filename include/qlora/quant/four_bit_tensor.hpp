@@ -102,9 +102,9 @@ class Tensor<Q, Rows, Cols> {
     return four_bit_bytes_per_parameter(numel(), host_.state.blocksize, host_.state.nested.has_value());
   }
 
-  // On `target`: itself when it lives there already (on the CPU: with the same CPU GEMM), else a copy.
+  // On `target`: itself when it lives there already (with the same GEMM settings), else a copy.
   Tensor on(Device target) const {
-    if (device() == target && device().cpu_gemm() == target.cpu_gemm()) return *this;
+    if (device().same_settings(target)) return *this;
     return to(target);
   }
   Tensor to(Device target) const {

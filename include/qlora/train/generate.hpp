@@ -57,7 +57,7 @@ void cached_attention(const T* q, const T* k, const T* v, T* out, index_t n, ind
                       index_t kv_heads, index_t head_dim, double scale, index_t window) {
   using C = compute_t<T>;
   const index_t group = q_heads / kv_heads;
-  const index_t work = n * q_heads * (start + n) * head_dim;
+  [[maybe_unused]] const index_t work = n * q_heads * (start + n) * head_dim;
 #pragma omp parallel for collapse(2) schedule(static) if (work > (1 << 15) && n * q_heads > 1)
   for (index_t i = 0; i < n; ++i)
     for (index_t h = 0; h < q_heads; ++h) {

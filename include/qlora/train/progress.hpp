@@ -3,6 +3,8 @@
 //
 //   [##########..........] step 12/30 | epoch 0.40 | loss 1.2345 | lr 0.0002 | grad_norm 3.1 | 230 tok/s | ETA 72s | mem 1.31 GiB (peak 1.45)
 //
+// Training on a GPU adds "| GPU 3.10 GiB (peak 4.25)": the GPU tensors' bytes from the device's allocator.
+//
 // Memory is the resident set (VmRSS) and its high-water mark (VmHWM) from /proc/self/status; where there is no
 // /proc (macOS), the peak from getrusage and no current figure.
 #pragma once
@@ -48,6 +50,15 @@ inline std::string describe(const MemoryUse& m) {
   char buf[64];
   if (m.current_bytes > 0) std::snprintf(buf, sizeof buf, "mem %.2f GiB (peak %.2f)", m.current_bytes / GiB, m.peak_bytes / GiB);
   else std::snprintf(buf, sizeof buf, "peak mem %.2f GiB", m.peak_bytes / GiB);
+  return buf;
+}
+
+// "GPU 3.10 GiB (peak 4.25)": the tensors a device's allocator holds now and at most since the run began (CUDA: the
+// caching pool's bytes handed out, as torch.cuda.memory_allocated / max_memory_allocated).
+inline std::string describe_device(const char* what, double current_bytes, double peak_bytes) {
+  constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
+  char buf[80];
+  std::snprintf(buf, sizeof buf, "%s %.2f GiB (peak %.2f)", what, current_bytes / GiB, peak_bytes / GiB);
   return buf;
 }
 

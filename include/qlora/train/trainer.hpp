@@ -78,6 +78,7 @@ struct TrainResult {
   double tokens_per_second = 0;
   bool stopped = false;  // ended early by stop_requested (state.global_step < max_steps)
   MemoryUse memory;      // the process's memory when training ended (peak: its high-water mark)
+  double gpu_peak_bytes = 0;  // parameters on a GPU: the peak of its allocator's bytes since the run began (else 0)
 };
 
 template <class Batch>
@@ -110,6 +111,10 @@ class Trainer {
   TrainResult train(const std::function<BatchSource(long epoch)>& next_epoch, TrainerState state = {},
                     long steps_per_epoch = 0) {
     TrainResult result;
+    if (!params_.empty() && params_.front().device().is_cuda()) {
+      gpu_ = params_.front().device();
+      gpu_->allocator().reset_peak();
+    }
     auto start = std::chrono::steady_clock::now();
     const long accumulation = args_.gradient_accumulation_steps;
     long tokens_seen = 0;
@@ -234,6 +239,7 @@ class Trainer {
     }
     progress_.end_line();
     result.memory = process_memory();
+    if (gpu_) result.gpu_peak_bytes = static_cast<double>(gpu_->memory().peak_bytes);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     result.tokens_per_second = seconds > 0 ? static_cast<double>(tokens_seen) / seconds : 0;
     result.state = state;
@@ -298,7 +304,12 @@ class Trainer {
     std::snprintf(line, sizeof line, "step %ld/%ld | epoch %.2f | loss %.4f | lr %.3g | grad_norm %.3f | %.0f tok/s | ETA %.0fs | %s",
                   state.global_step, total_steps_, state.epoch, log["loss"], log["learning_rate"], log["grad_norm"],
                   log["tokens_per_second"], eta, describe(process_memory()).c_str());
-    progress_.show(state.global_step, total_steps_, line);
+    std::string text = line;
+    if (gpu_) {
+      const MemoryStats m = gpu_->memory();
+      text += " | " + describe_device("GPU", static_cast<double>(m.current_bytes), static_cast<double>(m.peak_bytes));
+    }
+    progress_.show(state.global_step, total_steps_, text);
   }
 
   TrainingArguments args_;
@@ -311,6 +322,7 @@ class Trainer {
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<tensorboard::EventWriter> tensorboard_;
   ProgressLine progress_;
+  std::optional<Device> gpu_;  // the parameters' GPU, whose memory the step line shows
 };
 
 }  // namespace qlora
