@@ -43,4 +43,19 @@ inline Device training_device(const std::string& text, CpuGemm gemm, const char*
 #endif
 }
 
+// Bytes free on `device`'s GPU now (cudaMemGetInfo); -1 on the CPU or in a program compiled without CUDA.
+inline double gpu_free_bytes(const Device& device) {
+#if QLORA_CUDA_COMPILER
+  if (device.is_cuda()) {
+    const cuda::DeviceGuard guard(device.index());
+    std::size_t free = 0, total = 0;
+    cuda::check(cudaMemGetInfo(&free, &total), "finetune", "cudaMemGetInfo");
+    return static_cast<double>(free);
+  }
+#else
+  (void)device;
+#endif
+  return -1;
+}
+
 }  // namespace qlora::cli

@@ -192,7 +192,11 @@ inline int run_finetune(const FinetuneJob& job, const TrainSource& source, const
   for (const auto& s : split.train) longest = std::max(longest, s.input_ids.size());
   const auto tokens_per_micro = static_cast<index_t>(job.packing ? job.data.max_length
                                                                  : longest * static_cast<std::size_t>(args.per_device_train_batch_size));
-  source.check_memory(targets, tokens_per_micro, args.gradient_checkpointing, comm.ranks_on_this_machine());
+  if (job.device.is_cuda())
+    source.check_gpu_memory(targets, tokens_per_micro, args.gradient_checkpointing,
+                            args.optim.find("8bit") != std::string::npos, gpu_free_bytes(job.device), job.device.str());
+  else
+    source.check_memory(targets, tokens_per_micro, args.gradient_checkpointing, comm.ranks_on_this_machine());
 
   // Model (+ resume state).
   Gemma3Options options;

@@ -193,4 +193,21 @@ void check_memory(const Config& c, const LoraTargets& targets, index_t tokens_pe
          "a smaller --max-seq-length or --per-device-train-batch-size");
 }
 
+// The same check for a run on a GPU: the GPU estimate (weights, adapter, optimizer states and activations there)
+// against the memory free on it (`free_bytes`, negative where unknown).
+template <class Config>
+void check_gpu_memory(const Config& c, const LoraTargets& targets, index_t tokens_per_micro_batch, bool checkpointing,
+                      bool eight_bit_optimizer, double free_bytes, const std::string& device) {
+  const MemoryEstimate e = estimate_gpu_memory(c, targets, tokens_per_micro_batch, checkpointing, eight_bit_optimizer);
+  constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
+  std::fprintf(stderr, "qlora: GPU memory estimate %.2f GiB (model %.2f, adapter + optimizer %.3f, activations %.2f for "
+               "%lld tokens per micro-batch%s); free on %s %.1f GiB\n", e.total() / GiB, e.model / GiB,
+               e.adapter / GiB, e.activations / GiB, static_cast<long long>(tokens_per_micro_batch),
+               checkpointing ? ", gradient checkpointing" : "", device.c_str(), free_bytes / GiB);
+  if (free_bytes > 0 && e.total() > free_bytes)
+    fail("finetune", "not enough GPU memory on ", device, ": this run needs about ", e.total() / GiB, " GiB (model ",
+         e.model / GiB, ", activations ", e.activations / GiB, ") but ", free_bytes / GiB, " GiB are free; try "
+         "--gradient-checkpointing, a smaller --max-seq-length or --per-device-train-batch-size");
+}
+
 }  // namespace qlora::cli

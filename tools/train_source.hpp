@@ -87,6 +87,14 @@ class TrainSource {
                source_);
   }
 
+  void check_gpu_memory(const LoraTargets& targets, index_t tokens_per_micro_batch, bool checkpointing,
+                        bool eight_bit_optimizer, double free_bytes, const std::string& device) const {
+    std::visit([&](const auto& s) {
+      cli::check_gpu_memory(s.config(), targets, tokens_per_micro_batch, checkpointing, eight_bit_optimizer, free_bytes,
+                            device);
+    }, source_);
+  }
+
   Tokenizer tokenizer() const { return std::visit([](const auto& s) { return open_tokenizer(s); }, source_); }
 
   // One line on what the folder holds that training leaves alone (towers of a multimodal checkpoint, a chat template

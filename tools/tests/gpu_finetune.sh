@@ -7,7 +7,7 @@
 #     are the CPU's: a run moves between devices);
 #   * the same on the GPU with --bf16 (GEMMs on the tensor cores, bf16 operands): every loss within 2e-2 of the fp32
 #     CPU run's (relative) and every gradient norm within 1e-1;
-#   * the step line shows the GPU memory;
+#   * the memory check is the GPU's (estimate against the memory free there) and the step line shows the GPU memory;
 #   * Gemma 4 (tests/data/gemma4_cli) is refused on the GPU by name (its per-layer embeddings run on the CPU so far).
 # usage: gpu_finetune.sh QLORA WORK [cuda:N]. Exits 77 (skipped) where the program or the machine has no GPU.
 set -euo pipefail
@@ -54,6 +54,7 @@ for model in gemma3_mm/hf5; do
   gpu="$work/$name-${device//:/-}" cpu="$work/$name-cpu" tc="$work/$name-${device//:/-}---bf16"
   grep -q "training on cuda" "$gpu.log" || { cat "$gpu.log"; die "$name: the GPU run does not say it trains on the GPU"; }
   grep -q "| GPU [0-9.]* GiB (peak" "$gpu.log" || { cat "$gpu.log"; die "$name: no GPU memory in the step line"; }
+  grep -q "GPU memory estimate .* free on cuda" "$gpu.log" || { cat "$gpu.log"; die "$name: no GPU memory check"; }
   grep "qlora: done" "$gpu.log"
   echo "== $name: GPU vs CPU, every step"
   compare "$gpu/metrics.jsonl" "$cpu/metrics.jsonl" 2e-4 || die "$name: the GPU run's losses differ from the CPU's"
