@@ -56,18 +56,9 @@ void attention_counters(benchmark::State& state, index_t t, double passes, std::
   state.counters["peak_MiB"] = static_cast<double>(peak) / (1024.0 * 1024.0);
 }
 
-// The process's attention path for one benchmark.
-struct PathScope {
-  explicit PathScope(cuda::AttentionPath path) : previous(cuda::set_attention_path(path)) {}
-  ~PathScope() { cuda::set_attention_path(previous); }
-  PathScope(const PathScope&) = delete;
-  PathScope& operator=(const PathScope&) = delete;
-  cuda::AttentionPath previous;
-};
-
 void BM_attention_fused_cuda(benchmark::State& state, cuda::AttentionPath path) {
   if (no_gpu(state)) return;
-  const PathScope scope(path);
+  const cuda::AttentionPathScope scope(path);
   const index_t t = state.range(0);
   const Device gpu = cuda::device();
   const X q = X::zeros_on(gpu, t, kHq, kD), k = X::zeros_on(gpu, t, kHkv, kD), v = X::zeros_on(gpu, t, kHkv, kD);
@@ -83,7 +74,7 @@ void BM_attention_fused_cuda(benchmark::State& state, cuda::AttentionPath path) 
 
 void BM_attention_fused_backward_cuda(benchmark::State& state, cuda::AttentionPath path) {
   if (no_gpu(state)) return;
-  const PathScope scope(path);
+  const cuda::AttentionPathScope scope(path);
   const index_t t = state.range(0);
   const Device gpu = cuda::device();
   const X q = X::zeros_on(gpu, t, kHq, kD), k = X::zeros_on(gpu, t, kHkv, kD), v = X::zeros_on(gpu, t, kHkv, kD);

@@ -22,15 +22,6 @@ struct Case {
   bool packed;
 };
 
-// Sets the process's CUDA attention path for a scope.
-struct PathScope {
-  explicit PathScope(cuda::AttentionPath path) : previous(cuda::set_attention_path(path)) {}
-  ~PathScope() { cuda::set_attention_path(previous); }
-  PathScope(const PathScope&) = delete;
-  PathScope& operator=(const PathScope&) = delete;
-  cuda::AttentionPath previous;
-};
-
 // Runs forward and backward (fixed d_out) on the CPU and the GPU and compares out, lse, dq, dk, dv.
 template <class T>
 void compare_path(const Case& c, double atol, double rtol) {
@@ -76,7 +67,7 @@ template <class T>
 void compare_with_cpu(const Case& c, double atol, double rtol) {
   for (const auto path : {cuda::AttentionPath::gemm, cuda::AttentionPath::flash_scalar}) {
     CAPTURE(path == cuda::AttentionPath::gemm ? "gemm" : "flash_scalar");
-    const PathScope scope(path);
+    const cuda::AttentionPathScope scope(path);
     compare_path<T>(c, atol, rtol);
   }
 }
@@ -112,7 +103,7 @@ TEST_SUITE("cuda") {
   TEST_CASE("the GEMM path over several chunks (a chunk's scores kept within the budget) equals the CPU") {
     // a 1 MiB budget: 4 heads x 300 tokens x 2 fp32 buffers = 9600 bytes a row, 109 rows a chunk, three chunks, the
     // later ones seeing every earlier key (global) or only their window; bf16 with its fp32 scratch
-    const PathScope scope(cuda::AttentionPath::gemm);
+    const cuda::AttentionPathScope scope(cuda::AttentionPath::gemm);
     const std::size_t budget = cuda::set_attention_gemm_budget(std::size_t{1} << 20);
     CHECK(cuda::attention_gemm_plan<float>({300, 4, 1, 64, 0, 1.0}).chunk == 109);
     compare_path<float>({300, 4, 1, 64, 0, false}, 2e-5, 1e-4);
@@ -124,7 +115,7 @@ TEST_SUITE("cuda") {
   }
 
   TEST_CASE("the flash kernels refuse a head_dim past 512, and fp64 at 512 (shared memory), by name") {
-    const PathScope scope(cuda::AttentionPath::flash_scalar);
+    const cuda::AttentionPathScope scope(cuda::AttentionPath::flash_scalar);
     using X = Tensor<float, Dyn, Dyn, Dyn>;
     const auto q = X::zeros_on(cuda::device(), 4, 2, 640), k = X::zeros_on(cuda::device(), 4, 1, 640);
     CHECK_THROWS_WITH_AS(attention_forward(q, k, k, AttentionParams{1, 0}),

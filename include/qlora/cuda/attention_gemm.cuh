@@ -39,6 +39,17 @@ inline AttentionPath& attention_path_setting() {
 inline AttentionPath attention_path() { return attention_path_setting(); }
 // Sets the path for the whole process and returns the previous one (tests compare both with the CPU).
 inline AttentionPath set_attention_path(AttentionPath path) { return std::exchange(attention_path_setting(), path); }
+// The path for the life of a scope (tests, benchmarks).
+class AttentionPathScope {
+ public:
+  explicit AttentionPathScope(AttentionPath path) : previous_(set_attention_path(path)) {}
+  ~AttentionPathScope() { set_attention_path(previous_); }
+  AttentionPathScope(const AttentionPathScope&) = delete;
+  AttentionPathScope& operator=(const AttentionPathScope&) = delete;
+
+ private:
+  AttentionPath previous_;
+};
 
 // Bytes of one chunk's score buffers (256 MiB unless set: tests make it small to run several chunks).
 inline std::size_t& attention_gemm_budget_setting() {
