@@ -160,8 +160,16 @@ inline double available_memory() {
     while (in >> key >> kb >> unit)
       if (key == "MemAvailable:") least(kb * 1024);
   }
+  // the address-space limit, less what the process has mapped already (a CUDA build maps ~0.8 GB of cuBLAS at start)
   rlimit as{};
-  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) least(static_cast<double>(as.rlim_cur));
+  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+    double mapped = 0;
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmSize:", 0) == 0) mapped = std::strtod(line.c_str() + 7, nullptr) * 1024.0;
+    const double limit = static_cast<double>(as.rlim_cur);
+    least(limit > mapped ? limit - mapped : 1);
+  }
   std::ifstream max_file("/sys/fs/cgroup/memory.max"), current_file("/sys/fs/cgroup/memory.current");
   std::string max_text;
   double current = 0;

@@ -177,7 +177,7 @@ fi
 
 # Too little memory (the address-space limit counts): refused before loading, with the estimate.
 if [ -n "${QLORA_MODEL:-}" ] && [ -f "$QLORA_MODEL" ]; then
-  ( ulimit -v 900000; exec "$qlora" finetune --model "$QLORA_MODEL" --output-dir "$work/oom" --max-steps 1 --select 4 \
+  ( ulimit -v 1200000; exec "$qlora" finetune --model "$QLORA_MODEL" --output-dir "$work/oom" --max-steps 1 --select 4 \
       --eval-size 0 --report-to none ) 2> "$work/oom.txt" && die "out of memory: the run succeeded"
   grep -q "not enough memory: this run needs about" "$work/oom.txt" || { cat "$work/oom.txt"; die "out of memory: message"; }
   [ ! -e "$work/oom" ] || die "out of memory: an output folder was left"
