@@ -14,6 +14,11 @@ Each CPU GEMM of one build side by side (Eigen's, oneDNN's fp32, oneDNN's bf16 w
 
   python3 bench/compare/compare.py --cpu-gemm eigen --cpu-gemm onednn --hf-base fp32 --hf-base nf4
 
+On a CPU with bf16 units, fp32 and bf16 on both sides, then decoding against llama.cpp, in one invocation:
+
+  python3 bench/compare/compare.py --cpu-gemm onednn --cpu-gemm onednn-bf16 --hf-base fp32 --hf-base fp32-bf16 \\
+      --hf-base nf4 --hf-base nf4-bf16 --decode
+
 Several qlora builds side by side (e.g. the native build and an AVX2 one, scripts/bench-isa builds both), with
 torch held to AVX2 as on a machine without AVX-512:
 
@@ -57,13 +62,21 @@ def main():
     a.add_argument("--steps", type=int, default=5)
     a.add_argument("--warmup", type=int, default=1)
     a.add_argument("--threads", type=int, default=2)
-    a.add_argument("--hf-base", action="append", choices=["fp32", "nf4"], help="transformers base(s); default fp32")
+    a.add_argument("--hf-base", action="append", choices=["fp32", "nf4", "fp32-bf16", "nf4-bf16"],
+                   help="transformers base(s), -bf16: under bf16 autocast (hf_step.py --autocast bf16); default fp32")
     a.add_argument("--gradient-checkpointing", action="store_true")
     a.add_argument("--cpu-gemm", action="append", choices=["eigen", "onednn", "onednn-bf16"],
                    help="qlora's CPU GEMM (repeat to run each build with several); default: the bench's own choice, "
                         "the fastest fp32 GEMM of the build")
+    a.add_argument("--decode", action="store_true",
+                   help="then, in the same invocation, qlora generate vs llama.cpp on the same GGUF and threads "
+                        "(bench/compare/decode.py: prefill and decode tokens/s)")
+    a.add_argument("--qlora-cli", default=os.path.join(ROOT, "build", "bin", "qlora"),
+                   help="the qlora program --decode runs")
     a.add_argument("--json-out", help="also write all results to this file")
     args = a.parse_args()
+    if args.decode and not args.model:
+        a.error("--decode needs the GGUF both sides read: --model PATH.gguf (or QLORA_MODEL)")
     bases = args.hf_base or ["fp32"]
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -83,12 +96,11 @@ def main():
             if q[name] is None:
                 sys.exit(f"qlora_step_bench ({name}) failed")
     hf = {}
-    for base in bases:
-        hf[base] = run_json([sys.executable, os.path.join(HERE, "hf_step.py"), "--threads", str(args.threads),
-                             "--base", base, "--config", args.config] + (model or ["--random"]) + common, hf_env)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump({"qlora": q, "hf": hf, "hf_isa": args.hf_isa}, f, indent=1)
+    for variant in bases:
+        base, _, autocast = variant.partition("-")
+        hf[variant] = run_json([sys.executable, os.path.join(HERE, "hf_step.py"), "--threads", str(args.threads),
+                                "--base", base, "--autocast", autocast or "none", "--config", args.config] +
+                               (model or ["--random"]) + common, hf_env)
 
     first = next(iter(q.values()))
     flop_per_token = first["gflops"] * 1e9 / first["tokens_per_s"]  # the model FLOPs per token, counted by qlora
@@ -114,14 +126,34 @@ def main():
 
     for label, r in q.items():
         row(f"qlora ({label})", r)
-    for base, r in hf.items():
+    for variant, r in hf.items():
         if r is None:
-            print(f"| transformers + PEFT | | {base} | failed | | | | | | | |")
+            print(f"| transformers + PEFT | | {variant} | failed | | | | | | | |")
             continue
-        row("transformers + PEFT", r)
+        row("transformers + PEFT" + (", bf16 autocast" if r.get("autocast") == "bf16" else ""), r)
     if best_hf:
-        print(f"\nbest transformers + PEFT configuration: {best_hf['base']} base "
+        print(f"\nbest transformers + PEFT configuration: {best_hf['base']} base"
+              f"{', bf16 autocast' if best_hf.get('autocast') == 'bf16' else ''} "
               f"({best_hf['tokens_per_s']:.1f} tokens/s); versions {best_hf.get('versions', {})}")
+
+    decode = None
+    if args.decode:
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="qlora_compare_") as tmp:
+            out = os.path.join(tmp, "decode.json")
+            cmd = [sys.executable, os.path.join(HERE, "decode.py"), "--qlora", args.qlora_cli, "--model", args.model,
+                   "--threads", str(args.threads), "--json-out", out]
+            for gemm in args.cpu_gemm or []:
+                cmd += ["--cpu-gemm", gemm]
+            print("+", " ".join(cmd), file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            if subprocess.run(cmd, env=env).returncode != 0:
+                sys.exit("decode.py failed")
+            with open(out) as f:
+                decode = json.load(f)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"qlora": q, "hf": hf, "hf_isa": args.hf_isa, "decode": decode}, f, indent=1)
 
 
 if __name__ == "__main__":

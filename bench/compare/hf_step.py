@@ -3,10 +3,12 @@
 
 One training step = forward (labels = input ids, the causal-LM loss shifts them), backward, clip_grad_norm_(1.0),
 optimizer step, zero_grad; repeated --steps times after --warmup. LoRA r on all seven projections (lora_alpha 32,
-lora_dropout 0.05), fp32 compute, torch.set_num_threads(--threads). The model is the real Gemma 3 270M GGUF loaded
+lora_dropout 0.05), fp32 compute (see --autocast), torch.set_num_threads(--threads). The model is the real Gemma 3 270M GGUF loaded
 with transformers' gguf_file= (dequantized to fp32), or a random Gemma3ForCausalLM of the same shape (--random).
 --base nf4 quantizes the frozen base with bitsandbytes (NF4, double quantization, fp32 compute) — on the CPU that
-is bitsandbytes' CPU backend. Peak RSS is VmHWM; /proc/self/clear_refs resets it after loading, so
+is bitsandbytes' CPU backend. --autocast bf16 runs the forward pass (and so the backward's matching products) under
+torch.autocast("cpu", torch.bfloat16), as Trainer's --bf16 does (bitsandbytes' compute dtype becomes bf16 too); the
+weights, LoRA parameters, gradients and optimizer states stay fp32, and the GEMM rate reported is torch's bf16 one. Peak RSS is VmHWM; /proc/self/clear_refs resets it after loading, so
 step_peak_rss_mib is the steps' own. Prints one JSON line (the fields of qlora_step_bench --json).
 """
 import argparse
@@ -48,7 +50,8 @@ def build_model(args, torch, transformers):
     if args.base == "nf4":
         quant = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                 bnb_4bit_use_double_quant=True,
-                                                bnb_4bit_compute_dtype=torch.float32)
+                                                bnb_4bit_compute_dtype=torch.bfloat16 if args.autocast == "bf16"
+                                                else torch.float32)
     if args.random:
         cfg = transformers.Gemma3TextConfig(**CONFIGS[args.config], query_pre_attn_scalar=256,
                                             rope_theta=1_000_000.0, rope_local_base_freq=10_000.0,
@@ -99,6 +102,8 @@ def main():
                    help="bitsandbytes AdamW8bit (as qlora) or torch AdamW")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--autocast", default="none", choices=["none", "bf16"],
+                   help="bf16: forward under torch.autocast(cpu, bfloat16), as transformers' --bf16")
     args = p.parse_args()
     if not args.random and not args.model:
         p.error("give --model PATH.gguf (or set QLORA_MODEL), or --random")
@@ -136,9 +141,13 @@ def main():
     fwd = bwd = step_opt = 0.0
     best = float("inf")
     first_loss = last_loss = None
+    import contextlib
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.autocast == "bf16" \
+        else contextlib.nullcontext
     for s in range(args.warmup + args.steps):
         a = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids).loss
+        with autocast():
+            loss = model(input_ids=ids, labels=ids).loss
         b = time.perf_counter()
         loss.backward()
         c = time.perf_counter()
@@ -156,8 +165,10 @@ def main():
     n = args.steps
     step_s = (fwd + bwd + step_opt) / n
     hwm_steps = status_kib("VmHWM")
-    # The host's fp32 GEMM rate as torch reaches it in this process (2048³, best of 5 after a warm-up).
-    a_m, b_m = torch.rand(2048, 2048) - 0.5, torch.rand(2048, 2048) - 0.5
+    # The host's GEMM rate as torch reaches it in this process (2048³, best of 5 after a warm-up): fp32, or bf16
+    # operands under --autocast bf16.
+    gemm_dtype = torch.bfloat16 if args.autocast == "bf16" else torch.float32
+    a_m, b_m = (torch.rand(2048, 2048) - 0.5).to(gemm_dtype), (torch.rand(2048, 2048) - 0.5).to(gemm_dtype)
     gemm_best = float("inf")
     for r in range(6):
         t = time.perf_counter()
@@ -167,7 +178,8 @@ def main():
     import bitsandbytes
     out = dict(framework="transformers+peft", model=name, config=f"gemma-3-{args.config}", seq=args.seq,
                batch=args.batch, rank=args.rank, steps=n, threads=torch.get_num_threads(),
-               gradient_checkpointing=args.gradient_checkpointing, base=args.base, optim=args.optim, attn=args.attn,
+               gradient_checkpointing=args.gradient_checkpointing, base=args.base, autocast=args.autocast,
+               optim=args.optim, attn=args.attn,
                load_s=round(load_s, 3), step_s=round(step_s, 4), best_step_s=round(best, 4),
                forward_s=round(fwd / n, 4), backward_s=round(bwd / n, 4), optimizer_s=round(step_opt / n, 4),
                tokens_per_s=round(args.batch * args.seq / step_s, 1), peak_rss_mib=round(max(hwm_load, hwm_steps) / 1024, 1),

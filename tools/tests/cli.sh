@@ -66,6 +66,14 @@ if [ "$what" = multimodal ]; then
     || die "generate"
   "$qlora" generate --model "$work/merged-nf4" --prompt "What is 2 + 2?" --max-new-tokens 4 > /dev/null \
     || die "generate from the merged folder"
+  # the int8 decode kernel is the CPU's best in every build of the program (the nvcc-compiled one calls the AVX2 kernel
+  # its host compiler built in qlora::kernels; it once fell back to the scalar one, 5x slower)
+  "$qlora" generate --model "$work/merged-nf4" --prompt "What is 2 + 2?" --max-new-tokens 2 > /dev/null \
+    2> "$work/decode-kernel.txt" || die "generate (decode kernel)"
+  if [ "$(uname -m)" = x86_64 ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+    grep -qF "int8 dot products (avx2)" "$work/decode-kernel.txt" \
+      || { cat "$work/decode-kernel.txt"; die "generate: this CPU has AVX2, the decode kernel is not the AVX2 one"; }
+  fi
   # an adapter whose config contradicts its tensors (r 16, tensors of rank 4) is refused the same way by merge,
   # export and generate, before the model is read (the model named does not exist)
   mkdir -p "$work/bad-adapter" && cp "$work/run"/adapter_* "$work/bad-adapter/"

@@ -17,6 +17,9 @@
 // Kernels: AVX2 (32 products per instruction: the nibbles become int8 through a 16-entry table lookup, pshufb) where
 // the CPU has it, chosen at run time, so a binary built for baseline x86-64 uses it and one built on an AVX2 machine
 // still runs elsewhere; plain C++ loops on every other CPU (ARM included). packed_gemv_kernel() says which runs.
+// nvcc's translation units cannot compile the AVX2 kernel (its front end gets no x86 intrinsics): where they link
+// qlora::kernels (QLORA_COMPILED_KERNELS, e.g. the nvcc-compiled `qlora` program) they call the copy the host
+// compiler built there (models/kernels.cpp), so a CUDA build decodes on the CPU as fast as a CPU-only one.
 #pragma once
 
 #include <algorithm>
@@ -35,6 +38,12 @@
 #define QLORA_PACKED_GEMV_AVX2 1
 #else
 #define QLORA_PACKED_GEMV_AVX2 0
+#endif
+// An nvcc translation unit on x86 that links qlora::kernels: the AVX2 kernel is the host compiler's, compiled there.
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__CUDACC__) && QLORA_COMPILED_KERNELS
+#define QLORA_PACKED_GEMV_HOST_AVX2 1
+#else
+#define QLORA_PACKED_GEMV_HOST_AVX2 0
 #endif
 
 namespace qlora {
@@ -187,6 +196,11 @@ inline void quantize_activation(const float* x, index_t cols, QuantizedActivatio
 enum class PackedKernel { scalar, avx2 };
 inline std::string_view packed_kernel_name(PackedKernel k) { return k == PackedKernel::avx2 ? "avx2" : "scalar"; }
 
+// The AVX2 kernel as the host compiler built it in models/kernels.cpp (qlora::kernels), for nvcc translation units:
+// y[r] for every row of m, and whether this CPU has AVX2 and FMA.
+void packed_gemv_host_avx2(const PackedMatrix& m, const QuantizedActivation& x, float* y);
+bool packed_gemv_host_has_avx2();
+
 // The kernels differ between host-compiler and nvcc translation units (nvcc's get no AVX2), hence the dispatch
 // namespace (core/config.hpp).
 QLORA_DISPATCH_BEGIN
@@ -264,6 +278,8 @@ inline bool cpu_has_avx2() {
 #if QLORA_PACKED_GEMV_AVX2
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return has;
+#elif QLORA_PACKED_GEMV_HOST_AVX2
+  return packed_gemv_host_has_avx2();
 #else
   return false;
 #endif
@@ -278,6 +294,9 @@ inline void packed_gemv(const PackedMatrix& m, const QuantizedActivation& x, flo
   require(static_cast<index_t>(x.q.size()) == m.cols, "packed_gemv", "the input has ", x.q.size(), " values; the weight ",
           m.cols, " columns");
   require(kernel == PackedKernel::scalar || packed_kernels::cpu_has_avx2(), "packed_gemv", "this CPU has no AVX2");
+#if QLORA_PACKED_GEMV_HOST_AVX2
+  if (kernel == PackedKernel::avx2) return packed_gemv_host_avx2(m, x, y);
+#endif
 #pragma omp parallel for schedule(static) if (m.rows * m.cols > (1 << 16))
   for (index_t r = 0; r < m.rows; ++r) {
 #if QLORA_PACKED_GEMV_AVX2
