@@ -167,12 +167,9 @@ Options parse(int argc, char** argv) {
     }
     else if (a == "--bf16") o.bf16 = true;
     else if (a == "--device") {
-      const std::string d = value();
-      if (d == "cpu") o.gpu = -1;
-      else if (d == "cuda") o.gpu = 0;
-      else if (d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.find_first_not_of("0123456789", 5) == std::string::npos)
-        o.gpu = std::stoi(d.substr(5));
-      else usage("--device must be cpu, cuda or cuda:N");
+      const std::optional<int> gpu = gpu_index_named(value());
+      if (!gpu) usage("--device must be cpu, cuda or cuda:N");
+      o.gpu = *gpu;
     }
     else if (a == "--extents") {
       const std::string e = value();

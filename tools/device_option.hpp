@@ -3,7 +3,7 @@
 // GPU named, the option is refused with what is missing.
 #pragma once
 
-#include <charconv>
+#include <optional>
 #include <string>
 
 #include <qlora/core/config.hpp>
@@ -17,14 +17,9 @@ namespace qlora::cli {
 
 // The GPU index of "cuda" (0) or "cuda:N"; -1 for "cpu"; an error naming the text for anything else.
 inline int gpu_index_of(const std::string& text, const char* command) {
-  if (text == "cpu") return -1;
-  if (text == "cuda") return 0;
-  int index = -1;
-  const char* digits = text.c_str() + 5;
-  const char* end = text.c_str() + text.size();
-  if (text.rfind("cuda:", 0) != 0 || digits == end || std::from_chars(digits, end, index).ptr != end || index < 0)
-    fail(command, "--device ", text, ": use cpu, cuda or cuda:N (N the GPU's index)");
-  return index;
+  const std::optional<int> index = gpu_index_named(text);
+  if (!index) fail(command, "--device ", text, ": use cpu, cuda or cuda:N (N the GPU's index)");
+  return *index;
 }
 
 // The device the model, its adapters and the optimizer live on: the CPU with `gemm` for its products, or a GPU.

@@ -49,7 +49,7 @@ struct FinetuneJob {
 class TrainOptimizer {
  public:
   TrainOptimizer(const TrainingArguments& a, ParameterList params) {
-    if (a.optim == "adamw_8bit" || a.optim == "paged_adamw_8bit") {
+    if (a.eight_bit_optimizer()) {
       AdamW8bitConfig c{a.adam_beta1, a.adam_beta2, a.adam_epsilon, a.weight_decay};
       c.paged = a.optim == "paged_adamw_8bit";
       impl_ = std::make_unique<AdamW8bit>(std::move(params), c);
@@ -194,7 +194,7 @@ inline int run_finetune(const FinetuneJob& job, const TrainSource& source, const
                                                                  : longest * static_cast<std::size_t>(args.per_device_train_batch_size));
   if (job.device.is_cuda())
     source.check_gpu_memory(targets, tokens_per_micro, args.gradient_checkpointing,
-                            args.optim.find("8bit") != std::string::npos, gpu_free_bytes(job.device), job.device.str());
+                            args.eight_bit_optimizer(), gpu_free_bytes(job.device), job.device.str());
   else
     source.check_memory(targets, tokens_per_micro, args.gradient_checkpointing, comm.ranks_on_this_machine());
 

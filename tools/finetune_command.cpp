@@ -255,7 +255,7 @@ void print_estimates(const std::string& name, const FinetuneJob& job, index_t to
                      const MemoryEstimate& gpu) {
   constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
   const bool ckpt = job.args.gradient_checkpointing;
-  const bool eight_bit = job.args.optim.find("8bit") != std::string::npos;
+  const bool eight_bit = job.args.eight_bit_optimizer();
   std::printf("model %s, LoRA r %ld on %s, %lld tokens per micro-batch (max_seq_length %zu x batch %ld)%s\n",
               name.c_str(), job.lora.r, join_names(job.lora.target_modules).c_str(), static_cast<long long>(tokens),
               job.data.max_length, job.args.per_device_train_batch_size, ckpt ? ", gradient checkpointing" : "");
@@ -269,7 +269,7 @@ int dry_run(const nlohmann::json& cfg, const FinetuneJob& job) {
   const std::string model = cfg.contains("model") ? cfg["model"].get<std::string>() : std::string();
   const auto tokens = static_cast<index_t>(job.data.max_length) * static_cast<index_t>(job.args.per_device_train_batch_size);
   const bool ckpt = job.args.gradient_checkpointing;
-  const bool eight_bit = job.args.optim.find("8bit") != std::string::npos;
+  const bool eight_bit = job.args.eight_bit_optimizer();
   if (const std::optional<Gemma4RuntimeConfig> g4 = gemma4_config_at(model)) {
     const LoraTargets targets(job.lora);
     const std::string name = detail::concat("gemma-4 (hidden ", g4->hidden, ", ", g4->layers, " layers)");

@@ -80,4 +80,14 @@ TEST_SUITE("core") {
                          "it with nvcc",
                          Error);
   }
+
+  TEST_CASE("a device's spelling names its GPU: cpu, cuda, cuda:N, and nothing else") {
+    CHECK(gpu_index_named("cpu") == -1);
+    CHECK(gpu_index_named("cuda") == 0);
+    CHECK(gpu_index_named("cuda:0") == 0);
+    CHECK(gpu_index_named("cuda:12") == 12);
+    for (const char* bad : {"", "gpu", "CUDA", "cuda:", "cuda:-1", "cuda:1x", "cuda:+1", "cuda: 1", "cuda:99999999999",
+                            "cpu:0", "cudа"})
+      CHECK_MESSAGE(!gpu_index_named(bad).has_value(), bad);
+  }
 }

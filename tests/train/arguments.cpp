@@ -29,6 +29,12 @@ TEST_SUITE("train") {
       "warmup_ratio": 0.03, "bf16": true, "save_total_limit": 2, "report_to": "tensorboard"})"));
     CHECK(a.per_device_train_batch_size == 2);
     CHECK(a.optim == "paged_adamw_8bit");
+    CHECK(a.eight_bit_optimizer());
+    for (const char* optim : {"adamw_8bit", "paged_adamw_8bit", "adamw_torch", "paged_adamw_32bit"}) {
+      TrainingArguments b;
+      b.optim = optim;
+      CHECK(b.eight_bit_optimizer() == (std::string(optim).find("_8bit") != std::string::npos));
+    }
     CHECK(a.save_total_limit == 2);
     CHECK(a.report_to == std::vector<std::string>{"tensorboard"});
     const auto c = lora_config_from_json(json::parse(

@@ -11,15 +11,18 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include "dtype.hpp"
 #include "error.hpp"
@@ -201,6 +204,19 @@ inline CpuAllocator& cpu_allocator() {
   // Never destroyed: tensors held by other static objects may still free into it while the program exits.
   static CpuAllocator* const allocator = new CpuAllocator;
   return *allocator;
+}
+
+// The GPU a device's spelling names, as the programs' --device takes it: "cpu" -1, "cuda" 0, "cuda:N" N; nothing
+// for any other text.
+inline std::optional<int> gpu_index_named(std::string_view text) {
+  if (text == "cpu") return -1;
+  if (text == "cuda") return 0;
+  if (text.substr(0, 5) != "cuda:" || text.size() == 5) return std::nullopt;
+  int index = -1;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data() + 5, end, index);
+  if (ec != std::errc() || ptr != end || index < 0) return std::nullopt;
+  return index;
 }
 
 // An allocator and the execution context of the work on its memory.

@@ -14,28 +14,29 @@
 namespace qlora {
 QLORA_DISPATCH_BEGIN
 
-// Gradients on one GPU (the usual case there) have their squared norms written into one device buffer and read back
-// with one copy: reading each as it is made would wait for the GPU once per parameter (252 times in a 270M step).
+// Gradients on one device (the usual case) have their squared norms written into one buffer there and read back with
+// one copy: on a GPU, reading each as it is made would wait for the GPU once per parameter (252 times in a 270M
+// step). Gradients spread over devices are read one by one.
 inline double clip_grad_norm(const ParameterList& params, double max_norm) {
   std::vector<Tensor<float, Dyn>> grads;
   for (const auto& p : params)
     if (Tensor<float, Dyn> g = p.grad(); g.defined()) grads.push_back(std::move(g));
-  const bool one_gpu = !grads.empty() && grads.front().device().is_cuda() &&
-                       std::all_of(grads.begin(), grads.end(), [&](const auto& g) { return g.device() == grads.front().device(); });
+  auto squared_norm_into = [](const Tensor<float, Dyn>& g, const auto& target) {
+    assign(target, sum_rows(square(g.template reshape<Dyn, Dyn>(index_t{1}, g.numel()))));
+  };
+  const bool one_device = !grads.empty() && std::all_of(grads.begin(), grads.end(), [&](const auto& g) {
+    return g.device() == grads.front().device();
+  });
   std::vector<float> norms_sq(grads.size());
-  if (one_gpu) {
+  if (one_device) {
     Tensor<float, Dyn> buffer(Shape<Dyn>(static_cast<index_t>(grads.size())), grads.front().device());
-    for (std::size_t i = 0; i < grads.size(); ++i) {
-      const auto& g = grads[i];
-      auto slot = buffer.slice(static_cast<index_t>(i), static_cast<index_t>(i) + 1);
-      assign(slot, sum_rows(square(g.template reshape<Dyn, Dyn>(index_t{1}, g.numel()))));
-    }
+    for (std::size_t i = 0; i < grads.size(); ++i)
+      squared_norm_into(grads[i], buffer.slice(static_cast<index_t>(i), static_cast<index_t>(i) + 1));
     norms_sq = buffer.to_vector();
   } else {
     for (std::size_t i = 0; i < grads.size(); ++i) {
-      const auto& g = grads[i];
-      Tensor<float> norm_sq(Shape<>{}, g.device());
-      assign(norm_sq, sum_rows(square(g.template reshape<Dyn, Dyn>(index_t{1}, g.numel()))));
+      Tensor<float> norm_sq(Shape<>{}, grads[i].device());
+      squared_norm_into(grads[i], norm_sq);
       norms_sq[i] = norm_sq.item();
     }
   }

@@ -35,6 +35,8 @@ struct TrainingArguments {
   double warmup_ratio = 0.0;
   long warmup_steps = 0;  // > 0 overrides warmup_ratio
   std::string optim = "adamw_torch";  // adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit
+  // Whether `optim` keeps 8-bit states (bitsandbytes' AdamW8bit, paged or not).
+  bool eight_bit_optimizer() const { return optim == "adamw_8bit" || optim == "paged_adamw_8bit"; }
   bool bf16 = false;
   bool gradient_checkpointing = false;
   long logging_steps = 500;
