@@ -417,7 +417,7 @@ Tensor<T, Ds...> evaluate(const E& e, Device device = Device::cpu()) {
   } else {
     fail("expr", "evaluate: expression of shape ", d.str(), " does not fit a tensor of rank ", sizeof...(Ds));
   }
-  Tensor<T, Ds...> out(typename Tensor<T, Ds...>::shape_type(ext), device);
+  Tensor<T, Ds...> out(typename Tensor<T, Ds...>::shape_type(ext), device, uninitialized);  // assign writes it all
   assign(out, e);
   return out;
 }

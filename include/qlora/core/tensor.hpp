@@ -43,6 +43,18 @@ struct widens_to {
 };
 }  // namespace detail
 
+// The tag of a new tensor whose every element its maker writes before anything reads it (an op's result: a GEMM's
+// C, an evaluated expression, a dequantized weight): its storage is not zero-filled, which would write it twice.
+// Builds with QLORA_POISON_UNINITIALIZED (the sanitizer build, and every build without NDEBUG) fill such CPU storage
+// with 0xff bytes instead — NaN for floating types, -1 for integers — so that an element read before it was written
+// shows in the results.
+struct Uninitialized {};
+inline constexpr Uninitialized uninitialized{};
+
+#if !defined(QLORA_POISON_UNINITIALIZED) && !defined(NDEBUG)
+#define QLORA_POISON_UNINITIALIZED 1
+#endif
+
 template <class T, class... Ds>
 class Tensor {
   static_assert(DenseElement<T>, "Tensor<T, ...>: T must be a dense element type (see core/dtype.hpp); "
@@ -61,6 +73,14 @@ class Tensor {
       : storage_(std::make_shared<Storage>(device, static_cast<std::size_t>(shape.numel()) * sizeof(T))),
         shape_(shape) {
     if (storage_->bytes()) device.allocator().fill_zero(storage_->data(), storage_->bytes());
+  }
+  // Allocates storage the caller fills whole before reading it (see Uninitialized).
+  Tensor(const shape_type& shape, Device device, Uninitialized)
+      : storage_(std::make_shared<Storage>(device, static_cast<std::size_t>(shape.numel()) * sizeof(T))),
+        shape_(shape) {
+#if QLORA_POISON_UNINITIALIZED
+    if (storage_->bytes() && device.is_cpu()) std::memset(storage_->data(), 0xff, storage_->bytes());
+#endif
   }
 
   // A view of a tensor whose type fixes fewer extents (e.g. Dim<4> -> Dyn): always valid, so implicit.

@@ -148,7 +148,7 @@ template <class T, class... Ds>
 Tensor<T, Ds...> geglu_forward(const Tensor<T, Ds...>& gate, const Tensor<T, Ds...>& up) {
   require_same_shape(gate.shape(), up.shape(), "geglu", "gate and up");
   if (!(gate.device() == up.device())) fail("geglu", "gate on ", gate.device().str(), " but up on ", up.device().str());
-  Tensor<T, Ds...> out(gate.shape(), gate.device());
+  Tensor<T, Ds...> out(gate.shape(), gate.device(), uninitialized);  // every element is written
   if (gate.numel() == 0) return out;
   if (gate.device().is_cpu()) {
     cpu::geglu_forward(gate.data(), up.data(), out.data(), gate.numel());

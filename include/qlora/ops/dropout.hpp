@@ -105,7 +105,7 @@ QLORA_DISPATCH_BEGIN
 template <class T, class... Ds>
 Tensor<T, Ds...> dropout_apply(const DropoutParams& d, const Tensor<T, Ds...>& in) {
   if (!(d.p >= 0 && d.p < 1)) fail("dropout", "p must be in [0, 1), got ", d.p);
-  Tensor<T, Ds...> out(in.shape(), in.device());
+  Tensor<T, Ds...> out(in.shape(), in.device(), uninitialized);  // every element is written
   if (in.device().is_cpu()) {
     cpu::dropout_apply(d, in.data(), out.data(), in.numel());
   } else {

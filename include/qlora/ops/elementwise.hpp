@@ -18,7 +18,7 @@ QLORA_DISPATCH_BEGIN
 namespace impl {
 template <class T, class... Ds, class E>
 Tensor<T, Ds...> evaluate_like(const Tensor<T, Ds...>& like, const E& e) {
-  Tensor<T, Ds...> out(like.shape(), like.device());
+  Tensor<T, Ds...> out(like.shape(), like.device(), uninitialized);  // assign writes every element
   assign(out, e);
   return out;
 }

@@ -20,7 +20,7 @@ Tensor<T, Out, In> frozen_weight(const Tensor<W, Out, In>& w) {
   if constexpr (std::is_same_v<T, W>) {
     return w;
   } else {
-    Tensor<T, Out, In> out(w.shape(), w.device());
+    Tensor<T, Out, In> out(w.shape(), w.device(), uninitialized);  // assign writes every element
     assign(out, w);
     return out;
   }

@@ -158,6 +158,13 @@ void gemm(const GemmParams& p, const Device& device, const T* a, const T* b, T* 
 }
 
 namespace impl {
+// A product's C: written whole by the GEMM (beta = 0), so not zero-filled first — unless there is no inner extent
+// (k = 0), where C = 0 is the whole product.
+template <class Out>
+Out gemm_result(const typename Out::shape_type& shape, index_t k, const Device& device) {
+  return k > 0 ? Out(shape, device, uninitialized) : Out(shape, device);
+}
+
 inline void check_matmul_runtime(index_t inner_a, index_t inner_b, const std::string& a, const std::string& b,
                                  const Device& da, const Device& db) {
   if (inner_a != inner_b) fail("matmul", "inner extents differ: op(A) of ", a, " has ", inner_a, ", op(B) of ", b,
@@ -179,7 +186,7 @@ auto matmul(const Tensor<T, A0, A1>& a, const Tensor<T, B0, B1>& b) {
   p.trans_b = tb;
   impl::check_matmul_runtime(p.k, b.size(tb ? 1 : 0), a.shape().str(), b.shape().str(), a.device(), b.device());
   using Out = Tensor<T, detail::op_rows_t<TA, A0, A1>, detail::op_cols_t<TB, B0, B1>>;
-  Out c(typename Out::shape_type(p.m, p.n), a.device());
+  Out c = impl::gemm_result<Out>(typename Out::shape_type(p.m, p.n), p.k, a.device());
   gemm(p, a.device(), a.data(), b.data(), c.data());
   return c;
 }
@@ -204,7 +211,7 @@ auto matmul(const Tensor<T, G, A0, A1>& a, const Tensor<T, H, B0, B1>& b) {
   p.stride_c = p.m * p.n;
   impl::check_matmul_runtime(p.k, b.size(tb ? 2 : 1), a.shape().str(), b.shape().str(), a.device(), b.device());
   using Out = Tensor<T, merged_extent_t<G, H>, detail::op_rows_t<TA, A0, A1>, detail::op_cols_t<TB, B0, B1>>;
-  Out c(typename Out::shape_type(p.batch, p.m, p.n), a.device());
+  Out c = impl::gemm_result<Out>(typename Out::shape_type(p.batch, p.m, p.n), p.k, a.device());
   gemm(p, a.device(), a.data(), b.data(), c.data());
   return c;
 }

@@ -114,7 +114,7 @@ Tensor<T, Dt, Dh, Dd> rope_run(const Tensor<T, Dt, Dh, Dd>& x, const Tensor<std:
   if (!(positions.device() == x.device()))
     fail("rope", "x on ", x.device().str(), " but positions on ", positions.device().str());
   const auto f = rope_frequencies<compute_t<T>>(x.size(2), p);
-  Tensor<T, Dt, Dh, Dd> out(x.shape(), x.device());
+  Tensor<T, Dt, Dh, Dd> out(x.shape(), x.device(), uninitialized);  // every element is written
   if (x.numel() == 0) return out;
   if (x.device().is_cpu()) {
     cpu::rope_apply(x.data(), positions.data(), f, out.data(), x.size(0), x.size(1), inverse);

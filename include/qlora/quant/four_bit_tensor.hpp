@@ -206,7 +206,7 @@ Tensor<Q, Rows, Cols> quantize(const Tensor<float, Rows, Cols>& w, FourBitOption
 template <class T, class Q, class Rows, class Cols>
   requires FourBitElement<Q>
 Tensor<T, Rows, Cols> dequantize(const Tensor<Q, Rows, Cols>& w) {
-  Tensor<T, Rows, Cols> out(w.shape(), w.device());
+  Tensor<T, Rows, Cols> out(w.shape(), w.device(), uninitialized);  // every element is written
   dequantize_into(w, out);
   return out;
 }
