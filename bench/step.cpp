@@ -16,7 +16,8 @@
 //
 // --device cuda[:N] (qlora_step_bench_cuda, the same file compiled by nvcc where the CUDA toolkit is found): the model,
 // adapters and optimizer on that GPU (--bf16: its GEMMs on the tensor cores); each phase is timed up to a
-// synchronisation of the device's stream, the peak is the GPU allocator's (tensors' bytes), and the host GEMM rate is not measured.
+// synchronisation of the device's stream, the peak is the GPU allocator's (tensors' bytes), and the host GEMM rate is
+// not measured.
 #include <sys/resource.h>
 
 #include <omp.h>

@@ -124,16 +124,18 @@ def main():
               f"({r['forward_s']:.2f} / {r['backward_s']:.2f} / {r['optimizer_s']:.2f}) | {gflops:.1f} | {gemm:.1f} "
               f"| {100 * gflops / gemm:.0f} % | {r['peak_rss_mib']:.0f} | {ratio_t} | {ratio_m} |")
 
+    def hf_name(r):
+        return "transformers + PEFT" + (", bf16 autocast" if r.get("autocast") == "bf16" else "")
+
     for label, r in q.items():
         row(f"qlora ({label})", r)
     for variant, r in hf.items():
         if r is None:
             print(f"| transformers + PEFT | | {variant} | failed | | | | | | | |")
             continue
-        row("transformers + PEFT" + (", bf16 autocast" if r.get("autocast") == "bf16" else ""), r)
+        row(hf_name(r), r)
     if best_hf:
-        print(f"\nbest transformers + PEFT configuration: {best_hf['base']} base"
-              f"{', bf16 autocast' if best_hf.get('autocast') == 'bf16' else ''} "
+        print(f"\nbest {hf_name(best_hf)} configuration: {best_hf['base']} base "
               f"({best_hf['tokens_per_s']:.1f} tokens/s); versions {best_hf.get('versions', {})}")
 
     decode = None

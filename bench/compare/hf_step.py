@@ -3,13 +3,14 @@
 
 One training step = forward (labels = input ids, the causal-LM loss shifts them), backward, clip_grad_norm_(1.0),
 optimizer step, zero_grad; repeated --steps times after --warmup. LoRA r on all seven projections (lora_alpha 32,
-lora_dropout 0.05), fp32 compute (see --autocast), torch.set_num_threads(--threads). The model is the real Gemma 3 270M GGUF loaded
-with transformers' gguf_file= (dequantized to fp32), or a random Gemma3ForCausalLM of the same shape (--random).
---base nf4 quantizes the frozen base with bitsandbytes (NF4, double quantization, fp32 compute) — on the CPU that
-is bitsandbytes' CPU backend. --autocast bf16 runs the forward pass (and so the backward's matching products) under
-torch.autocast("cpu", torch.bfloat16), as Trainer's --bf16 does (bitsandbytes' compute dtype becomes bf16 too); the
-weights, LoRA parameters, gradients and optimizer states stay fp32, and the GEMM rate reported is torch's bf16 one. Peak RSS is VmHWM; /proc/self/clear_refs resets it after loading, so
-step_peak_rss_mib is the steps' own. Prints one JSON line (the fields of qlora_step_bench --json).
+lora_dropout 0.05), fp32 compute (see --autocast), torch.set_num_threads(--threads). The model is the real Gemma 3
+270M GGUF loaded with transformers' gguf_file= (dequantized to fp32), or a random Gemma3ForCausalLM of the same shape
+(--random). --base nf4 quantizes the frozen base with bitsandbytes (NF4, double quantization, fp32 compute) — on the
+CPU that is bitsandbytes' CPU backend. --autocast bf16 runs the forward pass (and so the backward's matching
+products) under torch.autocast("cpu", torch.bfloat16), as Trainer's --bf16 does (bitsandbytes' compute dtype becomes
+bf16 too); the weights, LoRA parameters, gradients and optimizer states stay fp32, and the GEMM rate reported is
+torch's bf16 one. Peak RSS is VmHWM; /proc/self/clear_refs resets it after loading, so step_peak_rss_mib is the
+steps' own. Prints one JSON line (the fields of qlora_step_bench --json).
 """
 import argparse
 import json

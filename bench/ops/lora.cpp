@@ -51,9 +51,9 @@ void BM_lora_forward_backward(benchmark::State& state, CpuGemm backend) {
 template <class Cfg>
 void register_config(const char* name) {
   constexpr index_t C = Cfg::hidden, Q = Cfg::q_dim, I = Cfg::intermediate;
+  const std::string prefix = std::string("BM_lora_forward_backward/") + name;
   for (const CpuGemm backend : all_cpu_gemms) {
     if (!cpu_gemm_available(backend)) continue;
-    const std::string prefix = std::string("BM_lora_forward_backward/") + name;
     auto add = [&](const std::string& what, auto fn) {
       benchmark::RegisterBenchmark((prefix + "/" + what + "/" + cpu_gemm_name(backend)).c_str(),
                                    [fn, backend](benchmark::State& s) { fn(s, backend); })

@@ -70,14 +70,11 @@ class Tensor {
 
   // Allocates zero-filled storage for `shape` on `device`.
   explicit Tensor(const shape_type& shape, Device device = Device::cpu())
-      : storage_(std::make_shared<Storage>(device, static_cast<std::size_t>(shape.numel()) * sizeof(T))),
-        shape_(shape) {
+      : storage_(allocate(shape, device)), shape_(shape) {
     if (storage_->bytes()) device.allocator().fill_zero(storage_->data(), storage_->bytes());
   }
   // Allocates storage the caller fills whole before reading it (see Uninitialized).
-  Tensor(const shape_type& shape, Device device, Uninitialized)
-      : storage_(std::make_shared<Storage>(device, static_cast<std::size_t>(shape.numel()) * sizeof(T))),
-        shape_(shape) {
+  Tensor(const shape_type& shape, Device device, Uninitialized) : storage_(allocate(shape, device)), shape_(shape) {
 #if QLORA_POISON_UNINITIALIZED
     if (storage_->bytes() && device.is_cpu()) std::memset(storage_->data(), 0xff, storage_->bytes());
 #endif
@@ -220,6 +217,10 @@ class Tensor {
   using prepend_dim = Tensor<T, D, Ds...>;
 
  private:
+  // Storage for `shape` on `device`, as the allocator hands it out (the constructors fill it, or not).
+  static std::shared_ptr<Storage> allocate(const shape_type& shape, const Device& device) {
+    return std::make_shared<Storage>(device, static_cast<std::size_t>(shape.numel()) * sizeof(T));
+  }
   std::shared_ptr<Storage> storage_;
   index_t offset_ = 0;
   // undefined tensors: static extents as the type says, dynamic ones 0
