@@ -32,10 +32,10 @@ TEST_SUITE("train") {
     CHECK(a.eight_bit_optimizer());
     const std::pair<const char*, bool> eight_bit[] = {
         {"adamw_8bit", true}, {"paged_adamw_8bit", true}, {"adamw_torch", false}, {"paged_adamw_32bit", false}};
-    for (const auto& [optim, expected] : eight_bit) {
+    for (const auto& named : eight_bit) {  // (no structured binding: clang 14 cannot capture one in CHECK_MESSAGE)
       TrainingArguments b;
-      b.optim = optim;
-      CHECK_MESSAGE(b.eight_bit_optimizer() == expected, optim);
+      b.optim = named.first;
+      CHECK_MESSAGE(b.eight_bit_optimizer() == named.second, named.first);
     }
     CHECK(a.save_total_limit == 2);
     CHECK(a.report_to == std::vector<std::string>{"tensorboard"});
